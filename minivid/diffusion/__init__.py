@@ -1,0 +1,42 @@
+"""Diffusion math (D1-D10): schedules, forward process and posterior, parameterisations, losses,
+timestep samplers and samplers. See docs/equations.md for where each equation lives and is tested."""
+
+from .gaussian import GaussianOracle
+from .losses import (
+    discretized_gaussian_log_likelihood,
+    hybrid_loss,
+    l_simple,
+    mean_flat,
+    normal_kl,
+    training_losses,
+    vlb_terms,
+    x0_weighted_loss,
+)
+from .samplers import classifier_free_guidance, ddim_sample, ddpm_sample, dpm_solver_pp_sample, randn_like
+from .schedule import PREDICTIONS, VARIANCES, NoiseSchedule, split_learned_variance
+from .timesteps import SPACINGS, explicit_uniform_timesteps, make_timesteps, uniform_timesteps
+
+__all__ = [
+    "NoiseSchedule",
+    "PREDICTIONS",
+    "VARIANCES",
+    "SPACINGS",
+    "split_learned_variance",
+    "make_timesteps",
+    "uniform_timesteps",
+    "explicit_uniform_timesteps",
+    "ddpm_sample",
+    "ddim_sample",
+    "dpm_solver_pp_sample",
+    "classifier_free_guidance",
+    "randn_like",
+    "l_simple",
+    "x0_weighted_loss",
+    "hybrid_loss",
+    "vlb_terms",
+    "training_losses",
+    "normal_kl",
+    "discretized_gaussian_log_likelihood",
+    "mean_flat",
+    "GaussianOracle",
+]

@@ -1,0 +1,117 @@
+"""Losses D4, D6, D10 against closed forms and independent implementations (torch.distributions, scipy)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from minivid.diffusion import (
+    GaussianOracle,
+    NoiseSchedule,
+    discretized_gaussian_log_likelihood,
+    hybrid_loss,
+    l_simple,
+    normal_kl,
+    training_losses,
+    vlb_terms,
+    x0_weighted_loss,
+)
+
+F64 = torch.float64
+
+
+def test_l_simple_of_the_optimal_denoiser_is_its_closed_form_mmse():
+    """D4 with the Bayes-optimal eps predictor for x0 ~ N(mu, s^2): E||eps - E[eps|x_t]||^2 =
+    alpha^2 s^2 / (alpha^2 s^2 + sigma^2) per element."""
+    s = NoiseSchedule.linear()
+    mu, sd = 0.3, 0.5
+    oracle = GaussianOracle(s, mu, sd)
+    g = torch.Generator().manual_seed(0)
+    for t in [10, 300, 900]:
+        x0 = oracle.sample_x0((400, 64), g)
+        noise = torch.randn(x0.shape, generator=g, dtype=F64)
+        tt = torch.full((400,), t)
+        loss = l_simple(s, oracle(s.q_sample(x0, tt, noise), tt), x0, noise, tt).mean()
+        ab = s.alphas_cumprod[t]
+        expected = ab * sd**2 / (ab * sd**2 + 1 - ab)
+        assert abs(loss / expected - 1) < 0.02, (t, float(loss), float(expected))
+
+
+def test_v_loss_equals_x0_loss_weighted_by_one_over_one_minus_alpha_bar():
+    """D10: ||v - v_hat||^2 = ||x0 - x0_hat||^2 / (1 - alpha_bar) (CogVideoX's way of writing its loss)."""
+    s = NoiseSchedule.cogvideox()
+    g = torch.Generator().manual_seed(1)
+    x0, noise, out = (torch.randn(4, 2, 3, 5, generator=g, dtype=F64) for _ in range(3))
+    t = torch.tensor([0, 10, 500, 999])
+    xt = s.q_sample(x0, t, noise)
+    torch.testing.assert_close(l_simple(s, out, x0, noise, t, "v"), x0_weighted_loss(s, xt, t, out, x0, "v"))
+
+
+def test_normal_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(2)
+    m1, m2 = torch.randn(100, generator=g, dtype=F64), torch.randn(100, generator=g, dtype=F64)
+    lv1, lv2 = torch.randn(100, generator=g, dtype=F64), torch.randn(100, generator=g, dtype=F64)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(m1, (0.5 * lv1).exp()), torch.distributions.Normal(m2, (0.5 * lv2).exp())
+    )
+    torch.testing.assert_close(normal_kl(m1, lv1, m2, lv2), ref)
+
+
+def test_discretized_likelihood_matches_scipy_and_sums_to_one():
+    bins = torch.linspace(-1, 1, 256, dtype=F64)
+    for mean, scale in [(0.1, 0.05), (-0.95, 0.01), (0.99, 0.2), (0.3, 1e-3), (0.0, 3.0)]:
+        logp = discretized_gaussian_log_likelihood(bins, torch.tensor(mean, dtype=F64), torch.tensor(math.log(scale), dtype=F64))
+        # probabilities over the 256 levels form a distribution
+        assert abs(logp.exp().sum() - 1) < 1e-9
+        x = bins.numpy()
+        # reference bin masses, each computed in the tail where it is accurate (no cancellation)
+        upper = np.where(x > mean, norm.sf(x - 1 / 255, mean, scale) - norm.sf(x + 1 / 255, mean, scale), 0.0)
+        lower = norm.cdf(x + 1 / 255, mean, scale) - norm.cdf(x - 1 / 255, mean, scale)
+        ref = np.where(x > mean, upper, lower)
+        ref[0] = norm.cdf(x[0] + 1 / 255, mean, scale)
+        ref[-1] = norm.sf(x[-1] - 1 / 255, mean, scale)
+        big = ref > 1e-300
+        torch.testing.assert_close(logp[torch.from_numpy(big)], torch.log(torch.from_numpy(ref[big])), rtol=1e-7, atol=1e-9)
+
+
+def test_vlb_is_zero_for_the_true_reverse_step_and_positive_otherwise():
+    """L_t = KL(q(x_{t-1}|x_t,x_0) || p): zero when p's mean uses the true x0 and its variance is beta_tilde."""
+    s = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(3, 4, generator=g, dtype=F64), torch.randn(3, 4, generator=g, dtype=F64)
+    t = torch.tensor([5, 200, 999])
+    xt = s.q_sample(x0, t, noise)
+    at_truth = vlb_terms(s, x0, xt, t, noise, -torch.ones_like(x0))  # raw -1 -> beta_tilde
+    torch.testing.assert_close(at_truth, torch.zeros(3, dtype=F64), atol=1e-12, rtol=0)
+    assert (vlb_terms(s, x0, xt, t, noise + 0.1, -torch.ones_like(x0)) > 0).all()
+    assert (vlb_terms(s, x0, xt, t, noise, torch.ones_like(x0)) > 0).all()
+
+
+def test_hybrid_loss_trains_the_mean_with_l_simple_only():
+    """D6: L_vlb sees the mean detached, so the eps channels' gradient comes from L_simple alone, and the
+    variance channels' only from L_vlb; the weight is lambda * T."""
+    s = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(4)
+    x0, noise = torch.randn(4, 3, 8, generator=g), torch.randn(4, 3, 8, generator=g)
+    t = torch.tensor([0, 3, 400, 999])
+    xt = s.q_sample(x0, t, noise)
+    out = torch.randn(4, 6, 8, generator=g, requires_grad=True)
+    terms = hybrid_loss(s, out, x0, xt, noise, t)
+    torch.testing.assert_close(terms["loss"], terms["mse"] + 1e-3 * 1000 * terms["vlb"])
+    (grad_mse,) = torch.autograd.grad(terms["mse"].sum(), out, retain_graph=True)
+    (grad_all,) = torch.autograd.grad(terms["loss"].sum(), out)
+    torch.testing.assert_close(grad_all[:, :3], grad_mse[:, :3])
+    assert grad_mse[:, 3:].abs().max() == 0 and grad_all[:, 3:].abs().max() > 0
+
+
+def test_training_losses_runs_a_model_and_reports_per_sample_losses():
+    s = NoiseSchedule.linear(100)
+    oracle = GaussianOracle(s, 0.0, 1.0, prediction="v")
+    x0 = torch.randn(8, 2, 3, 4, 4, dtype=F64)
+    t = torch.randint(0, 100, (8,))
+    out = training_losses(oracle, s, x0, t, prediction="v")
+    assert out["loss"].shape == (8,)
+    with pytest.raises(ValueError, match="learned-variance"):
+        training_losses(oracle, s, x0, t, learned_variance=True)

@@ -1,0 +1,218 @@
+"""Samplers D5, D7, D8 and classifier-free guidance, measured against exact answers: the Gaussian oracle
+(optimal denoiser and exact probability-flow map in closed form) and diffusers' schedulers."""
+
+import math
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from minivid.diffusion import (
+    GaussianOracle,
+    NoiseSchedule,
+    classifier_free_guidance,
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver_pp_sample,
+    make_timesteps,
+)
+
+F64 = torch.float64
+MU, SD = 0.5, 0.3
+
+
+def rms(a, b):
+    return (a - b).pow(2).mean().sqrt().item()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    s = NoiseSchedule.linear()
+    x_T = torch.randn(4000, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
+    return s, GaussianOracle(s, MU, SD), x_T
+
+
+def ode_error(sampler, s, oracle, x_T, n, spacing, **kw):
+    ts = make_timesteps(s, n, spacing)
+    exact = oracle.flow_map(x_T, float(s.alphas_cumprod[ts[0]]))
+    return rms(sampler(oracle, x_T, s, ts, **kw), exact)
+
+
+def test_dpm_solver_pp_is_far_more_accurate_than_ddim_at_20_steps(setup):
+    s, oracle, x_T = setup
+    e_ddim = ode_error(ddim_sample, s, oracle, x_T, 20, "logsnr")
+    e_dpm = ode_error(dpm_solver_pp_sample, s, oracle, x_T, 20, "logsnr")
+    assert e_dpm < e_ddim / 5, (e_dpm, e_ddim)  # measured: 4.3e-3 vs 3.6e-2
+
+
+def test_convergence_orders(setup):
+    """DDIM is a first-order ODE solver, DPM-Solver++(2M) second order: doubling the steps halves the
+    error of one and quarters the other's (in the asymptotic regime)."""
+    s, oracle, x_T = setup
+    d = [ode_error(ddim_sample, s, oracle, x_T, n, "linspace") for n in (160, 320)]
+    p = [ode_error(dpm_solver_pp_sample, s, oracle, x_T, n, "linspace") for n in (160, 320)]
+    assert 1.8 < d[0] / d[1] < 2.2, d
+    assert p[0] / p[1] > 3.5, p
+
+
+def test_dpm_solver_first_order_is_ddim(setup):
+    s, oracle, x_T = setup
+    ts = make_timesteps(s, 15, "logsnr")
+    torch.testing.assert_close(dpm_solver_pp_sample(oracle, x_T, s, ts, order=1), ddim_sample(oracle, x_T, s, ts))
+
+
+def test_ddim_matches_diffusers(setup):
+    s, oracle, x_T = setup
+    ref = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    ref.set_timesteps(25)
+    x = x_T.clone()
+    for t in ref.timesteps:
+        x = ref.step(oracle(x, torch.full((x.shape[0],), int(t))), t, x, eta=0.0).prev_sample
+    ours = ddim_sample(oracle, x_T, s, make_timesteps(s, 25, "leading"))
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)  # diffusers keeps its schedule in float32
+
+
+@pytest.mark.parametrize("spacing", ["logsnr", "linspace"])
+def test_dpm_solver_pp_matches_diffusers(setup, spacing):
+    s, oracle, x_T = setup
+    ts = make_timesteps(s, 20, spacing)
+    ref = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
+    )
+    ref.set_timesteps(timesteps=ts.tolist())
+    x = x_T.clone()
+    for t in ref.timesteps:
+        x = ref.step(oracle(x, torch.full((x.shape[0],), int(t))), t, x).prev_sample
+    # diffusers keeps its schedule in float32; linspace's large step ratios amplify that to ~1e-5
+    torch.testing.assert_close(dpm_solver_pp_sample(oracle, x_T, s, ts), x, rtol=0, atol=5e-5)
+
+
+def test_v_prediction_with_zero_terminal_snr():
+    """D10: CogVideoX's schedule starts from pure noise (alpha_bar = 0), which a v model can denoise and an
+    eps model cannot. With a v oracle the samplers are exact up to discretisation; the last step jumps from
+    t = 0 (alpha_bar = 0.9975 here) to the clean data, which leaves a floor of about 4e-3."""
+    s = NoiseSchedule.cogvideox()
+    oracle = GaussianOracle(s, MU, SD, prediction="v")
+    x_T = torch.randn(4000, 1, dtype=F64, generator=torch.Generator().manual_seed(5))
+    exact = oracle.flow_map(x_T, 0.0)  # from pure noise
+    assert abs(exact.std() - SD) < 0.02
+    ts = make_timesteps(s, 25, "logsnr")
+    e_dpm = rms(dpm_solver_pp_sample(oracle, x_T, s, ts, prediction="v"), exact)
+    e_ddim = rms(ddim_sample(oracle, x_T, s, ts, prediction="v"), exact)
+    assert e_dpm < 0.005 and e_dpm < e_ddim / 5, (e_dpm, e_ddim)  # measured 2.4e-3 vs 3.6e-2
+    # trailing spacing (CogVideoX's) ends at t = 19: its final x0 jump dominates, but it still converges
+    errs = [rms(ddim_sample(oracle, x_T, s, make_timesteps(s, n, "trailing"), prediction="v"), exact) for n in (25, 100)]
+    assert errs[1] < errs[0] / 2, errs
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        ddim_sample(GaussianOracle(s, MU, SD), x_T, s, make_timesteps(s, 10, "trailing"))
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+def test_ddpm_with_the_oracle_samples_the_data_distribution(variance):
+    """D5: ancestral sampling with the exact eps ends in N(mu, s^2) (and the review's mean does not)."""
+    s = NoiseSchedule.linear()
+    oracle = GaussianOracle(s, MU, SD)
+    x_T = torch.randn(8000, 1, dtype=F64, generator=torch.Generator().manual_seed(1))
+    x0 = ddpm_sample(oracle, x_T, s, generator=torch.Generator().manual_seed(2), variance=variance)
+    assert abs(x0.mean() - MU) < 0.012 and abs(x0.std() / SD - 1) < 0.03  # 3.5 and 4 standard errors
+
+
+def test_d5_erratum_numerically():
+    """The exact reverse mean E[x_{t-1} | x_t] for Gaussian data is the posterior mean with E[x0|x_t]; D5's
+    corrected formula equals it, the review's (without 1/sqrt(alpha_t)) does not."""
+    s = NoiseSchedule.linear()
+    oracle = GaussianOracle(s, MU, SD)
+    g = torch.Generator().manual_seed(3)
+    t = torch.full((1000,), 500)
+    xt = oracle.marginal(500)[0] + oracle.marginal(500)[1] * torch.randn(1000, 1, generator=g, dtype=F64)
+    eps = oracle(xt, t)
+    x0_hat = GaussianOracle(s, MU, SD, prediction="x0")(xt, t)
+    exact, _ = s.q_posterior(x0_hat, xt, t)
+    correct = s.ddpm_mean_from_eps(xt, t, eps)
+    beta, ab = s.betas[500], s.alphas_cumprod[500]
+    review = xt - beta / (1 - ab).sqrt() * eps
+    torch.testing.assert_close(correct, exact, rtol=1e-10, atol=1e-12)
+    assert rms(review, exact) > 1e-3 and rms(review, exact) > 1e6 * rms(correct, exact)
+
+
+def test_ddim_with_eta_one_has_the_posterior_variance():
+    """D7: for consecutive steps, DDIM's sigma at eta = 1 is sqrt(beta_tilde_t): same noise -> same sample as
+    DDPM with variance='posterior'."""
+    s = NoiseSchedule.linear(50, 1e-3, 0.2)
+    oracle = GaussianOracle(s, MU, SD)
+    x_T = torch.randn(100, 1, dtype=F64, generator=torch.Generator().manual_seed(4))
+    a = ddim_sample(oracle, x_T, s, torch.arange(49, -1, -1), eta=1.0, generator=torch.Generator().manual_seed(9))
+    b = ddpm_sample(oracle, x_T, s, generator=torch.Generator().manual_seed(9), variance="posterior")
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_ddpm_learned_variance_limits_and_respacing():
+    """D6: raw variance +1 is sigma^2 = beta, -1 is beta_tilde; a respaced 250-step run still samples the data."""
+    s = NoiseSchedule.linear()
+    base = GaussianOracle(s, MU, SD)
+    x_T = torch.randn(8000, 1, dtype=F64, generator=torch.Generator().manual_seed(6))
+
+    def with_var(raw):
+        return lambda x, t: torch.cat([base(x, t), torch.full_like(x, raw)], 1)
+
+    for raw, fixed in [(1.0, "beta"), (-1.0, "posterior")]:
+        a = ddpm_sample(with_var(raw), x_T, s, generator=torch.Generator().manual_seed(7), variance="learned")
+        b = ddpm_sample(base, x_T, s, generator=torch.Generator().manual_seed(7), variance=fixed)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    x0 = ddpm_sample(with_var(0.0), x_T, s, timesteps=make_timesteps(s, 250), generator=torch.Generator().manual_seed(8), variance="learned")
+    assert abs(x0.mean() - MU) < 0.012 and abs(x0.std() / SD - 1) < 0.03  # 3.5 and 4 standard errors
+
+
+def test_samplers_reject_bad_timesteps():
+    s = NoiseSchedule.linear(100)
+    oracle = GaussianOracle(s)
+    x = torch.zeros(2, 1)
+    with pytest.raises(ValueError, match="descending"):
+        ddim_sample(oracle, x, s, torch.tensor([0, 50]))
+    with pytest.raises(ValueError, match="0..99"):
+        dpm_solver_pp_sample(oracle, x, s, torch.tensor([100, 50]))
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(oracle, x, s, torch.tensor([50, 0]), eta=-1)
+
+
+def test_a_cpu_generator_makes_sampling_reproducible():
+    s = NoiseSchedule.linear(100)
+    oracle = GaussianOracle(s, MU, SD)
+    x_T = torch.randn(10, 3)
+    a = ddim_sample(oracle, x_T, s, make_timesteps(s, 10), eta=1.0, generator=torch.Generator().manual_seed(0))
+    b = ddim_sample(oracle, x_T, s, make_timesteps(s, 10), eta=1.0, generator=torch.Generator().manual_seed(0))
+    c = ddim_sample(oracle, x_T, s, make_timesteps(s, 10), eta=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_clip_x0_keeps_the_prediction_in_range():
+    s = NoiseSchedule.linear(100)
+    oracle = GaussianOracle(s, 3.0, 0.1)  # data far outside [-1, 1]
+    x = ddim_sample(oracle, torch.randn(50, 1), s, make_timesteps(s, 10), clip_x0=1.0)
+    assert x.abs().max() <= 1.0 + 1e-6
+
+
+def test_classifier_free_guidance_combines_the_two_passes():
+    """out = u + w (c - u) on the guided channels; w = 1 gives the conditional model, w = 0 the
+    unconditional; extra (variance) channels come from the conditional pass; conditions stay with their rows."""
+    calls = []
+
+    def model(x, t, cond):
+        calls.append(x.shape[0])
+        # per-row output depending on the row's own condition: 2C channels (C guided + C variance)
+        return torch.cat([x * cond[:, None], x + cond[:, None]], 1)
+
+    x, t = torch.randn(3, 2), torch.zeros(3, dtype=torch.long)
+    c, u = torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3)
+    for w in [0.0, 1.0, 4.5]:
+        out = classifier_free_guidance(model, c, u, w)(x, t)
+        torch.testing.assert_close(out[:, :2], x * 0 + w * (x * c[:, None] - 0))
+        torch.testing.assert_close(out[:, 2:], x + c[:, None])
+    assert calls == [6, 6, 6]  # one batched pass of 2B per call
+
+    def model_kw(x, t, text, mask):
+        return x * (text * mask).sum(1, keepdim=True)
+
+    out = classifier_free_guidance(model_kw, {"text": torch.ones(3, 4), "mask": torch.ones(3, 4)},
+                                   {"text": torch.zeros(3, 4), "mask": torch.ones(3, 4)}, 2.0)(x, t)
+    torch.testing.assert_close(out, 2.0 * 4 * x)
