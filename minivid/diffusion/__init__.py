@@ -13,7 +13,7 @@ from .losses import (
     x0_weighted_loss,
 )
 from .samplers import classifier_free_guidance, ddim_sample, ddpm_sample, dpm_solver_pp_sample, randn_like
-from .schedule import PREDICTIONS, VARIANCES, NoiseSchedule, split_learned_variance
+from .schedule import PREDICTIONS, VARIANCES, NoiseSchedule, check_prediction, split_learned_variance
 from .timesteps import SPACINGS, explicit_uniform_timesteps, make_timesteps, uniform_timesteps
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "VARIANCES",
     "SPACINGS",
     "split_learned_variance",
+    "check_prediction",
     "make_timesteps",
     "uniform_timesteps",
     "explicit_uniform_timesteps",

@@ -16,7 +16,7 @@ import math
 from typing import Callable, Mapping
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .schedule import NoiseSchedule, check_prediction, split_learned_variance
 

@@ -1,0 +1,40 @@
+"""Data: MiniSprites (procedural videos with captions and exact sprite centres), the sprite tracker
+that measures trajectory error on generated samples, and VideoFolder for real clips (UCF-101 layout).
+"""
+
+from .minisprites import (
+    BACKGROUND_MAX,
+    COLOR_NAMES,
+    DIRECTIONS,
+    MOTIONS,
+    PALETTE,
+    SHAPES,
+    MiniSprites,
+    Scene,
+    Sprite,
+    make_caption,
+    random_background,
+    render_scene,
+    sample_trajectory,
+)
+from .tracking import track_sprites, trajectory_error
+from .video_folder import VideoFolder
+
+__all__ = [
+    "BACKGROUND_MAX",
+    "COLOR_NAMES",
+    "DIRECTIONS",
+    "MOTIONS",
+    "PALETTE",
+    "SHAPES",
+    "MiniSprites",
+    "Scene",
+    "Sprite",
+    "VideoFolder",
+    "make_caption",
+    "random_background",
+    "render_scene",
+    "sample_trajectory",
+    "track_sprites",
+    "trajectory_error",
+]

@@ -1,0 +1,187 @@
+"""``python -m minivid demo``: train a small pixel-space video diffusion model on MiniSprites and sample it.
+
+The main job of the foundation: everything a later pipeline needs, at the smallest useful scale.
+MiniSprites clips (D-data) -> v-prediction training with explicit uniform timesteps (D9, D10) on a
+factorised video U-Net -> EMA weights -> DPM-Solver++ sampling (D8) -> an mp4 and a PNG frame grid.
+On a CPU it trains for at most ``max_minutes`` (default 3) so the whole run takes under 5 minutes on two
+cores; with CUDA it picks a larger scale. Checkpoints are written atomically every ``checkpoint_every``
+steps and ``--resume`` continues from the last one, so a killed run loses at most that much work.
+(The full system of notebook 08 replaces this model; see ../ROADMAP in the docs.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data import MiniSprites
+from ..diffusion import NoiseSchedule, dpm_solver_pp_sample, make_timesteps
+from ..diffusion.video_unet import VideoUNet, VideoUNetConfig
+from ..utils.checkpoint import load_weights, save_json, save_state, save_weights
+from ..utils.video import save_frame_grid, write_video
+from .trainer import DiffusionTrainer
+
+
+@dataclass
+class DemoConfig:
+    size: int = 32
+    num_frames: int = 8
+    num_videos: int = 4096
+    batch_size: int = 8
+    steps: int = 3000  # an upper bound; max_minutes usually stops the CPU run first
+    max_minutes: float = 3.0
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    prediction: str = "v"
+    schedule: str = "cosine"
+    num_train_timesteps: int = 1000
+    sample_steps: int = 25
+    num_samples: int = 4
+    checkpoint_every: int = 100
+    fps: int = 8
+    seed: int = 0
+    model: VideoUNetConfig = field(default_factory=lambda: VideoUNetConfig(base_channels=32, channel_mults=(1, 2, 2)))
+
+    @classmethod
+    def for_device(cls, device: torch.device | str, **overrides) -> "DemoConfig":
+        """CPU: 32x32x8 clips, a 1.3M-parameter U-Net, 3 minutes. CUDA: 64x64x16, 11M parameters, 10 minutes."""
+        if torch.device(device).type == "cuda":
+            base = cls(size=64, num_frames=16, batch_size=32, steps=20000, max_minutes=10.0, lr=5e-4,
+                       ema_decay=0.999, num_samples=8, num_videos=100_000,
+                       model=VideoUNetConfig(base_channels=64, channel_mults=(1, 2, 2, 2)))
+        else:
+            base = cls()
+        for k, v in overrides.items():
+            if k not in {f.name for f in fields(cls)}:
+                raise ValueError(f"unknown demo option {k!r}; allowed: {[f.name for f in fields(cls)]}")
+            setattr(base, k, v)
+        base.validate()
+        return base
+
+    def validate(self) -> None:
+        for name in ("num_frames", "num_videos", "batch_size", "steps", "sample_steps", "num_samples", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if self.num_videos < self.batch_size:
+            raise ValueError(f"num_videos={self.num_videos} must be at least batch_size={self.batch_size}")
+        if not self.max_minutes > 0:
+            raise ValueError(f"max_minutes={self.max_minutes!r} must be positive")
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule={self.schedule!r}; allowed: 'linear', 'cosine'")
+        if self.size % (2 ** (len(self.model.channel_mults) - 1)):
+            raise ValueError(f"size={self.size} must be divisible by 2**(len(channel_mults)-1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _schedule(cfg: DemoConfig) -> NoiseSchedule:
+    return getattr(NoiseSchedule, cfg.schedule)(cfg.num_train_timesteps)
+
+
+def sample(model: VideoUNet, cfg: DemoConfig, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Draw cfg.num_samples clips (B, 3, T, H, W) in [-1, 1] with DPM-Solver++ (D8)."""
+    s = _schedule(cfg)
+    g = torch.Generator().manual_seed(seed)
+    shape = (cfg.num_samples, cfg.model.in_channels, cfg.num_frames, cfg.size, cfg.size)
+    x_T = torch.randn(shape, generator=g).to(device)
+    model.eval()
+    ts = make_timesteps(s, cfg.sample_steps, "logsnr")
+    return dpm_solver_pp_sample(model, x_T, s, ts, prediction=cfg.prediction, clip_x0=1.0).clamp(-1, 1)
+
+
+def run_demo(cfg: DemoConfig, out_dir: str | Path = "outputs/demo", device: str | None = None, resume: bool = False,
+             progress: bool = True) -> dict:
+    """Train, sample, write ``samples.mp4``, ``frames.png``, ``model.safetensors`` (EMA weights),
+    ``config.json`` and ``metrics.json`` under ``out_dir``; return the metrics."""
+    cfg.validate()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    data = MiniSprites(num_videos=cfg.num_videos, size=cfg.size, num_frames=cfg.num_frames, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    model = VideoUNet(cfg.model).to(device)
+    trainer = DiffusionTrainer(model, _schedule(cfg), prediction=cfg.prediction, lr=cfg.lr,
+                               warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
+                               timestep_sampling="explicit_uniform", seed=cfg.seed + 1)  # D9
+    state_path = out / "train_state.pt"
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        budget = {"steps", "max_minutes", "checkpoint_every", "num_samples", "sample_steps", "fps"}
+        changed = sorted(k for k, v in cfg.to_dict().items() if k not in budget and state["config"].get(k) != v)
+        if changed:
+            raise ValueError(f"cannot resume from {state_path}: it was written with a different config ({changed})")
+        trainer.load_state_dict(state["trainer"])
+    save_json(cfg.to_dict(), out / "config.json")
+
+    def checkpoint() -> None:
+        save_state({"trainer": trainer.state_dict(), "config": cfg.to_dict()}, state_path)
+        save_weights(trainer.ema, out / "model.safetensors",
+                     metadata={"config": json.dumps(cfg.model.to_dict()), "step": str(trainer.num_updates)})
+
+    t_start = time.monotonic()
+    n_params = sum(p.numel() for p in model.parameters())
+    bar = tqdm(total=cfg.steps, initial=trainer.num_updates, desc=f"demo ({device.type}, {n_params / 1e6:.1f}M params)",
+               disable=not progress, dynamic_ncols=True)
+    stopped_by_time = False
+    while trainer.num_updates < cfg.steps and not stopped_by_time:
+        for batch in loader:
+            if trainer.num_updates >= cfg.steps:
+                break
+            if time.monotonic() - t_start > 60 * cfg.max_minutes:
+                stopped_by_time = True
+                break
+            trainer.step(batch["video"].to(device))  # D3 + D4 / D10 + AdamW + EMA
+            recent = trainer.losses[-20:]
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+            if trainer.num_updates % cfg.checkpoint_every == 0:
+                checkpoint()
+    bar.close()
+    train_seconds = time.monotonic() - t_start
+    checkpoint()
+
+    t0 = time.monotonic()
+    videos = sample(trainer.ema, cfg, device, seed=cfg.seed).cpu()
+    sample_seconds = time.monotonic() - t0
+    row = torch.cat(list(videos), dim=-1)  # samples side by side: (3, T, H, n*W)
+    write_video(out / "samples.mp4", row, fps=cfg.fps)
+    save_frame_grid(out / "frames.png", videos)
+    metrics = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "steps": trainer.num_updates,
+        "stopped_by_time_budget": stopped_by_time,
+        "train_seconds": round(train_seconds, 1),
+        "sample_seconds": round(sample_seconds, 1),
+        "parameters": n_params,
+        "loss_mean_first_50": sum(trainer.losses[:50]) / max(1, len(trainer.losses[:50])),
+        "loss_mean_last_50": sum(trainer.losses[-50:]) / max(1, len(trainer.losses[-50:])),
+        "outputs": {k: str(out / k) for k in ("samples.mp4", "frames.png", "model.safetensors", "config.json")},
+    }
+    save_json(metrics, out / "metrics.json")
+    return metrics
+
+
+def load_demo_model(out_dir: str | Path, device: str = "cpu") -> tuple[VideoUNet, DemoConfig]:
+    """Rebuild the demo's EMA model from ``config.json`` and ``model.safetensors`` in ``out_dir``."""
+    out = Path(out_dir)
+    raw = json.loads((out / "config.json").read_text())
+    raw["model"] = VideoUNetConfig(**raw["model"])
+    cfg = DemoConfig(**raw)
+    model = VideoUNet(cfg.model).to(device)
+    load_weights(model, out / "model.safetensors")
+    return model.eval(), cfg
+
+
+__all__ = ["DemoConfig", "run_demo", "sample", "load_demo_model"]

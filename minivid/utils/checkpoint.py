@@ -1,0 +1,46 @@
+"""Atomic checkpoint writes: a run that is killed mid-save never leaves a truncated file behind.
+
+Every writer goes to a temporary file in the destination folder and then ``os.replace``s it, which is
+atomic on POSIX and Windows. Model weights use safetensors (portable, no pickle); the training state
+(optimizer, step, RNG) uses ``torch.save``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .files import atomic_path
+
+
+def save_weights(module_or_state: torch.nn.Module | dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Save a model's state dict as safetensors, atomically. ``metadata`` (str -> str) is stored in the header."""
+    state = module_or_state.state_dict() if isinstance(module_or_state, torch.nn.Module) else module_or_state
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> torch.nn.Module:
+    """Load safetensors weights into ``module`` (on the module's device)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    device = next(module.parameters()).device
+    module.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
+    return module
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_state(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save, atomically (optimizer states, step counters, RNG states)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
