@@ -1,0 +1,137 @@
+r"""Multi-head attention with a backend switch (K1), shared by every transformer in minivid.
+
+``attention(q, k, v, ...)`` computes :math:`\mathrm{softmax}(QK^\top/\sqrt d)\,V` (K1) on tensors of
+shape (B, H, N, D) with one of three backends, all with the same semantics:
+
+- ``"sdpa"`` (default): :func:`torch.nn.functional.scaled_dot_product_attention`, which dispatches to
+  FlashAttention / memory-efficient / cuDNN kernels on a GPU;
+- ``"math"``: the plain PyTorch reference (:func:`minivid.kernels.attention_reference`), explicit
+  softmax, for teaching and tests;
+- ``"triton"``: minivid's own FlashAttention-2 kernel (:func:`minivid.kernels.flash_attention`, K2-K3),
+  on CUDA tensors.
+
+Masks follow SDPA's boolean convention: ``key_padding_mask`` is (B, N_k) with **True = attend** (False =
+padding, e.g. the unused slots of a text prompt); ``causal`` lets query i see keys j <= i. A query whose
+keys are all masked returns zeros in every backend.
+
+:class:`Attention` is the module: self- or cross-attention (``context``), optional QK-norm (LayerNorm on
+each head's queries and keys, as CogVideoX does), and an optional ``rope`` callable applied to the
+(B, H, N, D) queries and keys (the 1D/3D RoPE of the transformer issues).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..kernels.reference import attention_reference
+
+BACKENDS = ("sdpa", "math", "triton")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not supported; allowed: {BACKENDS}")
+    return backend
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+              causal: bool = False, backend: str = "sdpa", scale: float | None = None) -> torch.Tensor:
+    """K1 on (B, H, N, D) tensors: q (B, H, N_q, D), k and v (B, H, N_k, D) -> (B, H, N_q, D)."""
+    _check_backend(backend)
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"q, k, v must be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if key_padding_mask is not None and key_padding_mask.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(f"key_padding_mask must have shape (B, N_k) = {(k.shape[0], k.shape[2])}, "
+                         f"got {tuple(key_padding_mask.shape)}")
+    if backend == "math":
+        return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    if backend == "triton":
+        if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("backend='triton' runs on CUDA tensors (or on the CPU in Triton's interpreter, "
+                             "TRITON_INTERPRET=1 set before triton is imported); use 'sdpa' or 'math' on the CPU")
+        from ..kernels import flash_attention
+
+        return flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, N_k), True = attend
+        if causal:
+            n_q, n_k = q.shape[2], k.shape[2]
+            mask = mask & torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
+            causal = False
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    if key_padding_mask is not None:  # rows with no key at all: zeros (SDPA may give NaN there)
+        empty = ~key_padding_mask.to(torch.bool).any(dim=1)  # (B,)
+        if empty.any():
+            out = out.masked_fill(empty[:, None, None, None], 0.0)
+    return out
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention: ``x`` (B, N, dim) -> (B, N, dim).
+
+    Args:
+        dim: token width; ``heads`` heads of ``head_dim`` (default dim // heads) channels.
+        context_dim: width of the ``context`` tokens for cross-attention (default: dim).
+        qk_norm: LayerNorm over each head's channels of q and k before the product (CogVideoX).
+        backend: "sdpa" | "math" | "triton" (see the module docstring); can be changed at any time with
+            :meth:`set_backend` or :func:`set_attention_backend` on a whole model.
+        zero_init_out: zero the output projection so a residual block starts as the identity.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, head_dim: int | None = None, context_dim: int | None = None,
+                 qkv_bias: bool = True, qk_norm: bool = False, backend: str = "sdpa", zero_init_out: bool = False):
+        super().__init__()
+        if dim < 1 or heads < 1:
+            raise ValueError(f"dim={dim} and heads={heads} must be positive")
+        if head_dim is None:
+            if dim % heads:
+                raise ValueError(f"dim={dim} must be divisible by heads={heads} (or pass head_dim)")
+            head_dim = dim // heads
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.backend = _check_backend(backend)
+        self.to_q = nn.Linear(dim, inner, bias=qkv_bias)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * inner, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.to_out = nn.Linear(inner, dim)
+        if zero_init_out:
+            nn.init.zeros_(self.to_out.weight)
+            nn.init.zeros_(self.to_out.bias)
+
+    def set_backend(self, backend: str) -> None:
+        self.backend = _check_backend(backend)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None, causal: bool = False,
+                rope: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, N, dim); context (B, M, context_dim) or None (self-attention); key_padding_mask (B, M or N)
+        True = attend; rope applied to q and k of shape (B, H, N, head_dim) (self-attention only)."""
+        ctx = x if context is None else context
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(ctx), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            if context is not None:
+                raise ValueError("rope applies to self-attention only (queries and keys share positions)")
+            q, k = rope(q), rope(k)
+        o = attention(q, k, v, key_padding_mask=key_padding_mask, causal=causal, backend=self.backend)
+        return self.to_out(rearrange(o, "b h n d -> b n (h d)"))
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Switch every :class:`Attention` inside ``model`` to ``backend``; returns the model."""
+    _check_backend(backend)
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.set_backend(backend)
+    return model

@@ -1,0 +1,96 @@
+"""The shared attention module: every backend agrees with an explicit float64 softmax, masks mean what
+they say, and attention is permutation-equivariant in the queries."""
+
+import math
+
+import pytest
+import torch
+
+from minivid.transformers import Attention, attention, set_attention_backend
+
+F64 = torch.float64
+
+
+def naive(q, k, v, keep=None):
+    """softmax(q k^T / sqrt(d)) v with an explicit loop-free float64 computation; keep (B, 1, N_q|1, N_k)."""
+    s = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if keep is not None:
+        s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return p @ v.double()
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n_q, n_k", [(1, 1), (7, 7), (5, 11)])
+def test_backends_match_an_explicit_softmax(backend, causal, n_q, n_k):
+    g = torch.Generator().manual_seed(n_q * 31 + n_k)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (n_q, n_k, n_k))
+    kpm = torch.rand(2, n_k, generator=g) > 0.3
+    kpm[:, 0] = True
+    keep = kpm[:, None, None, :]
+    if causal:
+        keep = keep & torch.ones(n_q, n_k, dtype=torch.bool).tril()
+    out = attention(q, k, v, key_padding_mask=kpm, causal=causal, backend=backend)
+    torch.testing.assert_close(out.double(), naive(q, k, v, keep), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+def test_a_row_with_no_keys_gives_zeros(backend):
+    q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    kpm = torch.ones(2, 5, dtype=torch.bool)
+    kpm[1] = False
+    out = attention(q, k, v, key_padding_mask=kpm, backend=backend)
+    assert torch.isfinite(out).all() and out[1].abs().max() == 0
+    torch.testing.assert_close(out[0].double(), naive(q[:1], k[:1], v[:1])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_keys_are_ignored_and_queries_are_permutation_equivariant():
+    torch.manual_seed(0)
+    attn = Attention(16, heads=4, context_dim=12, qk_norm=True).eval()
+    x, ctx = torch.randn(2, 6, 16), torch.randn(2, 9, 12)
+    kpm = torch.ones(2, 9, dtype=torch.bool)
+    kpm[:, 6:] = False
+    out = attn(x, ctx, key_padding_mask=kpm)
+    ctx2 = ctx.clone()
+    ctx2[:, 6:] = torch.randn(2, 3, 12) * 100  # change only the padding
+    torch.testing.assert_close(attn(x, ctx2, key_padding_mask=kpm), out)
+    perm = torch.randperm(6)
+    torch.testing.assert_close(attn(x[:, perm], ctx, key_padding_mask=kpm), out[:, perm])
+
+
+def test_module_backends_agree_and_rope_is_applied_to_queries_and_keys():
+    torch.manual_seed(1)
+    attn = Attention(32, heads=4).eval()
+    x = torch.randn(3, 10, 32)
+    ref = attn(x)
+    set_attention_backend(attn, "math")
+    torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-5)
+    # a "rope" that multiplies q and k by the same constant c scales the logits by c^2
+    c = 1.7
+    scaled = attn(x, rope=lambda t: t * c)
+    attn_scaled = Attention(32, heads=4).eval()
+    attn_scaled.load_state_dict(attn.state_dict())
+    with torch.no_grad():
+        attn_scaled.to_q.weight.mul_(c * c)
+        attn_scaled.to_q.bias.mul_(c * c)
+    torch.testing.assert_close(scaled, attn_scaled(x), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_init_output_and_bad_input():
+    attn = Attention(8, heads=2, zero_init_out=True)
+    assert attn(torch.randn(1, 3, 8)).abs().max() == 0
+    with pytest.raises(ValueError, match="backend='flash'"):
+        Attention(8, heads=2, backend="flash")
+    with pytest.raises(ValueError, match="divisible by heads=3"):
+        Attention(8, heads=3)
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, N_k\) = \(1, 3\)"):
+        attn(torch.randn(1, 3, 8), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="rope applies to self-attention only"):
+        attn(torch.randn(1, 3, 8), torch.randn(1, 2, 8), rope=lambda t: t)
+    if not torch.cuda.is_available():
+        import os
+
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            with pytest.raises(ValueError, match="backend='triton' runs on CUDA"):
+                attention(*(torch.randn(1, 1, 2, 16) for _ in range(3)), backend="triton")
