@@ -1,6 +1,8 @@
-"""Autoencoders: the losses shared by every autoencoder (``losses``); the PVDM triplane autoencoder and
-the 3D VAEs live in their own modules of this package."""
+"""Autoencoders. Shared here: the interface every autoencoder implements (``base``: ``VideoAutoencoder``,
+``DiagonalGaussian``, ``DiracLatent``), the losses (``losses``) and the trainer (``training``). The PVDM
+triplane autoencoder and the 3D VAEs live in their own modules of this package."""
 
+from .base import DiagonalGaussian, DiracLatent, VideoAutoencoder
 from .losses import (
     PatchDiscriminator2D,
     PatchDiscriminator3D,
@@ -9,8 +11,13 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
+from .training import AutoencoderTrainer
 
 __all__ = [
+    "VideoAutoencoder",
+    "DiagonalGaussian",
+    "DiracLatent",
+    "AutoencoderTrainer",
     "PerceptualLoss",
     "PatchDiscriminator2D",
     "PatchDiscriminator3D",

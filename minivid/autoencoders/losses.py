@@ -117,6 +117,8 @@ class PerceptualLoss(nn.Module):
         y, _ = _frames(target)
         if x.shape[1] != 3:
             raise ValueError(f"PerceptualLoss takes RGB inputs (3 channels), got {x.shape[1]}")
+        if min(x.shape[-2:]) < 16:
+            raise ValueError(f"PerceptualLoss needs frames of at least 16x16 (VGG pools 4 times), got {tuple(x.shape[-2:])}")
         h = torch.cat([x, y]).to(self.shift.dtype)
         h = (h - self.shift) / self.scale
         total = 0.0

@@ -1,0 +1,96 @@
+"""The shared autoencoder interface and trainer: KL against torch.distributions, a tiny autoencoder that
+must learn, the GAN stage really training both sides, and a state round trip."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from minivid.autoencoders import PatchDiscriminator3D, PerceptualLoss
+from minivid.autoencoders.base import DiagonalGaussian, DiracLatent, VideoAutoencoder
+from minivid.autoencoders.training import AutoencoderTrainer
+
+
+class TinyVAE(VideoAutoencoder):
+    """A linear VAE with as many latent values as pixels (12 = 3 x 2 x 2), so it can learn to be lossless."""
+
+    downsample = (1, 2, 2)
+    latent_channels = 12
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv3d(3, 24, (1, 2, 2), stride=(1, 2, 2))
+        self.dec = nn.ConvTranspose3d(12, 3, (1, 2, 2), stride=(1, 2, 2))
+
+    def encode(self, video):
+        return DiagonalGaussian.from_moments(self.enc(video))
+
+    def decode(self, z, **conditions):
+        return self.dec(z)
+
+    def latent_shape(self, input_shape):
+        b, _, t, h, w = input_shape
+        return (b, 12, t, h // 2, w // 2)
+
+    @property
+    def last_layer(self):
+        return self.dec.weight
+
+
+def test_diagonal_gaussian_kl_sample_and_nll():
+    g = torch.Generator().manual_seed(0)
+    mean, logvar = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    q = DiagonalGaussian(mean, logvar)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mean, (0.5 * logvar).exp()),
+                                            torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
+    torch.testing.assert_close(q.kl(), ref)
+    z = q.sample(torch.Generator().manual_seed(1))
+    ref_nll = -torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(z).flatten(1).sum(1)
+    torch.testing.assert_close(q.nll(z), ref_nll)
+    big = DiagonalGaussian(torch.full((20000,), 2.0)[None], torch.full((20000,), 2 * torch.tensor(0.5).log().item())[None])
+    s = big.sample(torch.Generator().manual_seed(2))
+    assert abs(s.mean() - 2) < 0.02 and abs(s.std() - 0.5) < 0.02
+    with pytest.raises(ValueError, match="even number of channels"):
+        DiagonalGaussian.from_moments(torch.zeros(1, 3, 2))
+
+
+def test_dirac_latent():
+    planes = (torch.ones(2, 4, 3, 3), torch.zeros(2, 4, 5, 3))
+    d = DiracLatent(planes)
+    assert d.sample() is planes and d.mode() is planes and torch.equal(d.kl(), torch.zeros(2))
+
+
+def test_trainer_learns_and_the_gan_stage_trains_both_sides():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    video = torch.tanh(torch.randn(4, 3, 2, 8, 8, generator=g))
+    model = TinyVAE()
+    trainer = AutoencoderTrainer(model, lr=3e-2, kl_weight=1e-6)
+    first = trainer.step(video)["l1"]
+    for _ in range(150):
+        logs = trainer.step(video)
+    assert logs["l1"] < 0.5 * first
+    assert set(logs) == {"l1", "kl", "loss"}
+
+    disc = PatchDiscriminator3D(channels=4, num_layers=1)
+    d_before = copy.deepcopy(disc.state_dict())
+    gan = AutoencoderTrainer(model, lr=1e-3, discriminators=[disc], disc_start=2,
+                             perceptual=PerceptualLoss(allow_random=True), perceptual_weight=0.1)
+    video16 = torch.tanh(torch.randn(2, 3, 2, 16, 16, generator=g))  # LPIPS needs >= 16 px
+    logs = [gan.step(video16) for _ in range(4)]
+    assert "g_loss" not in logs[1] and {"g_loss", "d_loss", "gan_weight", "perceptual"} <= set(logs[3])
+    assert any(not torch.equal(v, disc.state_dict()[k]) for k, v in d_before.items() if v.dtype.is_floating_point)
+
+    state = gan.state_dict()
+    other = AutoencoderTrainer(TinyVAE(), discriminators=[PatchDiscriminator3D(channels=4, num_layers=1)])
+    other.load_state_dict(state)
+    assert other.num_updates == 4 and len(other.history) == 4
+    torch.testing.assert_close(other.model.reconstruct(video), model.reconstruct(video))
+    with pytest.raises(ValueError, match="at least 16x16"):
+        PerceptualLoss(allow_random=True)(video, video)
+
+
+def test_trainer_bad_input():
+    with pytest.raises(ValueError, match="kl_weight=-1"):
+        AutoencoderTrainer(TinyVAE(), kl_weight=-1)
