@@ -20,7 +20,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -n 2 tests $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
-	$(PY) -m pytest --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg notebooks/ $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/ $(PYTEST_ARGS)
 
 test: unit notebooks
 

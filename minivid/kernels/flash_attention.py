@@ -1,0 +1,784 @@
+r"""FlashAttention-2 in Triton: a fused forward (K1, K2) and backward (K3) attention kernel.
+
+The math path (:func:`minivid.kernels.reference.attention_reference`) forms the ``N_q × N_k`` score
+matrix ``S = Q Kᵀ · scale`` and its softmax ``P`` in global memory: memory and traffic grow as N².
+Here one Triton *program* owns a tile of ``BLOCK_M`` queries, keeps its running output in registers,
+and streams the keys and values past it in blocks of ``BLOCK_N`` (K2, the online softmax)::
+
+    m = -inf, l = 0, O = 0                      # per query row, float32
+    for each key block j:
+        S_j = Q K_jᵀ · scale                    # (BLOCK_M, BLOCK_N), never written out   (K1)
+        m'  = max(m, rowmax(S_j))                                                         (K2)
+        l   = l · e^{m − m'} + rowsum(e^{S_j − m'})                                       (K2)
+        O   = O · e^{m − m'} + e^{S_j − m'} V_j                                           (K2)
+        m   = m'
+    O /= l ;  store O and lse = m + log l       # one float per query row for the backward (K2)
+
+The backward pass (K3) recomputes ``P = exp(S − lse)`` block by block instead of storing it:
+``D = rowsum(dO ∘ O)`` (a small pre-pass kernel), then one kernel per key block accumulates
+``dV = Pᵀ dO`` and ``dK = dSᵀ Q · scale`` with ``dP = dO Vᵀ`` and ``dS = P ∘ (dP − D)``, and one kernel
+per query block accumulates ``dQ = dS K · scale``. No atomics: the result is deterministic.
+
+The kernels work in base 2 (``exp2`` is the hardware instruction): scores are multiplied by
+``scale · log2(e)`` and the saved log-sum-exp is ``log2``-based. :func:`flash_attention_forward`
+converts it back to natural log for readers and tests.
+
+Conventions (the same as :mod:`minivid.kernels.reference` and ``torch.nn.functional.
+scaled_dot_product_attention``):
+
+* layouts ``"bhnd"`` = ``(B, H, N, D)`` and ``"bnhd"`` = ``(B, N, H, D)``; any strides (e.g. q, k, v
+  sliced out of one packed qkv tensor) are used as they are, without copies. The output has q's
+  layout.
+* ``key_padding_mask``: bool ``(B, N_k)``, **True = keep**, False = padding key.
+* ``causal``: query i sees keys j <= i (top-left aligned, as SDPA's ``is_causal``).
+* a query row with every key masked returns **zeros** and gets zero gradients (as SDPA); its
+  log-sum-exp is ``+inf``.
+
+Supported: head dims 16, 32, 64, 128 (``SUPPORTED_HEAD_DIMS``); float16, bfloat16 and float32 on CUDA
+(float32 accumulation always; float32 inputs use IEEE fp32 products, not TF32); float32 and float16
+in Triton's CPU interpreter (``TRITON_INTERPRET=1``, which has no bfloat16). Any ``N_q, N_k >= 1``.
+
+Block sizes: long sequences use tiles of 64-128 queries × 32-128 keys; short sequences (temporal
+attention, N <= 64 tokens over a huge batch) use 16-64 wide tiles that just cover N and let one
+program handle ``rows`` (batch, head) pairs in turn. On CUDA the first call for each shape class
+times a handful of candidate configurations with ``triton.testing.do_bench`` and keeps the fastest
+(``MINIVID_FLASH_AUTOTUNE=0`` uses the first, heuristic, candidate instead).
+
+GPU status: every kernel compiles for sm_90 (H100) with the default tiles of each shape class,
+without register spills on the long-sequence defaults (checked on a CPU-only machine with
+:func:`compile_for_gpu` and ``ptxas -v``; ``tests/kernels`` compiles them in CI). Correctness is tested
+in the interpreter; timings on a GPU are the job of ``bench/attention.py``.
+
+Importing this module imports Triton; whether kernels run compiled (CUDA) or interpreted (CPU) is
+decided by ``TRITON_INTERPRET`` *at import time*, so set it before the first import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as err:  # pragma: no cover - triton is a declared dependency
+    raise ImportError(
+        "minivid.kernels.flash_attention needs the `triton` package (pip install triton); "
+        "minivid.kernels.attention_reference works without it"
+    ) from err
+
+from .reference import LAYOUTS, attention_flops, to_bhnd
+
+__all__ = [
+    "flash_attention",
+    "flash_attention_forward",
+    "FlashAttentionFunction",
+    "KernelConfig",
+    "SUPPORTED_HEAD_DIMS",
+    "SUPPORTED_DTYPES",
+    "attention_flops",
+    "compile_for_gpu",
+    "interpreter_active",
+    "kernel_config",
+    "last_configs",
+    "poisoned_outputs",
+]
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+LOG2E = 1.4426950408889634  # log2(e): e^x = 2^(x·log2 e)
+LN2 = 0.6931471805599453  # ln(2): converts the base-2 log-sum-exp back to natural log
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn, offs_m, offs_d,
+               hi, mask_from, N_K, qk_scale,
+               BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+               DOT_PRECISION: tl.constexpr):
+    """Online softmax (K2) of one query tile over the key blocks starting in [0, hi).
+
+    Blocks from ``mask_from`` on are the last, partial one and (if CAUSAL) those on the diagonal:
+    only they pay for the bounds / causal mask. (One loop with a uniform branch rather than two
+    loops: two pipelined loops need more registers than the GPU has and spill.)
+    """
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(0, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd
+        v_ptrs = v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd
+        if EVEN_K:  # N_K is a multiple of BLOCK_N: no load needs a bounds mask
+            k = tl.load(k_ptrs)  # (BLOCK_N, D)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+        # K1: S_j = Q K_jᵀ · scale, here in log2 units (qk_scale = scale · log2 e)   (BLOCK_M, BLOCK_N)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        if start_n >= mask_from:  # the same for the whole program: no divergence
+            keep = (offs_n < N_K)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])  # query i sees keys j <= i
+            s = tl.where(keep, s, float("-inf"))
+        if HAS_KPM:
+            kp = tl.load(kpm_base + offs_n * s_mn, mask=offs_n < N_K, other=0)  # True = keep
+            s = tl.where(kp[None, :] != 0, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # K2: m' = max(m, rowmax(S_j))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet
+        alpha = tl.math.exp2(m_i - m_safe)  # K2: e^{m − m'}
+        p = tl.math.exp2(s - m_safe[:, None])  # K2: e^{S_j − m'}
+        l_i = l_i * alpha + tl.sum(p, 1)  # K2: l' = l·e^{m−m'} + rowsum(e^{S_j−m'})
+        acc = acc * alpha[:, None]  # K2: O' = O·e^{m−m'} + e^{S_j−m'} V_j
+        acc = tl.dot(p.to(v.dtype), v, acc=acc, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, KPM,
+                s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
+                s_ob, s_oh, s_on, s_od, s_mb, s_mn,
+                H, BH, N_Q, N_K, N_M_BLOCKS, qk_scale,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+                CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Forward pass (K1, K2). Program p handles query tile p % N_M_BLOCKS of ROWS (batch·head) rows."""
+    pid = tl.program_id(0)
+    pid_m = pid % N_M_BLOCKS  # query tiles of one (b, h) are neighbours: they share K, V in L2
+    pid_g = pid // N_M_BLOCKS
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_q = offs_m < N_Q
+    # Key blocks from mask_from on need a mask: the partial last block, and with CAUSAL those that
+    # reach past the tile's first query. Keys beyond the tile's last query are never visited.
+    if CAUSAL:
+        hi = tl.minimum(N_K, start_m + BLOCK_M)
+        mask_from = tl.minimum((N_K // BLOCK_N) * BLOCK_N, (start_m // BLOCK_N) * BLOCK_N)
+    else:
+        hi = N_K
+        mask_from = (N_K // BLOCK_N) * BLOCK_N
+    for r in tl.static_range(ROWS):
+        # The last group may run past B·H: it repeats row BH-1, writing the same values again.
+        bh = tl.minimum(pid_g * ROWS + r, BH - 1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        q_base = Q + b * s_qb + h * s_qh
+        k_base = K + b * s_kb + h * s_kh
+        v_base = V + b * s_vb + h * s_vh
+        o_base = O + b * s_ob + h * s_oh
+        kpm_base = KPM + b * s_mb
+        q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd, mask=in_q[:, None], other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max (log2 units)
+        l_i = tl.zeros([BLOCK_M], tl.float32)  # running row sum of exponentials
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)  # running unnormalised output
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
+                                   offs_m, offs_d, hi, mask_from, N_K, qk_scale,
+                                   BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION)
+        # K2: O /= l at the end. A row with every key masked has l = 0 and acc = 0: it returns 0.
+        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+        o = acc / l_safe[:, None]
+        # K2: store lse = m + log l (log2 units); +inf for a fully masked row so exp(S − lse) = 0.
+        lse = tl.where(l_i == 0.0, float("inf"), m_i + tl.math.log2(l_safe))
+        tl.store(o_base + offs_m[:, None] * s_on + offs_d[None, :] * s_od, o.to(O.dtype.element_ty),
+                 mask=in_q[:, None])
+        tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, lse, mask=in_q)
+
+
+@triton.jit
+def _bwd_preprocess_kernel(O, DO, DELTA, s_ob, s_oh, s_on, s_od, s_db, s_dh, s_dn, s_dd,
+                           H, N_Q, N_M_BLOCKS, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """K3 pre-pass: D = rowsum(dO ∘ O), one float32 per query row."""
+    pid = tl.program_id(0)
+    pid_m = pid % N_M_BLOCKS
+    bh = pid // N_M_BLOCKS
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_q = offs_m < N_Q
+    o = tl.load(O + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :] * s_od,
+                mask=in_q[:, None], other=0.0)
+    do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
+                 mask=in_q[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # K3: D = rowsum(dO ∘ O)
+    tl.store(DELTA + bh.to(tl.int64) * N_Q + offs_m, delta, mask=in_q)
+
+
+@triton.jit
+def _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, s_qn, s_qd, s_dn, s_dd,
+                    offs_n, offs_d, lo, mask_to, N_Q, qk_scale,
+                    BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Accumulate dK, dV of one key tile over the query blocks starting in [lo, N_Q) (K3).
+
+    Works with the transposed scores Sᵀ (keys × queries) so no tile has to be transposed. Query
+    blocks before ``mask_to`` straddle the diagonal and need the causal mask. Out-of-range queries
+    load lse = +inf, hence P = 0: no mask is needed for them.
+    """
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in tl.range(lo, N_Q, BLOCK_M):
+        offs_m = start_m + offs_m0
+        in_q = offs_m < N_Q
+        q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd, mask=in_q[:, None], other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd, mask=in_q[:, None], other=0.0)
+        lse = tl.load(lse_base + offs_m, mask=in_q, other=float("inf"))
+        delta = tl.load(delta_base + offs_m, mask=in_q, other=0.0)
+        st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # Sᵀ (BLOCK_N, BLOCK_M)
+        pt = tl.math.exp2(st - lse[None, :])  # Pᵀ = exp(S − lse), recomputed
+        if CAUSAL:
+            if start_m < mask_to:
+                pt = tl.where(offs_m[None, :] >= offs_n[:, None], pt, 0.0)
+        dv = tl.dot(pt.to(do.dtype), do, acc=dv, input_precision=DOT_PRECISION)  # K3: dV = Pᵀ dO
+        dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # K3: dP = dO Vᵀ (transposed)
+        dst = pt * (dpt - delta[None, :])  # K3: dS = P ∘ (dP − D) (transposed)
+        dk = tl.dot(dst.to(q.dtype), q, acc=dk, input_precision=DOT_PRECISION)  # K3: dK = dSᵀ Q (·scale later)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
+                     s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
+                     s_db, s_dh, s_dn, s_dd, s_dkb, s_dkh, s_dkn, s_dkd, s_dvb, s_dvh, s_dvn, s_dvd,
+                     s_mb, s_mn,
+                     H, BH, N_Q, N_K, N_N_BLOCKS, qk_scale, sm_scale,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+                     CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Backward pass for dK, dV (K3): program p owns key tile p % N_N_BLOCKS and loops over queries."""
+    pid = tl.program_id(0)
+    pid_n = pid % N_N_BLOCKS
+    pid_g = pid // N_N_BLOCKS
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_k = offs_n < N_K
+    for r in tl.static_range(ROWS):
+        bh = tl.minimum(pid_g * ROWS + r, BH - 1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        q_base = Q + b * s_qb + h * s_qh
+        do_base = DO + b * s_db + h * s_dh
+        lse_base = LSE + bh.to(tl.int64) * N_Q
+        delta_base = DELTA + bh.to(tl.int64) * N_Q
+        k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
+                    mask=in_k[:, None], other=0.0)
+        v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
+                    mask=in_k[:, None], other=0.0)
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        if CAUSAL:
+            # Queries before start_n see none of these keys; query tiles that start before
+            # start_n + BLOCK_N straddle the diagonal and need the causal mask; later ones do not.
+            lo = (start_n // BLOCK_M) * BLOCK_M
+            mask_to = start_n + BLOCK_N
+        else:
+            lo = 0
+            mask_to = 0
+        dk, dv = _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, s_qn, s_qd, s_dn, s_dd,
+                                 offs_n, offs_d, lo, mask_to, N_Q, qk_scale,
+                                 BLOCK_M, CAUSAL, DOT_PRECISION)
+        if HAS_KPM:
+            # A padding key's row of dK and dV only ever collects its own (masked) column of P and dS:
+            # zero it once here instead of masking every tile.
+            kp = tl.load(KPM + b * s_mb + offs_n * s_mn, mask=in_k, other=0)
+            dk = tl.where(kp[:, None] != 0, dk, 0.0)
+            dv = tl.where(kp[:, None] != 0, dv, 0.0)
+        dk = dk * sm_scale  # K3: dK = dSᵀ Q · scale
+        tl.store(DK + b * s_dkb + h * s_dkh + offs_n[:, None] * s_dkn + offs_d[None, :] * s_dkd,
+                 dk.to(DK.dtype.element_ty), mask=in_k[:, None])
+        tl.store(DV + b * s_dvb + h * s_dvh + offs_n[:, None] * s_dvn + offs_d[None, :] * s_dvd,
+                 dv.to(DV.dtype.element_ty), mask=in_k[:, None])
+
+
+@triton.jit
+def _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
+                  offs_m, offs_d, hi, mask_from, N_K, qk_scale,
+                  BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr):
+    """Accumulate dQ of one query tile over the key blocks starting in [0, hi) (K3)."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(0, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd
+        v_ptrs = v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd
+        if EVEN_K:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # S (BLOCK_M, BLOCK_N)
+        if start_n >= mask_from:
+            keep = (offs_n < N_K)[None, :]
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            s = tl.where(keep, s, float("-inf"))
+        if HAS_KPM:
+            kp = tl.load(kpm_base + offs_n * s_mn, mask=offs_n < N_K, other=0)
+            s = tl.where(kp[None, :] != 0, s, float("-inf"))
+        p = tl.math.exp2(s - lse[:, None])  # P = exp(S − lse), recomputed
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # K3: dP = dO Vᵀ
+        ds = p * (dp - delta[:, None])  # K3: dS = P ∘ (dP − D)
+        dq = tl.dot(ds.to(k.dtype), k, acc=dq, input_precision=DOT_PRECISION)  # K3: dQ = dS K (·scale later)
+    return dq
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
+                   s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
+                   s_db, s_dh, s_dn, s_dd, s_dqb, s_dqh, s_dqn, s_dqd, s_mb, s_mn,
+                   H, BH, N_Q, N_K, N_M_BLOCKS, qk_scale, sm_scale,
+                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+                   CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Backward pass for dQ (K3): program p owns query tile p % N_M_BLOCKS and loops over keys."""
+    pid = tl.program_id(0)
+    pid_m = pid % N_M_BLOCKS
+    pid_g = pid // N_M_BLOCKS
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_q = offs_m < N_Q
+    if CAUSAL:  # the same key ranges as the forward kernel
+        hi = tl.minimum(N_K, start_m + BLOCK_M)
+        mask_from = tl.minimum((N_K // BLOCK_N) * BLOCK_N, (start_m // BLOCK_N) * BLOCK_N)
+    else:
+        hi = N_K
+        mask_from = (N_K // BLOCK_N) * BLOCK_N
+    for r in tl.static_range(ROWS):
+        bh = tl.minimum(pid_g * ROWS + r, BH - 1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        k_base = K + b * s_kb + h * s_kh
+        v_base = V + b * s_vb + h * s_vh
+        kpm_base = KPM + b * s_mb
+        q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd,
+                    mask=in_q[:, None], other=0.0)
+        do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
+                     mask=in_q[:, None], other=0.0)
+        lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=float("inf"))
+        delta = tl.load(DELTA + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=0.0)
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        dq = _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
+                           offs_m, offs_d, hi, mask_from, N_K, qk_scale,
+                           BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION)
+        dq = dq * sm_scale  # K3: dQ = dS K · scale
+        tl.store(DQ + b * s_dqb + h * s_dqh + offs_m[:, None] * s_dqn + offs_d[None, :] * s_dqd,
+                 dq.to(DQ.dtype.element_ty), mask=in_q[:, None])
+
+
+# --------------------------------------------------------------------------------------------------
+# Configurations: block sizes per shape class, optional autotuning on CUDA
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Launch parameters of one kernel.
+
+    ``block_m`` queries × ``block_n`` keys per tile; ``rows``: (batch, head) pairs handled one after
+    the other by each program (for short sequences); ``num_warps``, ``num_stages``: Triton's.
+    """
+
+    block_m: int
+    block_n: int
+    rows: int = 1
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+SHORT_SEQUENCE = 64  # N_q, N_k <= this: the "temporal attention" shape class
+_INTERPRETER_CONFIG = KernelConfig(32, 32, 1, 1, 1)  # the interpreter costs per op: few, larger tiles
+_OVERRIDE: dict[str, KernelConfig] = {}
+_TUNED: dict[tuple, KernelConfig] = {}
+_LAST: dict[str, KernelConfig] = {}
+_POISON: list[float] = []
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+# Candidate tilings (block_m, block_n, rows, num_warps, num_stages), the heuristic default first. The
+# long-sequence lists were checked by compiling for sm_90 (H100) without a GPU: each of the first
+# entries fits in 255 registers per thread without spilling (ptxas -v); they are not yet timed.
+_LONG = {
+    ("fwd", 64): [(128, 64, 1, 4, 3), (128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 4)],
+    ("fwd", 128): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 8, 3), (64, 32, 1, 4, 4)],
+    ("dq", 64): [(128, 64, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 3), (128, 128, 1, 8, 3), (64, 32, 1, 4, 4)],
+    ("dq", 128): [(64, 64, 1, 4, 2), (64, 32, 1, 4, 3), (128, 32, 1, 8, 3), (64, 64, 1, 4, 3), (128, 64, 1, 8, 3)],
+    ("dkdv", 64): [(64, 128, 1, 8, 3), (32, 64, 1, 4, 3), (64, 64, 1, 4, 2), (32, 128, 1, 8, 3), (32, 128, 1, 4, 3)],
+    ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 64, 1, 8, 3), (32, 64, 1, 4, 3), (16, 64, 1, 4, 3), (32, 128, 1, 8, 2)],
+}
+_LONG_FP32 = [(64, 32, 1, 4, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)]  # FMA, no tensor cores
+# Short sequences (rows, num_warps, num_stages): one tile covers N; memory-bound, so the choice is
+# between more (b, h) rows per program (independent loads in flight) and more programs.
+_SHORT = {
+    "fwd": [(4, 2, 1), (1, 2, 1), (2, 4, 1), (8, 4, 1), (4, 4, 2), (1, 1, 1)],
+    "dq": [(4, 2, 1), (1, 2, 1), (2, 4, 1), (8, 4, 1), (4, 4, 2), (1, 1, 1)],
+    "dkdv": [(1, 2, 1), (2, 4, 1), (4, 4, 1), (4, 2, 1), (1, 1, 1), (8, 4, 1)],
+}
+
+
+def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype) -> list[KernelConfig]:
+    """Candidate configurations for CUDA, the heuristic default first.
+
+    kind: "fwd" (query tiles, loop over keys), "dq" (the same shape of work), "dkdv" (key tiles,
+    loop over queries).
+    """
+    if max(n_q, n_k) <= SHORT_SEQUENCE:  # temporal attention: pack (b, h) rows per program
+        bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
+        short = _SHORT[kind]
+        if head_dim > 64:  # wide rows: several of them in flight spill registers; fewer first
+            short = sorted(short, key=lambda c: c[0] > 2)
+        return [KernelConfig(bm, bn, *c) for c in short]
+    if dtype == torch.float32:
+        fp32 = _LONG_FP32 if kind == "fwd" or head_dim <= 32 else _LONG_FP32[1:]  # backward: smaller tiles
+        cands = [KernelConfig(*c) for c in fp32]
+    else:
+        cands = [KernelConfig(*c) for c in _LONG[(kind, 128 if head_dim > 64 else 64)]]
+    # Do not tile far beyond the sequence.
+    cands = [dataclasses.replace(c, block_m=min(c.block_m, _pow2(n_q, 16, 128)),
+                                 block_n=min(c.block_n, _pow2(n_k, 16, 128))) for c in cands]
+    return list(dict.fromkeys(cands))  # dedupe, keep order
+
+
+def _autotune_enabled() -> bool:
+    return os.environ.get("MINIVID_FLASH_AUTOTUNE", "1") not in ("0", "false", "False", "")
+
+
+def _choose(kind: str, launch, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype, key: tuple):
+    """Pick (and on CUDA possibly time) the configuration for one kernel launch."""
+    if kind in _OVERRIDE:
+        return _OVERRIDE[kind]
+    if interpreter_active():
+        return _INTERPRETER_CONFIG
+    cands = _candidates(kind, n_q, n_k, head_dim, dtype)
+    if not _autotune_enabled() or len(cands) == 1:
+        return cands[0]
+    key = (kind,) + key
+    if key not in _TUNED:
+        best, best_ms, last_err = None, float("inf"), None
+        for cfg in cands:
+            try:  # a configuration may not fit in shared memory or registers on this GPU
+                ms = triton.testing.do_bench(lambda: launch(cfg), warmup=5, rep=20, return_mode="median")
+            except Exception as err:  # noqa: BLE001 - any compile/launch failure rules the config out
+                last_err = err
+                continue
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+        if best is None:
+            raise RuntimeError(f"no {kind} kernel configuration could run for this shape") from last_err
+        _TUNED[key] = best
+    return _TUNED[key]
+
+
+@contextlib.contextmanager
+def kernel_config(fwd: KernelConfig | None = None, dq: KernelConfig | None = None,
+                  dkdv: KernelConfig | None = None):
+    """Force the launch configuration of the forward / dQ / dK-dV kernels inside a ``with`` block.
+
+    Used by the tests (to exercise several tilings in the interpreter) and the benchmark.
+    """
+    saved = dict(_OVERRIDE)
+    for name, cfg in (("fwd", fwd), ("dq", dq), ("dkdv", dkdv)):
+        if cfg is not None:
+            _OVERRIDE[name] = cfg
+    try:
+        yield
+    finally:
+        _OVERRIDE.clear()
+        _OVERRIDE.update(saved)
+
+
+def last_configs() -> dict[str, KernelConfig]:
+    """The configurations used by the most recent forward / backward launches (for reports)."""
+    return dict(_LAST)
+
+
+@contextlib.contextmanager
+def poisoned_outputs(value: float = float("nan")):
+    """Inside the block, every buffer the kernels write (O, lse, D, dQ, dK, dV) starts filled with
+    ``value`` instead of uninitialised memory, so an element a kernel forgets to write shows up."""
+    _POISON.append(value)
+    try:
+        yield
+    finally:
+        _POISON.pop()
+
+
+def _new(shape_or_like, dtype=None, device=None) -> torch.Tensor:
+    if isinstance(shape_or_like, torch.Tensor):
+        t = torch.empty_like(shape_or_like)
+    else:
+        t = torch.empty(shape_or_like, dtype=dtype, device=device)
+    if _POISON:
+        t.fill_(_POISON[-1])
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks and launches
+# --------------------------------------------------------------------------------------------------
+
+
+def interpreter_active() -> bool:
+    """True when the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
+    return type(_fwd_kernel).__name__ == "InterpretedFunction"
+
+
+def _strides(t: torch.Tensor, layout: str) -> tuple[int, int, int, int]:
+    """Strides of ``t`` along (b, h, n, d) whatever its layout: this is how "bnhd" needs no copy."""
+    sb, s1, s2, sd = t.stride()
+    return (sb, s1, s2, sd) if layout == "bhnd" else (sb, s2, s1, sd)
+
+
+def _check(q, k, v, causal, key_padding_mask, scale, layout):
+    """Validate the arguments before any work; return (B, H, N_q, N_k, D, scale)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D ({'B, H, N, D' if layout == 'bhnd' else 'B, N, H, D'} "
+                             f"for layout={layout!r}), got shape {tuple(t.shape)}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}, got {q.dtype}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if layout == "bhnd":
+        (B, H, n_q, D), (Bk, Hk, n_k, Dk) = q.shape, k.shape
+    else:
+        (B, n_q, H, D), (Bk, n_k, Hk, Dk) = q.shape, k.shape
+    if (B, H, D) != (Bk, Hk, Dk):
+        raise ValueError(f"q and k must agree in batch, heads and head dim (layout={layout!r}), "
+                         f"got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got head_dim={D}")
+    if min(B, H, n_q, n_k) < 1:
+        raise ValueError(f"batch, heads and sequence lengths must be >= 1, got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise ValueError("key_padding_mask must be a bool tensor (True = keep), got "
+                             f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
+        if tuple(key_padding_mask.shape) != (B, n_k):
+            raise ValueError(f"key_padding_mask must have shape (B, N_k) = {(B, n_k)}, "
+                             f"got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    # The environment: compiled kernels need CUDA, the interpreter runs anywhere but without bf16.
+    if interpreter_active():
+        if q.dtype == torch.bfloat16:
+            raise ValueError("bfloat16 is not supported by Triton's CPU interpreter (TRITON_INTERPRET=1); "
+                             "use float16 or float32, or run on a CUDA GPU")
+    elif q.device.type != "cuda":
+        raise RuntimeError(
+            f"flash_attention got tensors on {q.device}: the compiled Triton kernels need a CUDA GPU. On CPU "
+            "set TRITON_INTERPRET=1 before minivid.kernels.flash_attention is first imported (slow; for "
+            "tests), or use minivid.kernels.attention_reference / torch SDPA")
+    return B, H, n_q, n_k, D, scale
+
+
+def _mask_args(key_padding_mask, q):
+    """(pointer tensor, stride_b, stride_n) of the key-padding mask, or a dummy when there is none."""
+    if key_padding_mask is None:
+        return q, 0, 0
+    m = key_padding_mask.view(torch.uint8)  # same bytes, no copy: 1 = keep, 0 = padding
+    return m, m.stride(0), m.stride(1)
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # fp32 inputs: true fp32 products, not TF32
+
+
+def _forward(q, k, v, causal, key_padding_mask, scale, layout):
+    """Run the forward kernel; returns (O in q's layout, lse (B·H, N_q) float32 in log2 units)."""
+    B, H, n_q, n_k, D, scale = _check(q, k, v, causal, key_padding_mask, scale, layout)
+    o = _new(q)
+    lse = _new((B * H, n_q), torch.float32, q.device)
+    kpm, s_mb, s_mn = _mask_args(key_padding_mask, q)
+
+    def launch(cfg: KernelConfig):
+        n_m = triton.cdiv(n_q, cfg.block_m)
+        grid = (n_m * triton.cdiv(B * H, cfg.rows),)
+        _fwd_kernel[grid](
+            q, k, v, o, lse, kpm,
+            *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(o, layout), s_mb, s_mn,
+            H, B * H, n_q, n_k, n_m, scale * LOG2E,
+            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=key_padding_mask is not None, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=_dot_precision(q.dtype),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, key_padding_mask is not None, _bucket(B * H))
+    cfg = _choose("fwd", launch, n_q, n_k, D, q.dtype, key)
+    _LAST["fwd"] = cfg
+    launch(cfg)
+    return o, lse, scale
+
+
+def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
+    """Run the three backward kernels (K3); returns dq, dk, dv in the inputs' layout."""
+    B, H, n_q, D = to_bhnd(q, layout).shape
+    n_k = to_bhnd(k, layout).shape[2]
+    BH = B * H
+    kpm, s_mb, s_mn = _mask_args(key_padding_mask, q)
+    has_kpm = key_padding_mask is not None
+    prec = _dot_precision(q.dtype)
+    qk_scale = scale * LOG2E
+    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, has_kpm, _bucket(BH))
+
+    # K3 pre-pass: D = rowsum(dO ∘ O)
+    delta = _new((BH, n_q), torch.float32, q.device)
+    block = _pow2(n_q, 16, 64)
+    n_m = triton.cdiv(n_q, block)
+    _bwd_preprocess_kernel[(n_m * BH,)](o, do, delta, *_strides(o, layout), *_strides(do, layout),
+                                        H, n_q, n_m, BLOCK_M=block, HEAD_DIM=D)
+
+    dq, dk, dv = _new(q), _new(k), _new(v)
+
+    def launch_dkdv(cfg: KernelConfig):
+        n_n = triton.cdiv(n_k, cfg.block_n)
+        grid = (n_n * triton.cdiv(BH, cfg.rows),)
+        _bwd_dkdv_kernel[grid](
+            q, k, v, do, lse, delta, dk, dv, kpm,
+            *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(do, layout),
+            *_strides(dk, layout), *_strides(dv, layout), s_mb, s_mn,
+            H, BH, n_q, n_k, n_n, qk_scale, scale,
+            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    def launch_dq(cfg: KernelConfig):
+        n_m = triton.cdiv(n_q, cfg.block_m)
+        grid = (n_m * triton.cdiv(BH, cfg.rows),)
+        _bwd_dq_kernel[grid](
+            q, k, v, do, lse, delta, dq, kpm,
+            *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(do, layout),
+            *_strides(dq, layout), s_mb, s_mn,
+            H, BH, n_q, n_k, n_m, qk_scale, scale,
+            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    cfg = _choose("dkdv", launch_dkdv, n_q, n_k, D, q.dtype, key)
+    _LAST["dkdv"] = cfg
+    launch_dkdv(cfg)
+    cfg = _choose("dq", launch_dq, n_q, n_k, D, q.dtype, key)
+    _LAST["dq"] = cfg
+    launch_dq(cfg)
+    return dq, dk, dv
+
+
+def _bucket(n: int) -> int:
+    return triton.next_power_of_2(n)
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """``torch.autograd.Function`` around the Triton kernels: forward K1-K2, backward K3.
+
+    Saves q, k, v, O and the log-sum-exp (one float per query row) instead of the N_q × N_k
+    probabilities.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal=False, key_padding_mask=None, scale=None, layout="bhnd"):
+        o, lse, scale = _forward(q, k, v, causal, key_padding_mask, scale, layout)
+        ctx.save_for_backward(q, k, v, o, lse, key_padding_mask)
+        ctx.causal, ctx.scale, ctx.layout = causal, scale, layout
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, key_padding_mask = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, key_padding_mask, ctx.scale, ctx.layout)
+        return dq, dk, dv, None, None, None, None
+
+
+def flash_attention(q, k, v, causal=False, key_padding_mask=None, scale=None, layout="bhnd"):
+    """softmax(Q Kᵀ · scale) V with FlashAttention-2 kernels (K1 forward via K2, backward K3).
+
+    Args:
+        q: ``(B, H, N_q, D)`` for ``layout="bhnd"`` or ``(B, N_q, H, D)`` for ``layout="bnhd"``; any
+            strides (no copy is made). ``D`` in ``SUPPORTED_HEAD_DIMS`` = (16, 32, 64, 128).
+        k, v: like ``q`` with ``N_k`` tokens (same B, H, D, dtype and device).
+        causal: query i attends to keys j <= i (top-left aligned, as SDPA's ``is_causal``).
+        key_padding_mask: optional bool ``(B, N_k)``, **True = keep**, False = padding key. A query
+            row whose keys are all masked returns zeros (and zero gradients), as SDPA does.
+        scale: multiplies Q Kᵀ; default ``1 / sqrt(D)``.
+        layout: ``"bhnd"`` or ``"bnhd"``; the output has the layout (and, when dense, the strides)
+            of ``q``.
+
+    Dtypes: float16, bfloat16, float32 on CUDA (float32 accumulation); float32 and float16 in the
+    CPU interpreter. Differentiable in q, k and v.
+
+    Raises:
+        ValueError: unsupported head dim, dtype or layout; mismatched shapes, devices or dtypes; a
+            malformed mask; bfloat16 under the CPU interpreter.
+        RuntimeError: CPU tensors while the kernels were compiled for CUDA (no interpreter).
+    """
+    return FlashAttentionFunction.apply(q, k, v, causal, key_padding_mask, scale, layout)
+
+
+def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, scale=None, layout="bhnd"):
+    """Forward kernel only, no autograd: returns ``(O, lse)`` with lse ``(B, H, N_q)`` in natural log
+    (``m + log l`` of K2; ``+inf`` for fully masked rows), for inspection and tests."""
+    with torch.no_grad():
+        o, lse2, _ = _forward(q, k, v, causal, key_padding_mask, scale, layout)
+    B, H = to_bhnd(q, layout).shape[:2]
+    return o, (lse2 * LN2).view(B, H, -1)
+
+
+def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64,
+                    config: KernelConfig | None = None, causal: bool = True, has_kpm: bool = True,
+                    even_k: bool = False, arch: int = 90):
+    """Compile one kernel ahead of time for an NVIDIA GPU of compute capability ``arch`` (90 = H100),
+    on any machine, GPU or not (Triton ships ``ptxas``). Returns Triton's compiled kernel, whose
+    ``metadata.shared`` and ``asm["ptx"]`` can be inspected.
+
+    The tests use it to check on a CPU-only machine that the kernels compile for the GPU; it needs
+    the compiled (not interpreted) kernels, i.e. a process without ``TRITON_INTERPRET=1``.
+    ``kind``: "fwd", "dq", "dkdv" or "preprocess".
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if interpreter_active():
+        raise RuntimeError("compile_for_gpu needs the compiled kernels: run without TRITON_INTERPRET=1")
+    fn = {"fwd": _fwd_kernel, "dq": _bwd_dq_kernel, "dkdv": _bwd_dkdv_kernel,
+          "preprocess": _bwd_preprocess_kernel}[kind]
+    cfg = config or _candidates("fwd" if kind == "preprocess" else kind, 4096, 4096, head_dim, dtype)[0]
+    elem = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    consts = dict(HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+                  HAS_KPM=has_kpm, EVEN_K=even_k, DOT_PRECISION=_dot_precision(dtype))
+    consts = {name: val for name, val in consts.items() if name in fn.arg_names}
+    signature = {}
+    for name in fn.arg_names:
+        if name in consts:
+            signature[name] = "constexpr"
+        elif name in ("LSE", "DELTA"):
+            signature[name] = "*fp32"
+        elif name == "KPM":
+            signature[name] = "*u8"
+        elif name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV"):
+            signature[name] = "*" + elem
+        elif name in ("qk_scale", "sm_scale"):
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"  # strides, sizes
+    src = ASTSource(fn=fn, signature=signature, constexprs=consts)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})

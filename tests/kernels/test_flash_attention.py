@@ -1,0 +1,459 @@
+"""Tests of minivid.kernels (K1-K4): the Triton FlashAttention-2 kernel against the math path.
+
+On a machine without CUDA the kernels run in Triton's interpreter (see conftest.py), which is slow,
+so the shapes are small but many: every case draws fresh random inputs from its own seed, compares
+the forward output and all three gradients with ``attention_reference`` computed in float64, and runs
+with every kernel output buffer poisoned (NaN) first, so that an element a kernel forgets to write
+fails the comparison. Tests marked ``gpu`` need CUDA and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minivid.kernels import (
+    attention_backward_reference,
+    attention_blockwise,
+    attention_bytes,
+    attention_flops,
+    attention_reference,
+)
+from minivid.kernels.flash_attention import (
+    SUPPORTED_HEAD_DIMS,
+    KernelConfig,
+    flash_attention,
+    flash_attention_forward,
+    interpreter_active,
+    kernel_config,
+    poisoned_outputs,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = interpreter_active()
+RTOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# Tilings exercised in the interpreter: square and rectangular tiles, and several (b, h) rows per
+# program (rows > 1, with B·H not always a multiple of rows).
+TILINGS = (
+    KernelConfig(16, 16),
+    KernelConfig(32, 16),
+    KernelConfig(16, 32, rows=2),
+    KernelConfig(32, 32, rows=3),
+    KernelConfig(64, 32),
+)
+N_CHOICES = (1, 2, 3, 5, 7, 13, 16, 17, 23, 31, 32, 37, 48, 61)  # 1, primes, non-multiples of blocks
+
+
+@pytest.fixture(autouse=True)
+def _poison_kernel_outputs():
+    """Every buffer the kernels write starts as NaN in every test of this file."""
+    with poisoned_outputs(float("nan")):
+        yield
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Case:
+    seed: int
+    B: int
+    H: int
+    n_q: int
+    n_k: int
+    D: int
+    causal: bool
+    mask: str  # "none" | "random" | "empty" (one batch element with every key masked)
+    layout: str
+    dtype: torch.dtype = torch.float32
+    fwd: KernelConfig = TILINGS[0]
+    dq: KernelConfig = TILINGS[0]
+    dkdv: KernelConfig = TILINGS[0]
+
+    def __str__(self):
+        t = lambda c: f"{c.block_m}x{c.block_n}r{c.rows}"  # noqa: E731
+        dt = str(self.dtype).replace("torch.", "")
+        return (f"s{self.seed}-B{self.B}H{self.H}-Nq{self.n_q}Nk{self.n_k}-D{self.D}-{'causal' if self.causal else 'full'}"
+                f"-mask_{self.mask}-{self.layout}-{dt}-fwd{t(self.fwd)}-dq{t(self.dq)}-dkdv{t(self.dkdv)}")
+
+
+def _random_case(seed: int) -> Case:
+    g = torch.Generator().manual_seed(1000 + seed)
+    pick = lambda xs: xs[int(torch.randint(len(xs), (1,), generator=g))]  # noqa: E731
+    n_q = pick(N_CHOICES)
+    n_k = n_q if torch.rand(1, generator=g) < 0.6 else pick(N_CHOICES)  # self- or cross-attention
+    return Case(seed=seed, B=pick((1, 2, 3)), H=pick((1, 2, 3)), n_q=n_q, n_k=n_k,
+                D=pick((16, 32, 32, 64, 128)), causal=bool(torch.rand(1, generator=g) < 0.5),
+                mask=pick(("none", "random", "random", "empty")), layout=pick(("bhnd", "bnhd")),
+                fwd=pick(TILINGS), dq=pick(TILINGS), dkdv=pick(TILINGS))
+
+
+def _make_inputs(case: Case):
+    g = torch.Generator().manual_seed(case.seed)
+    shape = lambda n: (case.B, case.H, n, case.D) if case.layout == "bhnd" else (case.B, n, case.H, case.D)  # noqa: E731
+    q = torch.randn(shape(case.n_q), generator=g)
+    k = torch.randn(shape(case.n_k), generator=g)
+    v = torch.randn(shape(case.n_k), generator=g)
+    do = torch.randn(shape(case.n_q), generator=g)
+    kpm = None
+    if case.mask != "none":
+        kpm = torch.rand(case.B, case.n_k, generator=g) < 0.7
+        if case.mask == "empty":
+            kpm[0] = False  # every query of batch element 0 sees no key: output and gradients 0
+    to = lambda t: t.to(DEVICE, case.dtype)  # noqa: E731
+    return to(q), to(k), to(v), to(do), (None if kpm is None else kpm.to(DEVICE))
+
+
+def _assert_close(actual, expected, rtol, name):
+    """max |actual − expected| <= rtol · max(max |expected|, 1): relative to the tensor's scale."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{name}: {(~torch.isfinite(actual)).sum()} non-finite elements"
+    err = (actual.double() - expected.double()).abs().max().item()
+    bound = rtol * max(expected.abs().max().item(), 1.0)
+    assert err <= bound, f"{name}: max abs error {err:.3e} > {bound:.3e}"
+
+
+def _run_and_compare(case: Case):
+    q, k, v, do, kpm = _make_inputs(case)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    with kernel_config(fwd=case.fwd, dq=case.dq, dkdv=case.dkdv):
+        o = flash_attention(q, k, v, causal=case.causal, key_padding_mask=kpm, layout=case.layout)
+        dq, dk, dv = torch.autograd.grad(o, (q, k, v), do)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    o64 = attention_reference(q64, k64, v64, causal=case.causal, key_padding_mask=kpm, layout=case.layout)
+    dq64, dk64, dv64 = torch.autograd.grad(o64, (q64, k64, v64), do.double())
+    rtol = RTOL[case.dtype]
+    for name, a, e in (("O", o, o64), ("dQ", dq, dq64), ("dK", dk, dk64), ("dV", dv, dv64)):
+        _assert_close(a, e, rtol, f"{case} {name}")
+    return o, (dq, dk, dv)
+
+
+# --------------------------------------------------------------------------------------------------
+# Forward and backward against the float64 math path (K1, K2, K3)
+# --------------------------------------------------------------------------------------------------
+
+RANDOM_CASES = [_random_case(s) for s in range(160)]
+
+
+@pytest.mark.parametrize("case", RANDOM_CASES, ids=str)
+def test_random_case_matches_float64_reference(case):
+    """K1-K3: random B, H, N_q, N_k, D, causal, masks, layouts and tilings."""
+    _run_and_compare(case)
+
+
+@pytest.mark.parametrize("n", (1, 2, 3, 15, 16, 17, 31, 33, 47, 64, 97))
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_sequence_lengths(n, causal):
+    """K2: any N, including 1, primes and lengths just off a multiple of the 16- and 32-wide tiles."""
+    tiling = KernelConfig(32, 16) if n % 2 else KernelConfig(16, 32)
+    _run_and_compare(Case(seed=n, B=1, H=2, n_q=n, n_k=n, D=32, causal=causal, mask="none", layout="bhnd",
+                          fwd=tiling, dq=tiling, dkdv=tiling))
+
+
+@pytest.mark.parametrize("D", SUPPORTED_HEAD_DIMS)
+@pytest.mark.parametrize("layout", ("bhnd", "bnhd"))
+def test_head_dims_and_layouts(D, layout):
+    _run_and_compare(Case(seed=D, B=2, H=2, n_q=19, n_k=19, D=D, causal=False, mask="random", layout=layout))
+
+
+@pytest.mark.parametrize("n_q,n_k", ((5, 29), (29, 5), (1, 17), (17, 1)))
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_cross_attention_lengths(n_q, n_k, causal):
+    """N_q != N_k, causal mask top-left aligned as SDPA's is_causal."""
+    _run_and_compare(Case(seed=n_q * 100 + n_k, B=2, H=1, n_q=n_q, n_k=n_k, D=16, causal=causal,
+                          mask="random", layout="bnhd"))
+
+
+@pytest.mark.parametrize("rows,bh", ((2, 3), (4, 5), (8, 6)))
+def test_several_rows_per_program(rows, bh):
+    """Short sequences pack `rows` (batch, head) pairs per program; B·H need not be a multiple."""
+    cfg = KernelConfig(16, 16, rows=rows)
+    _run_and_compare(Case(seed=rows, B=bh, H=1, n_q=11, n_k=11, D=32, causal=True, mask="random",
+                          layout="bnhd", fwd=cfg, dq=cfg, dkdv=cfg))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_float16(seed):
+    """fp16 inputs (fp32 accumulation) within about 1e-2 of the float64 reference."""
+    case = _random_case(100 + seed)
+    _run_and_compare(dataclasses.replace(case, dtype=torch.float16))
+
+
+# --------------------------------------------------------------------------------------------------
+# Conventions: masks, layouts without copies, log-sum-exp, determinism
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_fully_masked_rows_return_zeros_like_sdpa(causal):
+    """A query whose keys are all masked returns 0 with zero gradients, as torch SDPA does."""
+    g = torch.Generator().manual_seed(7)
+    B, H, n, D = 2, 2, 9, 16
+    q, k, v = (torch.randn(B, H, n, D, generator=g).to(DEVICE).requires_grad_() for _ in range(3))
+    kpm = torch.ones(B, n, dtype=torch.bool)
+    kpm[0] = False  # batch 0: every key is padding
+    kpm[1, 0] = False  # batch 1 + causal: query 0 sees only key 0, which is padding
+    kpm = kpm.to(DEVICE)
+    o = flash_attention(q, k, v, causal=causal, key_padding_mask=kpm)
+    o.sum().backward()
+    assert torch.isfinite(o).all() and (o[0] == 0).all()
+    assert (q.grad[0] == 0).all() and (k.grad[0] == 0).all() and (v.grad[0] == 0).all()
+    if causal:
+        assert (o[1, :, 0] == 0).all() and (q.grad[1, :, 0] == 0).all()
+    # torch SDPA (float64 math path) with the same boolean mask, True = keep.
+    attn_mask = kpm[:, None, None, :]
+    if causal:
+        attn_mask = attn_mask & torch.ones(n, n, dtype=torch.bool, device=DEVICE).tril()
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=attn_mask)
+    _assert_close(o.detach(), ref.detach(), RTOL[torch.float32], "O vs SDPA")
+
+
+@pytest.mark.parametrize("n_q,n_k", ((6, 6), (4, 11), (11, 4)))
+def test_causal_matches_sdpa_is_causal(n_q, n_k):
+    g = torch.Generator().manual_seed(n_q + n_k)
+    q = torch.randn(1, 2, n_q, 32, generator=g).to(DEVICE)
+    k, v = (torch.randn(1, 2, n_k, 32, generator=g).to(DEVICE) for _ in range(2))
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    _assert_close(flash_attention(q, k, v, causal=True), ref, RTOL[torch.float32], "O vs SDPA is_causal")
+
+
+def test_packed_qkv_views_are_used_without_copies(monkeypatch):
+    """(B, N, 3, H, D) packed projections: q, k, v are strided bnhd views, read in place."""
+    g = torch.Generator().manual_seed(3)
+    B, n, H, D = 2, 13, 3, 32
+    qkv = torch.randn(B, n, 3, H, D, generator=g).to(DEVICE)
+    q, k, v = qkv.unbind(dim=2)  # each (B, N, H, D), not contiguous
+    assert not q.is_contiguous()
+
+    def no_copies(self, *args, **kwargs):
+        raise AssertionError("flash_attention made a contiguous copy")
+
+    monkeypatch.setattr(torch.Tensor, "contiguous", no_copies)
+    o = flash_attention(q, k, v, layout="bnhd")
+    monkeypatch.undo()
+    assert o.shape == (B, n, H, D)
+    ref = attention_reference(q.double(), k.double(), v.double(), layout="bnhd")
+    _assert_close(o, ref, RTOL[torch.float32], "O")
+
+
+def test_bnhd_equals_bhnd():
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(2, 3, 21, 16, generator=g).to(DEVICE) for _ in range(3))
+    o1 = flash_attention(q, k, v, causal=True)
+    o2 = flash_attention(*(t.transpose(1, 2) for t in (q, k, v)), causal=True, layout="bnhd")
+    assert o2.shape == (2, 21, 3, 16)
+    torch.testing.assert_close(o1, o2.transpose(1, 2), rtol=0, atol=0)
+
+
+def test_log_sum_exp_is_saved():
+    """K2: the forward saves lse = m + log l per query row (+inf where every key is masked)."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 2, 23, 32, generator=g).to(DEVICE) for _ in range(3))
+    kpm = (torch.rand(2, 23, generator=g) < 0.6).to(DEVICE)
+    kpm[1] = False
+    o, lse = flash_attention_forward(q, k, v, causal=True, key_padding_mask=kpm)
+    o64, lse64 = attention_reference(q.double(), k.double(), v.double(), causal=True, key_padding_mask=kpm,
+                                     return_lse=True)
+    assert lse.shape == (2, 2, 23)
+    assert torch.equal(torch.isinf(lse), torch.isinf(lse64))
+    fin = torch.isfinite(lse64)
+    _assert_close(lse[fin], lse64[fin], RTOL[torch.float32], "lse")
+
+
+def test_deterministic():
+    """No atomics: two runs give bit-identical outputs and gradients."""
+    case = _random_case(3)
+    o1, g1 = _run_and_compare(case)
+    o2, g2 = _run_and_compare(case)
+    assert torch.equal(o1, o2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def test_poisoned_outputs_fill_buffers():
+    from minivid.kernels.flash_attention import _new
+
+    assert torch.isnan(_new((3, 4), torch.float32, "cpu")).all()  # the autouse fixture is active
+
+
+def test_custom_scale():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 1, 10, 16, generator=g).to(DEVICE) for _ in range(3))
+    ref = attention_reference(q.double(), k.double(), v.double(), scale=0.3)
+    _assert_close(flash_attention(q, k, v, scale=0.3), ref, RTOL[torch.float32], "O")
+
+
+# --------------------------------------------------------------------------------------------------
+# Clear errors before any work
+# --------------------------------------------------------------------------------------------------
+
+
+def _qkv(shape=(1, 2, 4, 16), dtype=torch.float32, device=DEVICE):
+    return tuple(torch.randn(shape, dtype=dtype, device=device) for _ in range(3))
+
+
+@pytest.mark.parametrize("D", (8, 24, 48, 256))
+def test_unsupported_head_dim(D):
+    q, k, v = _qkv((1, 2, 4, D))
+    with pytest.raises(ValueError, match=rf"head_dim must be one of \(16, 32, 64, 128\), got head_dim={D}"):
+        flash_attention(q, k, v)
+
+
+def test_mismatched_shapes():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="agree in batch, heads and head dim"):
+        flash_attention(q, k[:, :1], v[:, :1])
+    with pytest.raises(ValueError, match="k and v must have the same shape"):
+        flash_attention(q, k, v[:, :, :3])
+    with pytest.raises(ValueError, match="must be 4-D"):
+        flash_attention(q[0], k[0], v[0])
+
+
+def test_mismatched_dtypes_and_unsupported_dtype():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="one dtype"):
+        flash_attention(q, k.half(), v)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        flash_attention(q.double(), k.double(), v.double())
+
+
+def test_mismatched_devices():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="one device"):
+        flash_attention(q.to("meta"), k, v)
+
+
+def test_bad_mask_and_layout():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="bool tensor"):
+        flash_attention(q, k, v, key_padding_mask=torch.ones(1, 4, device=DEVICE))
+    with pytest.raises(ValueError, match=r"shape \(B, N_k\)"):
+        flash_attention(q, k, v, key_padding_mask=torch.ones(1, 5, dtype=torch.bool, device=DEVICE))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        flash_attention(q, k, v, layout="bnd")
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="only the CPU interpreter lacks bfloat16")
+def test_bfloat16_rejected_by_interpreter():
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="bfloat16 is not supported by Triton's CPU interpreter"):
+        flash_attention(q, k, v)
+
+
+def test_import_does_not_need_triton_backend():
+    """`import minivid.kernels` does not import triton; the reference works without it."""
+    code = ("import sys, torch, minivid.kernels as mk; assert 'triton' not in sys.modules; "
+            "x = torch.randn(1, 1, 3, 16); mk.attention_reference(x, x, x); assert 'triton' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-without-interpreter error")
+def test_cpu_without_interpreter_is_a_clear_error():
+    code = ("import torch; from minivid.kernels import flash_attention; x = torch.randn(1, 1, 3, 16)\n"
+            "try:\n    flash_attention(x, x, x)\nexcept RuntimeError as e:\n"
+            "    assert 'TRITON_INTERPRET=1' in str(e), e\nelse:\n    raise SystemExit('no error')")
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
+def test_kernels_compile_for_hopper():
+    """Without a GPU, still check that every kernel compiles for an H100 (sm_90, bf16, D = 128, causal,
+    padding mask, N not a multiple of the tile), with the default tiles, in shared memory limits."""
+    code = (
+        "import torch; from minivid.kernels.flash_attention import compile_for_gpu\n"
+        "for kind in ('fwd', 'preprocess', 'dkdv', 'dq'):\n"
+        "    k = compile_for_gpu(kind, torch.bfloat16, 128, causal=True, has_kpm=True, even_k=False, arch=90)\n"
+        "    assert k.metadata.shared <= 227 * 1024, (kind, k.metadata.shared)\n"
+        "    assert kind == 'preprocess' or 'wgmma' in k.asm['ptx'], kind  # Hopper tensor-core instructions\n"
+    )
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env=env)
+
+
+# --------------------------------------------------------------------------------------------------
+# The math-path helpers: K2 and K3 in plain PyTorch, K4
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_n", (1, 3, 16))
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_blockwise_online_softmax_equals_softmax(block_n, causal):
+    """K2 in plain PyTorch (what the kernel does per tile) equals the one-shot softmax (K1)."""
+    g = torch.Generator().manual_seed(block_n)
+    q, k, v = (torch.randn(2, 2, 10, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    kpm = torch.rand(2, 10, generator=g) < 0.6
+    kpm[0] = False
+    o, lse = attention_blockwise(q, k, v, causal=causal, key_padding_mask=kpm, block_n=block_n)
+    o_ref, lse_ref = attention_reference(q, k, v, causal=causal, key_padding_mask=kpm, return_lse=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lse, lse_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ("bhnd", "bnhd"))
+def test_backward_formulas_equal_autograd(layout):
+    """K3 written out (D = rowsum(dO∘O), dS = P∘(dP − D), ...) equals autograd of the math path."""
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 7, 3, 16, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    if layout == "bhnd":
+        q, k, v = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+    kpm = torch.rand(2, 7, generator=g) < 0.7
+    kpm[1] = False
+    o, lse = attention_reference(q, k, v, causal=True, key_padding_mask=kpm, layout=layout, return_lse=True)
+    do = torch.randn(o.shape, generator=g, dtype=torch.float64)
+    expected = torch.autograd.grad(o, (q, k, v), do)
+    got = attention_backward_reference(q, k, v, o.detach(), do, lse, causal=True, key_padding_mask=kpm,
+                                       layout=layout)
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_flop_count():
+    """K4: forward 4·B·H·N²·D, halved if causal; backward 2.5× forward."""
+    assert attention_flops(2, 3, 5, head_dim=16) == 4 * 2 * 3 * 5 * 5 * 16
+    assert attention_flops(2, 3, 5, head_dim=16, causal=True) == 2 * 2 * 3 * 5 * 5 * 16
+    assert attention_flops(1, 1, 8, 4, head_dim=64) == 4 * 8 * 4 * 64
+    assert attention_flops(1, 1, 8, head_dim=64, mode="bwd") == 2.5 * attention_flops(1, 1, 8, head_dim=64)
+    assert attention_flops(1, 1, 8, head_dim=64, mode="fwd+bwd") == 3.5 * attention_flops(1, 1, 8, head_dim=64)
+    with pytest.raises(ValueError):
+        attention_flops(1, 1, 8, mode="backward")
+
+
+def test_bytes_model_quadratic_vs_linear():
+    small, big = (attention_bytes(1, 1, n, 64, method="math") for n in (1024, 2048))
+    assert 3.5 < big / small <= 4  # N² dominates the math path
+    small, big = (attention_bytes(1, 1, n, 64, method="flash-ideal") for n in (1024, 2048))
+    assert math.isclose(big / small, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU only: compiled kernels, half precision, realistic shapes (skipped without CUDA)
+# --------------------------------------------------------------------------------------------------
+
+
+@gpu
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=("fp16", "bf16"))
+@pytest.mark.parametrize("shape", ((2, 4, 1000, 64), (1, 2, 2049, 128), (4096, 2, 16, 64), (777, 3, 7, 32)),
+                         ids=("N1000-D64", "N2049-D128", "temporal-N16", "temporal-N7"))
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_gpu_half_precision(dtype, shape, causal):
+    B, H, n, D = shape
+    g = torch.Generator().manual_seed(n)
+    q, k, v, do = (torch.randn(B, n, H, D, generator=g).to("cuda", dtype) for _ in range(4))
+    kpm = (torch.rand(B, n, generator=g) < 0.8).cuda()
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    o = flash_attention(q, k, v, causal=causal, key_padding_mask=kpm, layout="bnhd")
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    o64 = attention_reference(q64, k64, v64, causal=causal, key_padding_mask=kpm, layout="bnhd")
+    ref = torch.autograd.grad(o64, (q64, k64, v64), do.double())
+    for name, a, e in zip(("O", "dQ", "dK", "dV"), (o, *grads), (o64, *ref)):
+        _assert_close(a, e, RTOL[dtype], f"{shape} {dtype} {name}")
