@@ -1,0 +1,238 @@
+r"""The DiT block family for video tokens (L2, L3, L5), shared by Latte and the later video transformers.
+
+A block works on the token grid ``z`` of shape (B, n_f, t, d), t = n_h·n_w tokens per frame, and differs
+only in *who attends to whom* (``kind``, see :data:`BLOCK_KINDS`):
+
+- ``"spatial"``: attention within each frame, over :math:`z_s \in \mathbb R^{n_f\times t\times d}` (L2),
+  i.e. ``(b n_f) t d`` sequences of length t;
+- ``"temporal"``: attention across frames at each spatial position, over
+  :math:`z_t \in \mathbb R^{t\times n_f\times d}` (L2), ``(b t) n_f d`` sequences of length n_f;
+- ``"factorised"`` (Latte variant 3, L3): one block = spatial MHA, then temporal MHA, then the MLP;
+- ``"split"`` (Latte variant 4, L3): one MHA whose heads are split in two halves: H/2 heads attend
+  spatially, H/2 temporally; the temporal result is reshaped back to (n_f, t, d) and **added** to the
+  spatial one. Each half is an :class:`~minivid.transformers.Attention` with H/2 heads of d/H channels;
+  the sum of their output projections is one projection of the concatenated heads;
+- ``"full"``: 3D attention over all n_f·t tokens (the CogVideoX style, C5), the reference the factorised
+  kinds approximate.
+
+Each residual branch is pre-normalised and conditioned by one of the modulations of
+:mod:`minivid.transformers.modulation` (L5): ``x + α_c · f(γ_c · LN(x) + β_c)``.
+
+Image-video joint training (L7): with ``num_video_frames = n`` < n_f, frames n.. are images appended to
+the clip; they are excluded from temporal attention (a ``"temporal"`` block passes them through untouched,
+as Latte's release does; in ``"factorised"`` / ``"split"`` blocks they get no temporal contribution).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import Attention
+from .modulation import AdaLN, gate, make_block_modulation, modulate
+
+BLOCK_KINDS = ("spatial", "temporal", "factorised", "split", "full")
+Rope = Callable[[torch.Tensor], torch.Tensor] | None
+
+
+class MLP(nn.Module):
+    """The transformer feed-forward network: Linear -> GELU (tanh approximation, as DiT) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The three attention patterns (L2) on z (B, n_f, t, d)
+# ---------------------------------------------------------------------------------------------------
+
+
+def spatial_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+    r"""L2: attention within each frame, on :math:`z_s \in \mathbb R^{n_f\times t\times d}`."""
+    z_s = rearrange(h, "b n_f t d -> (b n_f) t d")
+    return rearrange(attn(z_s, rope=rope), "(b n_f) t d -> b n_f t d", b=h.shape[0])
+
+
+def temporal_attention(attn: Attention, h: torch.Tensor, num_video_frames: int | None = None,
+                       rope: Rope = None) -> torch.Tensor:
+    r"""L2: attention across frames at each position, on :math:`z_t \in \mathbb R^{t\times n_f\times d}`.
+    Frames from ``num_video_frames`` on (appended images, L7) take no part and get zeros."""
+    n = h.shape[1] if num_video_frames is None else num_video_frames
+    z_t = rearrange(h[:, :n], "b n_f t d -> (b t) n_f d")
+    out = rearrange(attn(z_t, rope=rope), "(b t) n_f d -> b n_f t d", b=h.shape[0])
+    if n < h.shape[1]:
+        out = torch.cat([out, torch.zeros_like(h[:, n:])], dim=1)  # L7: images excluded from temporal attention
+    return out
+
+
+def full_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+    """3D full attention over all n_f·t tokens of a clip (C5)."""
+    n_f = h.shape[1]
+    z = rearrange(h, "b n_f t d -> b (n_f t) d")
+    return rearrange(attn(z, rope=rope), "b (n_f t) d -> b n_f t d", n_f=n_f)
+
+
+def attention_pattern(kind: str, n_f: int, t: int, num_video_frames: int | None = None) -> torch.Tensor:
+    """Who attends to whom: a (N, N) boolean matrix over the N = n_f·t tokens in (f, p) row-major order;
+    entry [i, j] is True when token i's output depends on token j after one block of this kind.
+    ``"factorised"`` composes spatial then temporal attention, so after one block every token reaches
+    every other; ``"split"`` is the union of the spatial and temporal patterns."""
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"kind={kind!r} is not supported; allowed: {BLOCK_KINDS}")
+    n = n_f if num_video_frames is None else num_video_frames
+    f = torch.arange(n_f).repeat_interleave(t)  # frame of each token
+    p = torch.arange(t).repeat(n_f)  # spatial position of each token
+    same_frame = f[:, None] == f[None, :]
+    video = f < n
+    same_pos = (p[:, None] == p[None, :]) & video[:, None] & video[None, :]
+    temporal = same_pos | torch.eye(n_f * t, dtype=torch.bool)  # an image token only sees itself
+    if kind == "spatial":
+        return same_frame
+    if kind == "temporal":
+        return temporal
+    if kind == "split":
+        return same_frame | temporal
+    if kind == "factorised":
+        return (temporal.int() @ same_frame.int()) > 0  # temporal after spatial: (f,p) <- (f',p) <- (f',p')
+    return torch.ones(n_f * t, n_f * t, dtype=torch.bool)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The block
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"kind={kind!r} is not supported; allowed: {BLOCK_KINDS}")
+    return kind
+
+
+class DiTBlock(nn.Module):
+    """A pre-norm transformer block on z (B, n_f, t, d) with conditioning by ``modulation`` (L5).
+
+    Args:
+        dim, heads: token width d and number of heads H (head_dim = d / H).
+        kind: one of :data:`BLOCK_KINDS` (attention pattern, see the module docstring).
+        modulation: one of :data:`~minivid.transformers.modulation.MODULATIONS`.
+        cond_dim: width of the condition c (default d).
+        mlp_ratio: MLP hidden width / d.
+        qk_norm, backend: passed to every :class:`Attention`.
+
+    Residual branches and their modulation, in order: attention (spatial / temporal / full / split),
+    MLP, and for ``"factorised"`` a third, temporal attention (so the first 6·d rows of its 9·d adaLN
+    regression are an image DiT block's).
+    """
+
+    def __init__(self, dim: int, heads: int, kind: str = "spatial", modulation: str = "adaln-zero",
+                 cond_dim: int | None = None, mlp_ratio: float = 4.0, qk_norm: bool = False, backend: str = "sdpa"):
+        super().__init__()
+        self.kind, self.dim, self.heads = _check_kind(kind), dim, heads
+        if heads < 1 or dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.head_dim = dim // heads
+        affine = modulation == "tokens"  # with AdaLN the modulation replaces LayerNorm's own affine
+        kw = dict(qk_norm=qk_norm, backend=backend)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
+        if kind == "split":
+            if heads % 2:
+                raise ValueError(f"heads={heads} must be even for a head-split block (Latte variant 4: half the "
+                                 f"heads attend spatially, half temporally); allowed: 2, 4, 6, ...")
+            self.attn = Attention(dim, heads // 2, head_dim=self.head_dim, **kw)  # L3 v4: spatial half
+            self.attn_t = Attention(dim, heads // 2, head_dim=self.head_dim, **kw)  # L3 v4: temporal half
+        else:
+            self.attn = Attention(dim, heads, **kw)
+        if kind == "factorised":
+            self.norm_t = nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
+            self.attn_t = Attention(dim, heads, **kw)  # L3 v3: temporal MHA after the spatial one
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.branches = 3 if kind == "factorised" else 2
+        self.modulation = make_block_modulation(modulation, dim, cond_dim, self.branches)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None, num_video_frames: int | None = None,
+                rope_s: Rope = None, rope_t: Rope = None, rope_full: Rope = None) -> torch.Tensor:
+        """z (B, n_f, t, d) -> (B, n_f, t, d). ``cond``: the condition c (B, cond_dim), the shared
+        adaLN-single modulation (B, 3k, d), or None for ``"tokens"``. ``rope_s`` / ``rope_t`` / ``rope_full``:
+        RoPE callables for the spatial (length t), temporal (length num_video_frames) and full sequences."""
+        if z.ndim != 4 or z.shape[-1] != self.dim:
+            raise ValueError(f"z must be (B, n_f, t, {self.dim}), got {tuple(z.shape)}")
+        n = z.shape[1] if num_video_frames is None else int(num_video_frames)
+        if not 1 <= n <= z.shape[1]:
+            raise ValueError(f"num_video_frames={num_video_frames} must lie in 1..n_f={z.shape[1]}")
+        if self.kind == "temporal" and n < z.shape[1]:
+            # L7: the appended images skip the whole temporal block (Latte's release)
+            return torch.cat([self._forward(z[:, :n], cond, n, rope_s, rope_t, rope_full), z[:, n:]], dim=1)
+        return self._forward(z, cond, n, rope_s, rope_t, rope_full)
+
+    def _forward(self, z, cond, n, rope_s, rope_t, rope_full):
+        m_attn, m_mlp, *m_rest = self.modulation(cond)  # L5: one (shift, scale, gate) per branch
+        h = modulate(self.norm1(z), m_attn.shift, m_attn.scale)  # L5: gamma_c LN(z) + beta_c
+        if self.kind in ("spatial", "factorised"):
+            a = spatial_attention(self.attn, h, rope_s)
+        elif self.kind == "temporal":
+            a = temporal_attention(self.attn, h, n, rope_t)
+        elif self.kind == "full":
+            a = full_attention(self.attn, h, rope_full)
+        else:  # L3 variant 4: H/2 heads spatial + H/2 heads temporal, temporal result reshaped and added
+            a = spatial_attention(self.attn, h, rope_s) + temporal_attention(self.attn_t, h, n, rope_t)
+        z = z + gate(a, m_attn.gate)  # L5: alpha_c before the residual
+        if self.kind == "factorised":  # L3 variant 3: then temporal MHA in the same block
+            (m_t,) = m_rest
+            h = modulate(self.norm_t(z), m_t.shift, m_t.scale)
+            z = z + gate(temporal_attention(self.attn_t, h, n, rope_t), m_t.gate)
+        h = modulate(self.norm2(z), m_mlp.shift, m_mlp.scale)
+        return z + gate(self.mlp(h), m_mlp.gate)
+
+    def flops(self, batch: int, n_f: int, t: int, num_video_frames: int | None = None) -> dict[str, float]:
+        """Forward matmul FLOPs of this block on (batch, n_f, t, d) tokens: see :func:`block_flops`."""
+        per_block = isinstance(self.modulation, AdaLN)  # adaLN-single / tokens: no per-block regression
+        return block_flops(self.kind, self.dim, self.heads, batch, n_f, t, num_video_frames,
+                           mlp_hidden=self.mlp.fc1.out_features,
+                           modulation=self.modulation.kind if per_block else "tokens",
+                           cond_dim=self.modulation.linear.in_features if per_block else None)
+
+
+def block_flops(kind: str, dim: int, heads: int, batch: int, n_f: int, t: int, num_video_frames: int | None = None,
+                mlp_hidden: int | None = None, modulation: str = "adaln-zero", cond_dim: int | None = None
+                ) -> dict[str, float]:
+    """Forward matmul FLOPs (2 per multiply-add) of one :class:`DiTBlock` on (batch, n_f, t, dim) tokens,
+    without building it: ``attention`` (the QKᵀ and PV products, K4: 4·seqs·H·L²·D_h) and ``linear``
+    (q/kv/out projections, MLP, the block's own adaLN regression). Checked against
+    ``torch.utils.flop_counter.FlopCounterMode`` in the tests."""
+    _check_kind(kind)
+    n = n_f if num_video_frames is None else num_video_frames
+    if kind == "temporal":
+        n_f = n  # images skip the whole block
+    dh = dim // heads
+    hidden = 4 * dim if mlp_hidden is None else mlp_hidden
+    half = kind == "split"
+    h_s = heads // 2 if half else heads  # heads of the spatial / temporal attention
+
+    def proj(h: int, tokens: int) -> float:  # q (inner), kv (2 inner), out (inner); inner = h·d_h
+        return 2.0 * tokens * dim * h * dh * 4
+
+    def core(seqs: int, length: int, h: int) -> float:
+        return 4.0 * seqs * h * length * length * dh  # K4
+
+    all_tokens, video_tokens = batch * n_f * t, batch * n * t
+    lin, att = 2.0 * all_tokens * dim * hidden * 2, 0.0  # MLP
+    if kind in ("spatial", "factorised", "split"):
+        lin, att = lin + proj(h_s, all_tokens), att + core(batch * n_f, t, h_s)
+    if kind == "temporal":
+        lin, att = lin + proj(heads, all_tokens), att + core(batch * t, n_f, heads)
+    if kind in ("factorised", "split"):
+        lin, att = lin + proj(h_s, video_tokens), att + core(batch * t, n, h_s)
+    if kind == "full":
+        lin, att = lin + proj(heads, all_tokens), att + core(batch, n_f * t, heads)
+    if modulation in ("adaln", "s-adaln", "adaln-zero"):
+        branches = 3 if kind == "factorised" else 2
+        lin += 2.0 * batch * (cond_dim or dim) * (2 if modulation == "adaln" else 3) * branches * dim
+    return {"linear": lin, "attention": att}
