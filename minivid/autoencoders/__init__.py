@@ -11,6 +11,7 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
+from .pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
 from .training import AutoencoderTrainer
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "DiagonalGaussian",
     "DiracLatent",
     "AutoencoderTrainer",
+    "PVDMAutoencoder",
+    "PVDMAutoencoderConfig",
     "PerceptualLoss",
     "PatchDiscriminator2D",
     "PatchDiscriminator3D",

@@ -1,7 +1,8 @@
 r"""One training step for any :class:`~minivid.autoencoders.base.VideoAutoencoder` (P6, R2's losses).
 
-Stage 1 (always): L1 reconstruction + ``kl_weight`` · KL (VAEs; zero for deterministic encoders)
-+ ``perceptual_weight`` · LPIPS when a :class:`~minivid.autoencoders.losses.PerceptualLoss` is given.
+Stage 1 (always): L1 reconstruction (+ ``l2_weight`` · MSE, off by default) + ``kl_weight`` · KL (VAEs; zero
+for deterministic encoders) + ``perceptual_weight`` · LPIPS when a
+:class:`~minivid.autoencoders.losses.PerceptualLoss` is given.
 Stage 2 (when a discriminator is given, from step ``disc_start``): the autoencoder also minimises the
 hinge generator loss, weighted by ``disc_weight`` times VQGAN's adaptive weight (when the model exposes
 ``last_layer``), and the discriminator is trained with the hinge loss on real vs reconstructed clips.
@@ -24,14 +25,14 @@ class AutoencoderTrainer:
                  perceptual: PerceptualLoss | None = None, perceptual_weight: float = 0.1,
                  discriminators: list[torch.nn.Module] | None = None, disc_start: int = 0, disc_weight: float = 0.5,
                  disc_lr: float | None = None, grad_clip: float | None = 1.0, betas: tuple[float, float] = (0.5, 0.9),
-                 seed: int = 0):
+                 seed: int = 0, l2_weight: float = 0.0):
         if not lr > 0:
             raise ValueError(f"lr={lr!r} must be positive")
         for name, v in (("l1_weight", l1_weight), ("kl_weight", kl_weight), ("perceptual_weight", perceptual_weight),
-                        ("disc_weight", disc_weight)):
+                        ("disc_weight", disc_weight), ("l2_weight", l2_weight)):
             if v < 0:
                 raise ValueError(f"{name}={v!r} must be >= 0")
-        self.model, self.l1_weight, self.kl_weight = model, l1_weight, kl_weight
+        self.model, self.l1_weight, self.kl_weight, self.l2_weight = model, l1_weight, kl_weight, l2_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
         self.discriminators = list(discriminators or [])
         self.disc_start, self.disc_weight, self.grad_clip = disc_start, disc_weight, grad_clip
@@ -49,6 +50,11 @@ class AutoencoderTrainer:
         rec = self.l1_weight * F.l1_loss(recon, video)
         loss = rec + self.kl_weight * posterior.kl().mean()
         logs = {"l1": F.l1_loss(recon, video).item(), "kl": posterior.kl().mean().item()}
+        if self.l2_weight > 0:  # MSE: unlike L1, it does not ignore small outliers (sprites) early in training
+            mse = F.mse_loss(recon, video)
+            rec = rec + self.l2_weight * mse
+            loss = loss + self.l2_weight * mse
+            logs["l2"] = mse.item()
         if self.perceptual is not None and self.perceptual_weight > 0:
             p = self.perceptual(recon, video).mean()
             rec = rec + self.perceptual_weight * p

@@ -12,6 +12,8 @@ from .losses import (
     vlb_terms,
     x0_weighted_loss,
 )
+from .plane_unet import PlaneUNet, PlaneUNetConfig
+from .pvdm_sampling import JointTrainer, generate_long_video, joint_loss, sample_planes
 from .samplers import classifier_free_guidance, ddim_sample, ddpm_sample, dpm_solver_pp_sample, randn_like
 from .schedule import PREDICTIONS, VARIANCES, NoiseSchedule, check_prediction, split_learned_variance
 from .timesteps import SPACINGS, explicit_uniform_timesteps, make_timesteps, uniform_timesteps
@@ -40,4 +42,10 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "mean_flat",
     "GaussianOracle",
+    "PlaneUNet",
+    "PlaneUNetConfig",
+    "JointTrainer",
+    "joint_loss",
+    "sample_planes",
+    "generate_long_video",
 ]

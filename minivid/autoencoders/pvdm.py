@@ -1,0 +1,406 @@
+r"""PVDM's projected (triplane) autoencoder, P1-P6 (Yu et al., CVPR 2023).
+
+A video :math:`x \in \mathbb R^{3\times S\times H\times W}` is encoded into three 2D "planes" (P1)
+
+.. math:: z = [z^s, z^h, z^w],\quad z^s \in \mathbb R^{C\times H'\times W'},\ z^h \in \mathbb R^{C\times S\times W'},
+          \ z^w \in \mathbb R^{C\times S\times H'},\quad H' = H/d,\ W' = W/d,
+
+in two steps. First a video transformer with divided space-time attention (TimeSformer) maps patches of
+:math:`d\times d` pixels to a 3D grid of features (P2)
+:math:`u = f^{shw}(x) \in \mathbb R^{D\times S\times H'\times W'}`
+(the paper writes C for the width of u too; here it is the transformer width ``dim``). Then three small
+transformers project u along one axis each (P3):
+
+.. math:: z^s_{hw} = f^s(u_{1hw},\dots,u_{Shw}),\quad z^h_{sw} = f^h(u_{s1w},\dots,u_{sH'w}),\quad
+          z^w_{sh} = f^w(u_{sh1},\dots,u_{shW'}).
+
+**[code]** In the release each projector is a 4-layer transformer over the line plus a learnable class
+token; the class token's output is the plane value, followed by a 1x1 conv to C channels and tanh (so the
+planes lie in (-1, 1)). (The release appends the class token at the end of the line but reads output
+position 0, i.e. the first element of the line; minivid reads the class token itself.) minivid's class
+token starts from the line's average plus the learned token, so that at initialisation each projection is an
+average pooling along its axis (z^s the time average of u) rather than a constant; with the notebook's short
+CPU budgets this shortens the plateau before the decoder starts using the planes (one measurement at 200
+steps: 18.8 against 18.0 dB PSNR).
+
+The decoder rebuilds a 3D grid (P4) :math:`v_{shw} = [z^s_{hw}, z^h_{sw}, z^w_{sh}] \in \mathbb R^{3C}` and a
+second video transformer maps v back to pixels. ``grid="concat"`` builds v literally and embeds its 3C
+channels with one linear layer; ``grid="sum"`` is the release's form: a 1x1 conv per plane, each plane
+broadcast along its missing axis, and the three summed. The two are the same function class: a linear
+map of a concatenation is the sum of linear maps of its parts, :math:`W[a;b;c] = W_a a + W_b b + W_c c`
+(``tests/autoencoders/test_pvdm.py::test_concat_and_sum_grids_are_the_same_function``); "sum" is cheaper
+because it embeds the :math:`H'W'+SW'+SH'` plane values before broadcasting rather than the
+:math:`SH'W'` grid values after.
+
+P5: the latent has :math:`C(H'W' + SW' + SH')` elements instead of a 3D latent's :math:`CSH'W'`
+(:func:`latent_cost`). P6 (losses: L1 or MSE, LPIPS from weights on disk, hinge GAN with 2D and 3D PatchGANs)
+lives in :mod:`minivid.autoencoders.training`; PVDM's encoder is deterministic, so ``encode`` returns a
+:class:`~minivid.autoencoders.base.DiracLatent` and the KL term is zero.
+
+Time positions. The divided space-time transformers here carry 2D sinusoidal positions in space but, by
+default, none in time (``temporal_positions=False``; the release uses RoPE in both): frames are told
+apart by their content and, in the decoder, by the rows :math:`z^h_s, z^w_s` of the planes. The encoder is
+then equivariant to permuting frames, so a static video (all frames equal) gives planes :math:`z^h, z^w`
+that are constant along s: the time-varying part of the code is exactly zero and everything the video
+holds sits in :math:`z^s` and one row/column profile (checked in the tests, measured in notebook 02).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from ..nn import timestep_embedding
+from ..transformers.attention import BACKENDS, Attention
+from .base import DiracLatent, VideoAutoencoder
+
+GRIDS = ("concat", "sum")
+Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------------
+# The triplane latent (P1, P5): shape checks, packing, costs. Shared with minivid.diffusion's plane
+# U-Net and samplers.
+# --------------------------------------------------------------------------------------------------
+
+
+def check_planes(planes, channels: int | None = None, name: str = "planes") -> tuple[int, int, int]:
+    """P1: check that ``planes = (z_s, z_h, z_w)`` are (B, C, H', W'), (B, C, S, W'), (B, C, S, H') with one
+    B, one C (= ``channels`` when given) and consistent S, H', W'. Returns (S, H', W')."""
+    if (not isinstance(planes, (tuple, list)) or len(planes) != 3
+            or not all(isinstance(p, torch.Tensor) for p in planes)):
+        raise ValueError(f"{name} must be a tuple of three tensors (z_s, z_h, z_w), got {type(planes).__name__}"
+                         + (f" of length {len(planes)}" if isinstance(planes, (tuple, list)) else ""))
+    z_s, z_h, z_w = planes
+    shapes = ", ".join(f"{n} {tuple(p.shape)}" for n, p in zip(("z_s", "z_h", "z_w"), planes))
+    if any(p.ndim != 4 for p in planes):
+        raise ValueError(f"{name}: every plane must be 4-D (B, C, ., .); got {shapes}")
+    if len({p.shape[0] for p in planes}) != 1 or len({p.shape[1] for p in planes}) != 1:
+        raise ValueError(f"{name}: the planes must share batch size and channels; got {shapes}")
+    if channels is not None and z_s.shape[1] != channels:
+        raise ValueError(f"{name}: planes have {z_s.shape[1]} channels; expected latent_channels={channels}")
+    hp, wp = z_s.shape[2:]
+    s = z_h.shape[2]
+    if z_h.shape[3] != wp or z_w.shape[2] != s or z_w.shape[3] != hp:
+        raise ValueError(f"{name}: inconsistent plane shapes {shapes}; expected z_s (B, C, H', W'), "
+                         f"z_h (B, C, S, W'), z_w (B, C, S, H') with S = z_h.shape[2]")
+    return s, hp, wp
+
+
+def plane_shapes(batch: int, channels: int, shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The three plane shapes for latent size ``shape = (S, H', W')``."""
+    s, hp, wp = shape
+    return (batch, channels, hp, wp), (batch, channels, s, wp), (batch, channels, s, hp)
+
+
+def pack_planes(planes) -> torch.Tensor:
+    """(z_s, z_h, z_w) -> one tensor (B, C, H'W' + SW' + SH'), the planes flattened and concatenated in that
+    order (the release's ``extract`` layout). The samplers of minivid.diffusion work on this tensor."""
+    check_planes(planes)
+    return torch.cat([rearrange(p, "b c i j -> b c (i j)") for p in planes], dim=2)
+
+
+def unpack_planes(x: torch.Tensor, shape: Sequence[int]) -> Planes:
+    """Inverse of :func:`pack_planes` for latent size ``shape = (S, H', W')``."""
+    if len(shape) != 3 or any((not isinstance(v, int)) or v < 1 for v in shape):
+        raise ValueError(f"shape={tuple(shape)!r} must be (S, H', W'), three positive ints")
+    s, hp, wp = shape
+    n = hp * wp + s * wp + s * hp
+    if x.ndim != 3 or x.shape[2] != n:
+        raise ValueError(f"a packed triplane latent for shape (S, H', W') = {tuple(shape)} must be (B, C, {n}); "
+                         f"got {tuple(x.shape)}")
+    z_s, z_h, z_w = x.split([hp * wp, s * wp, s * hp], dim=2)
+    return (rearrange(z_s, "b c (h w) -> b c h w", h=hp), rearrange(z_h, "b c (s w) -> b c s w", s=s),
+            rearrange(z_w, "b c (s h) -> b c s h", s=s))
+
+
+def latent_cost(frames: int, height: int, width: int, patch_size: int, channels: int) -> dict[str, int]:
+    """P5 for a clip of S x H x W pixels: latent elements and attention cost (tokens squared) of the triplane
+    latent against a 3D latent with the same downsampling d and channels C.
+
+    triplane: C (H'W' + SW' + SH') elements, (H'W' + SW' + SH')^2 attention pairs;
+    grid_3d:  C S H' W' elements, (S H' W')^2 attention pairs."""
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"height={height} and width={width} must be divisible by patch_size={patch_size}")
+    hp, wp = height // patch_size, width // patch_size
+    n_tri, n_3d = hp * wp + frames * wp + frames * hp, frames * hp * wp
+    return {"triplane_tokens": n_tri, "triplane_elements": channels * n_tri, "triplane_attention": n_tri**2,
+            "grid_tokens": n_3d, "grid_elements": channels * n_3d, "grid_attention": n_3d**2}
+
+
+def triplane_grid(planes) -> torch.Tensor:
+    """P4 literally: v_{shw} = [z^s_{hw}, z^h_{sw}, z^w_{sh}], (B, 3C, S, H', W')."""
+    s, hp, wp = check_planes(planes)
+    z_s, z_h, z_w = planes
+    return torch.cat([repeat(z_s, "b c h w -> b c s h w", s=s),     # z^s_{hw}: constant along s
+                      repeat(z_h, "b c s w -> b c s h w", h=hp),    # z^h_{sw}: constant along h
+                      repeat(z_w, "b c s h -> b c s h w", w=wp)],   # z^w_{sh}: constant along w
+                     dim=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sinusoidal embedding of integer positions (N,) -> (N, dim) (the Transformer sinusoid)."""
+    return timestep_embedding(positions.float(), dim)
+
+
+def sincos_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """2D sinusoidal positions (H*W, dim): half the channels encode the row, half the column."""
+    if dim % 2:
+        raise ValueError(f"dim={dim} must be even for 2D sinusoidal positions")
+    rows = sincos_1d(torch.arange(height, device=device), dim // 2)  # (H, dim/2)
+    cols = sincos_1d(torch.arange(width, device=device), dim // 2)  # (W, dim/2)
+    return torch.cat([repeat(rows, "h d -> (h w) d", w=width), repeat(cols, "w d -> (h w) d", h=height)], dim=1)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + MLP over (N, L, dim) sequences (the axis projectors' layers)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, backend: str):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, backend=backend)
+        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    """TimeSformer's divided attention on tokens (B, S, N, dim), N = H'W' patches per frame: attention over
+    the S frames at each patch position, then over the N patches of each frame, then an MLP (pre-norm,
+    residual each). Spatial attention and the MLP act on each frame separately; only the temporal
+    attention moves information between frames."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, backend: str):
+        super().__init__()
+        self.norm_t, self.norm_s, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.time_attn = Attention(dim, heads, backend=backend)
+        self.space_attn = Attention(dim, heads, backend=backend)
+        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        xt = rearrange(x, "b s n d -> (b n) s d")  # one sequence of S frames per patch position
+        xt = xt + self.time_attn(self.norm_t(xt))
+        x = rearrange(xt, "(b n) s d -> (b s) n d", b=b)  # one sequence of N patches per frame
+        x = x + self.space_attn(self.norm_s(x))
+        x = x + self.mlp(self.norm_mlp(x))
+        return rearrange(x, "(b s) n d -> b s n d", b=b)
+
+
+class VideoTransformer(nn.Module):
+    """A stack of divided space-time blocks on a token grid (B, S, H', W', dim), with 2D sinusoidal positions
+    in space (and optionally 1D ones in time) added at the input, and a final LayerNorm."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, backend: str, temporal_positions: bool):
+        super().__init__()
+        self.dim, self.temporal_positions = dim, temporal_positions
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(dim, heads, mlp_ratio, backend) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, hp, wp, d = x.shape
+        x = rearrange(x, "b s h w d -> b s (h w) d") + sincos_2d(hp, wp, d, x.device).to(x.dtype)
+        if self.temporal_positions:
+            x = x + sincos_1d(torch.arange(s, device=x.device), d).to(x.dtype)[:, None]
+        for block in self.blocks:
+            x = block(x)
+        return rearrange(self.norm(x), "b s (h w) d -> b s h w d", h=hp)
+
+
+class AxisProjector(nn.Module):
+    """P3's small transformer f^s, f^h or f^w: each line (u_1, ..., u_L) of D-dim features, with a class token
+    in front (a learnable token plus the line's average) and sinusoidal positions, goes through ``depth``
+    transformer layers; the class token's output is the line's projection (N, L, D) -> (N, D)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, backend: str):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, backend) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, lines: torch.Tensor) -> torch.Tensor:
+        n, length, d = lines.shape
+        cls = self.cls.to(lines.dtype) + lines.mean(dim=1, keepdim=True)  # (N, 1, D): starts as the line's average
+        x = torch.cat([cls, lines], dim=1)  # (N, 1 + L, D), class token first
+        x = x + sincos_1d(torch.arange(length + 1, device=x.device), d).to(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x[:, 0])  # (N, D): the class token's output
+
+
+# --------------------------------------------------------------------------------------------------
+# The autoencoder
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PVDMAutoencoderConfig:
+    """Sizes of :class:`PVDMAutoencoder`. The release (256 px, 16 frames) uses patch_size 8, dim 384,
+    latent_channels 4, 8 encoder and 8 decoder layers of width 384 with 8 heads, 4-layer projectors with
+    4 heads, and ``grid="sum"``."""
+
+    in_channels: int = 3
+    patch_size: int = 4  # d of P1: H' = H / d, W' = W / d
+    latent_channels: int = 4  # C of P1
+    dim: int = 64  # transformer width (the channels of u, P2)
+    encoder_depth: int = 2
+    decoder_depth: int = 2
+    projector_depth: int = 2  # release: 4
+    heads: int = 4
+    projector_heads: int = 4
+    mlp_ratio: float = 4.0
+    grid: str = "sum"  # "concat": P4 as written; "sum": the release's broadcast-and-sum
+    temporal_positions: bool = False  # time positions in the video transformers (see module docstring)
+    attention_backend: str = "sdpa"
+
+    def __post_init__(self):
+        for name in ("in_channels", "patch_size", "latent_channels", "dim", "encoder_depth", "decoder_depth",
+                     "projector_depth", "heads", "projector_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} is invalid: expected a positive int")
+        if self.patch_size < 2:
+            raise ValueError(f"patch_size={self.patch_size} is invalid: P1 needs d > 1 (expected an int >= 2)")
+        if self.dim % 2 or self.dim % self.heads or self.dim % self.projector_heads:
+            raise ValueError(f"dim={self.dim} must be even and divisible by heads={self.heads} and "
+                             f"projector_heads={self.projector_heads}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid={self.grid!r} is invalid: expected one of {GRIDS}")
+        if self.attention_backend not in BACKENDS:
+            raise ValueError(f"attention_backend={self.attention_backend!r} is invalid: expected one of {BACKENDS}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio!r} must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PVDMAutoencoder(VideoAutoencoder):
+    """PVDM's projected autoencoder (P1-P4). ``encode(video)`` -> :class:`DiracLatent` of the planes
+    (z_s, z_h, z_w); ``decode(planes)`` -> video (B, 3, S, H, W) in (-1, 1).
+
+    Any S works, and any H, W divisible by ``patch_size`` (positions are sinusoidal, not learned tables).
+    Train with :class:`~minivid.autoencoders.training.AutoencoderTrainer` (P6)."""
+
+    def __init__(self, config: PVDMAutoencoderConfig | None = None, **kwargs):
+        super().__init__()
+        self.config = cfg = config if config is not None else PVDMAutoencoderConfig(**kwargs)
+        d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
+        self.downsample = (1, p, p)
+        self.latent_channels = c
+        # P2: f^{shw}
+        self.patch_embed = nn.Linear(cfg.in_channels * p * p, d)
+        self.encoder = VideoTransformer(d, cfg.encoder_depth, cfg.heads, cfg.mlp_ratio, cfg.attention_backend,
+                                        cfg.temporal_positions)
+        # P3: f^s, f^h, f^w, each followed by a 1x1 conv to C channels and tanh ([code])
+        self.project_s, self.project_h, self.project_w = (
+            AxisProjector(d, cfg.projector_depth, cfg.projector_heads, cfg.mlp_ratio, cfg.attention_backend)
+            for _ in range(3))
+        self.to_latent = nn.ModuleList(nn.Linear(d, c) for _ in range(3))
+        # P4: the grid v and g_psi
+        if cfg.grid == "concat":
+            self.grid_embed = nn.Linear(3 * c, d)
+        else:
+            self.plane_embed = nn.ModuleList(nn.Linear(c, d) for _ in range(3))
+        self.decoder = VideoTransformer(d, cfg.decoder_depth, cfg.heads, cfg.mlp_ratio, cfg.attention_backend,
+                                        cfg.temporal_positions)
+        self.to_pixels = nn.Linear(d, cfg.in_channels * p * p)  # per patch, = the release's ConvTranspose2d
+
+    # ------------------------------------------------------------------ checks
+    def _check_video(self, video: torch.Tensor) -> None:
+        cfg = self.config
+        if not isinstance(video, torch.Tensor) or video.ndim != 5:
+            raise ValueError(f"video must be a tensor (B, C, S, H, W); got "
+                             f"{tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__}")
+        if video.shape[1] != cfg.in_channels:
+            raise ValueError(f"video has {video.shape[1]} channels (shape {tuple(video.shape)}); "
+                             f"expected in_channels={cfg.in_channels}")
+        h, w = video.shape[-2:]
+        if h % cfg.patch_size or w % cfg.patch_size:
+            raise ValueError(f"video size (H, W) = {(h, w)} is not divisible by patch_size={cfg.patch_size}; "
+                             f"allowed: multiples of {cfg.patch_size}")
+
+    def latent_shape(self, input_shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+        """P1: shapes of (z_s, z_h, z_w) for a video of shape (B, C, S, H, W)."""
+        if len(input_shape) != 5:
+            raise ValueError(f"input_shape must be (B, C, S, H, W), got {tuple(input_shape)}")
+        b, ch, s, h, w = input_shape
+        p = self.config.patch_size
+        if ch != self.config.in_channels:
+            raise ValueError(f"input_shape has {ch} channels; expected in_channels={self.config.in_channels}")
+        if h % p or w % p:
+            raise ValueError(f"input size (H, W) = {(h, w)} is not divisible by patch_size={p}")
+        return plane_shapes(b, self.latent_channels, (s, h // p, w // p))
+
+    # ------------------------------------------------------------------ encoder
+    def features(self, video: torch.Tensor) -> torch.Tensor:
+        """P2: u = f^{shw}(x), (B, dim, S, H', W')."""
+        self._check_video(video)
+        p = self.config.patch_size
+        tokens = rearrange(video, "b c s (h p1) (w p2) -> b s h w (p1 p2 c)", p1=p, p2=p)
+        u = self.encoder(self.patch_embed(tokens))  # (B, S, H', W', dim)
+        return rearrange(u, "b s h w d -> b d s h w")
+
+    def project(self, u: torch.Tensor) -> Planes:
+        """P3: the three axis projections of u (B, D, S, H', W') -> (z_s, z_h, z_w), each in (-1, 1)."""
+        if u.ndim != 5 or u.shape[1] != self.config.dim:
+            raise ValueError(f"u must be (B, dim={self.config.dim}, S, H', W'); got {tuple(u.shape)}")
+        b, _, s, hp, wp = u.shape
+        # z^s_{hw} = f^s(u_{1hw}, ..., u_{Shw}): one line over time per (h, w)
+        z_s = self.project_s(rearrange(u, "b d s h w -> (b h w) s d"))
+        z_s = rearrange(torch.tanh(self.to_latent[0](z_s)), "(b h w) c -> b c h w", b=b, h=hp)
+        # z^h_{sw} = f^h(u_{s1w}, ..., u_{sH'w}): one line over height per (s, w)
+        z_h = self.project_h(rearrange(u, "b d s h w -> (b s w) h d"))
+        z_h = rearrange(torch.tanh(self.to_latent[1](z_h)), "(b s w) c -> b c s w", b=b, s=s)
+        # z^w_{sh} = f^w(u_{sh1}, ..., u_{shW'}): one line over width per (s, h)
+        z_w = self.project_w(rearrange(u, "b d s h w -> (b s h) w d"))
+        z_w = rearrange(torch.tanh(self.to_latent[2](z_w)), "(b s h) c -> b c s h", b=b, s=s)
+        return z_s, z_h, z_w
+
+    def encode(self, video: torch.Tensor) -> DiracLatent:
+        """x -> DiracLatent((z_s, z_h, z_w)) (PVDM's encoder is deterministic)."""
+        return DiracLatent(self.project(self.features(video)))
+
+    # ------------------------------------------------------------------ decoder
+    def grid(self, planes) -> torch.Tensor:
+        """P4: the decoder's input grid, embedded to width ``dim``: (B, S, H', W', dim).
+
+        "concat": Linear(v) with v = [z^s_{hw}, z^h_{sw}, z^w_{sh}] (:func:`triplane_grid`).
+        "sum" ([code]): Linear_s(z^s)_{hw} + Linear_h(z^h)_{sw} + Linear_w(z^w)_{sh}, each broadcast."""
+        check_planes(planes, self.latent_channels)  # P1 shapes, consistent S, H', W'
+        if self.config.grid == "concat":
+            return self.grid_embed(rearrange(triplane_grid(planes), "b c s h w -> b s h w c"))
+        z_s, z_h, z_w = (rearrange(z, "b c i j -> b i j c") for z in planes)
+        e_s, e_h, e_w = (emb(z) for emb, z in zip(self.plane_embed, (z_s, z_h, z_w)))
+        # broadcast-and-sum: e_s (b, h, w, d) along s, e_h (b, s, w, d) along h, e_w (b, s, h, d) along w
+        return e_s[:, None, :, :] + e_h[:, :, None, :] + e_w[:, :, :, None]
+
+    def decode(self, z, **conditions) -> torch.Tensor:
+        """Planes (z_s, z_h, z_w) -> video (B, 3, S, H'd, W'd) in (-1, 1) (the release's 2 sigmoid - 1)."""
+        if conditions:
+            raise ValueError(f"PVDMAutoencoder.decode takes no conditions; got {sorted(conditions)}")
+        p = self.config.patch_size
+        h = self.decoder(self.grid(z))  # (B, S, H', W', dim)
+        patches = self.to_pixels(h)  # (B, S, H', W', p*p*3)
+        video = rearrange(patches, "b s h w (p1 p2 c) -> b c s (h p1) (w p2)", p1=p, p2=p)
+        return 2 * torch.sigmoid(video) - 1
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.to_pixels.weight

@@ -1,0 +1,189 @@
+"""Diffusion on PVDM's planes: the P8 loss against independently computed L_simple (lambda = 1, 0 and in
+between, exact and sampled), the condition coins, the JointTrainer's wiring into DiffusionTrainer, DDIM on
+packed planes against the exact Gaussian flow map with the condition routed through, and P9's long videos."""
+
+import math
+
+import pytest
+import torch
+
+from minivid.autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig, pack_planes, unpack_planes
+from minivid.diffusion import GaussianOracle, NoiseSchedule
+from minivid.diffusion.plane_unet import PlaneUNet, PlaneUNetConfig
+from minivid.diffusion.pvdm_sampling import (
+    JointTrainer,
+    clip_join_distances,
+    drop_condition,
+    generate_long_video,
+    joint_loss,
+    sample_planes,
+)
+from minivid.pipeline.trainer import DiffusionTrainer
+
+SHAPE = (4, 4, 4)  # (S, H', W')
+C = 3
+
+
+def planes(b, seed=0, shape=SHAPE):
+    s, hp, wp = shape
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, C, hp, wp, generator=g), torch.randn(b, C, s, wp, generator=g),
+            torch.randn(b, C, s, hp, generator=g))
+
+
+def tiny_unet():
+    torch.manual_seed(0)
+    m = PlaneUNet(PlaneUNetConfig(latent_channels=C, base_channels=8, channel_mults=(1, 2), heads=2, groups=4))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return m.eval()
+
+
+def mse_per_sample(eps, out):
+    """||eps - out||^2 as a mean over elements, written out independently of minivid.diffusion."""
+    return torch.stack([((e - o) ** 2).mean() for e, o in zip(eps, out)])
+
+
+@torch.no_grad()
+def test_p8_with_lambda_one_and_zero_is_the_conditional_and_unconditional_l_simple():
+    s = NoiseSchedule.linear(1000)
+    m = tiny_unet()
+    z2, z1 = planes(4), planes(4, seed=1)
+    t = torch.tensor([0, 250, 600, 999])
+    eps = torch.randn(pack_planes(z2).shape, generator=torch.Generator().manual_seed(2))
+    ab = s.alphas_cumprod[t].float()[:, None, None]
+    zt = unpack_planes(ab.sqrt() * pack_planes(z2) + (1 - ab).sqrt() * eps, SHAPE)  # D3, written out
+    cond = mse_per_sample(eps, pack_planes(m(zt, t, cond=z1)))
+    uncond = mse_per_sample(eps, pack_planes(m(zt, t, cond=tuple(torch.zeros_like(p) for p in z1))))
+    assert (cond - uncond).abs().min() > 1e-4  # the condition matters, so the test can tell them apart
+    for estimator in ("exact", "sample"):
+        torch.testing.assert_close(joint_loss(m, s, z2, z1, t, eps, lam=1.0, estimator=estimator), cond)
+        torch.testing.assert_close(joint_loss(m, s, z2, z1, t, eps, lam=0.0, estimator=estimator), uncond)
+    torch.testing.assert_close(joint_loss(m, s, z2, z1, t, eps, lam=0.3), 0.3 * cond + 0.7 * uncond)
+    # the sampled estimator: each sample's loss is one of the two terms, the conditional one w.p. lambda
+    b = 400
+    z2b, z1b = (tuple(p[:1].expand(b, -1, -1, -1) for p in z) for z in (z2, z1))
+    tb, eb = t[1:2].expand(b), eps[:1].expand(b, -1, -1)
+    sampled = joint_loss(m, s, z2b, z1b, tb, eb, lam=0.3, estimator="sample",
+                         generator=torch.Generator().manual_seed(3))
+    one2, one1 = tuple(p[:1] for p in z2b), tuple(p[:1] for p in z1b)
+    term_c = joint_loss(m, s, one2, one1, tb[:1], eb[:1], lam=1.0)
+    term_u = joint_loss(m, s, one2, one1, tb[:1], eb[:1], lam=0.0)
+    is_cond = (sampled - term_c).abs() < 1e-5
+    is_uncond = (sampled - term_u).abs() < 1e-5
+    assert bool((is_cond ^ is_uncond).all())
+    frac = is_cond.float().mean().item()
+    assert abs(frac - 0.3) < 4 * math.sqrt(0.3 * 0.7 / b)  # binomial, 4 standard deviations
+
+
+def test_drop_condition():
+    c = torch.ones(2000, 3, 5)
+    g = torch.Generator().manual_seed(0)
+    out = drop_condition(c, 0.25, g)
+    kept = out.flatten(1).amax(1)
+    assert set(kept.unique().tolist()) <= {0.0, 1.0}
+    assert bool((out.flatten(1).amin(1) == kept).all())  # a sample is kept or zeroed whole
+    assert abs(kept.mean().item() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 2000)
+    assert torch.equal(drop_condition(c, 1.0, g), c) and drop_condition(c, 0.0, g).abs().max() == 0
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="lam=.* expected a probability in \\[0, 1\\]"):
+            drop_condition(c, bad)
+
+
+def test_joint_trainer_is_diffusion_trainer_with_the_condition_dropped():
+    """With lam = 1, JointTrainer.step(z2, z1) is DiffusionTrainer.step on the packed planes with the packed
+    condition (same seeds -> same loss and weights); with z1=None it trains the null condition."""
+    s = NoiseSchedule.linear(1000)
+    z2, z1 = planes(4), planes(4, seed=1)
+    a = JointTrainer(tiny_unet().train(), s, lam=1.0, seed=0, warmup_steps=1)
+    b = DiffusionTrainer(tiny_unet().train(), s, seed=0, warmup_steps=1)
+    for _ in range(2):
+        la = a.step(z2, z1)
+        lb = b.step(pack_planes(z2), cond=pack_planes(z1), shape=SHAPE)
+        assert la == pytest.approx(lb, rel=1e-6)
+    for pa, pb in zip(a.ema.parameters(), b.ema.parameters()):
+        torch.testing.assert_close(pa, pb)
+    c = JointTrainer(tiny_unet().train(), s, lam=0.5, seed=0, warmup_steps=1)
+    d = DiffusionTrainer(tiny_unet().train(), s, seed=0, warmup_steps=1)
+    assert c.step(z2) == pytest.approx(d.step(pack_planes(z2), cond=torch.zeros_like(pack_planes(z2)), shape=SHAPE),
+                                       rel=1e-6)
+    state = c.state_dict()
+    c.step(z2, z1)
+    c.load_state_dict(state)
+    assert c.trainer.num_updates == 1
+    with pytest.raises(ValueError, match="must have the shapes of z2"):
+        c.step(z2, planes(4, shape=(8, 4, 4)))
+
+
+class ConditionalOracle:
+    """The exact eps-denoiser for planes z ~ N(mu, std^2) with mu = cond (or `mean0` for the null condition),
+    called like a PlaneUNet on packed planes."""
+
+    def __init__(self, schedule, mean0, std):
+        self.schedule, self.mean0, self.std = schedule, mean0, std
+        self.calls = []
+
+    def __call__(self, x, t, cond=None, shape=None):
+        assert shape == SHAPE and x.ndim == 3
+        null = cond is None or cond.abs().max() == 0
+        self.calls.append(null)
+        return GaussianOracle(self.schedule, self.mean0 if null else cond.double(), self.std)(x, t)
+
+
+def test_ddim_on_packed_planes_follows_the_exact_flow_map_with_the_condition():
+    """D7 through sample_planes with an exact Gaussian denoiser: the result equals the closed-form
+    probability-flow map of the same x_T (up to DDIM's discretisation error), for the null condition and
+    for a condition (the mean moves to the condition)."""
+    s = NoiseSchedule.linear(1000)
+    std = 0.1
+    oracle = ConditionalOracle(s, 0.5, std)
+    cond = planes(2, seed=4)
+    for c, mean in ((None, 0.5), (cond, pack_planes(cond).double())):
+        g = torch.Generator().manual_seed(7)
+        out = sample_planes(oracle, s, SHAPE, 2, C, cond=c, steps=200, generator=g, clip=None)
+        x_T = torch.randn(pack_planes(out).shape, generator=torch.Generator().manual_seed(7))
+        ref = GaussianOracle(s, mean, std).flow_map(x_T, float(s.alphas_cumprod[999]), 1.0)
+        torch.testing.assert_close(pack_planes(out), ref.float(), rtol=0, atol=0.02)
+        err_to_mean = (pack_planes(out).double() - mean).std()
+        assert abs(err_to_mean - std) < 0.02  # spread of the data around its (conditional) mean
+
+
+@torch.no_grad()
+def test_long_video_chains_clips_through_the_condition():
+    """P9 with the oracle of a random walk: clip 1 ~ N(0.5, std^2) from the null condition, clip l+1 ~
+    N(clip l, std^2). The video has L*S frames; each clip's planes sit within std of the previous ones."""
+    s = NoiseSchedule.linear(1000)
+    std = 0.2
+    oracle = ConditionalOracle(s, 0.5, std)
+    torch.manual_seed(0)
+    ae = PVDMAutoencoder(PVDMAutoencoderConfig(dim=16, encoder_depth=1, decoder_depth=1, projector_depth=1,
+                                               heads=2, projector_heads=2, latent_channels=C, patch_size=4)).eval()
+    out = generate_long_video(oracle, ae, s, num_clips=3, shape=SHAPE, batch_size=2, steps_first=100,
+                              steps_next=100, generator=torch.Generator().manual_seed(0))
+    assert out["video"].shape == (2, 3, 3 * SHAPE[0], 16, 16)
+    assert oracle.calls[:100] == [True] * 100 and not any(oracle.calls[100:])  # clip 1 null, then conditional
+    p = [pack_planes(z) for z in out["planes"]]
+    assert abs((p[0] - 0.5).std() - std) < 0.03
+    for a, b in zip(p, p[1:]):
+        assert abs((b - a).std() - std) < 0.03
+    torch.testing.assert_close(out["video"][:, :, SHAPE[0]:2 * SHAPE[0]], ae.decode(out["planes"][1]))
+    with pytest.raises(ValueError, match="num_clips=0 is invalid"):
+        generate_long_video(oracle, ae, s, num_clips=0, shape=SHAPE)
+
+
+def test_clip_join_distances():
+    """A video whose frames drift smoothly joins well; one whose clips restart does not."""
+    t = torch.arange(12).float()
+    smooth = (t / 12)[None, None, :, None, None].expand(2, 3, 12, 4, 4).clone()
+    smooth[1] += 0.5
+    d = clip_join_distances(smooth, 4, torch.Generator().manual_seed(0))
+    assert d["join"].shape == (2, 2) and d["within"].shape == (2, 9)
+    torch.testing.assert_close(d["join"], torch.full((2, 2), 1 / 12))
+    assert d["join_mean"] <= d["random_same_mean"] and d["join_mean"] < d["random_other_mean"]
+    restart = ((t % 4) / 4)[None, None, :, None, None].expand(1, 3, 12, 4, 4)
+    d = clip_join_distances(restart, 4)
+    assert d["join_mean"] > d["random_same_mean"] and "random_other" not in d
+    with pytest.raises(ValueError, match="clip_length=5"):
+        clip_join_distances(smooth, 5)
