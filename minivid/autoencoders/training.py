@@ -7,8 +7,11 @@ Stage 2 (when a discriminator is given, from step ``disc_start``): the autoencod
 hinge generator loss, weighted by ``disc_weight`` times VQGAN's adaptive weight (when the model exposes
 ``last_layer``), and the discriminator is trained with the hinge loss on real vs reconstructed clips.
 
-Defaults follow the papers' released configs where they say something: PVDM L1×4 (+ LPIPS×4, hinge GAN
-with 2D and 3D PatchGANs), Reducio L1 + 0.1·LPIPS + 1e-6·KL.
+The defaults (``l1_weight=1``, ``perceptual_weight=0.1``, ``kl_weight=1e-6``) are Reducio's released loss
+(R2). PVDM's release (P6) weights L1 and LPIPS 4 and 4, with a hinge GAN on 2D and 3D PatchGANs: pass
+``l1_weight=4, perceptual=PerceptualLoss(...), perceptual_weight=4, discriminators=[...]`` (and
+``kl_weight=0``: its encoder is deterministic). Only the ratio of the weights matters with Adam, up to
+the learning rate.
 """
 
 from __future__ import annotations
