@@ -1,8 +1,23 @@
 """Autoencoders. Shared here: the interface every autoencoder implements (``base``: ``VideoAutoencoder``,
-``DiagonalGaussian``, ``DiracLatent``), the losses (``losses``) and the trainer (``training``). The PVDM
-triplane autoencoder and the 3D VAEs live in their own modules of this package."""
+``DiagonalGaussian``, ``DiracLatent``), the losses (``losses``), the trainer (``training``) and the
+convolutional building blocks of the VAEs (``blocks``: C1's causal convolution, residual blocks,
+resampling, encoder/decoder, compression bookkeeping). The PVDM triplane autoencoder (P1-P6), the per-frame
+2D VAE (R2), CogVideoX's causal 3D VAE (C1) and Reducio's VAE (R1-R3) live in their own modules."""
 
 from .base import DiagonalGaussian, DiracLatent, VideoAutoencoder
+from .blocks import (
+    CausalConv3d,
+    Conv3dSame,
+    Decoder,
+    Downsample,
+    Encoder,
+    FrameConv2d,
+    GroupNorm3d,
+    ResBlock3D,
+    Upsample,
+    compression_stats,
+)
+from .causal_vae import CausalVAE, CausalVAEConfig
 from .losses import (
     PatchDiscriminator2D,
     PatchDiscriminator3D,
@@ -12,7 +27,9 @@ from .losses import (
     hinge_g_loss,
 )
 from .pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
+from .reducio import ContentFusion, ReducioConfig, ReducioVAE
 from .training import AutoencoderTrainer
+from .vae2d import VAE2D, VAE2DConfig
 
 __all__ = [
     "VideoAutoencoder",
@@ -27,4 +44,22 @@ __all__ = [
     "hinge_d_loss",
     "hinge_g_loss",
     "adaptive_gan_weight",
+    # C1 / R1-R3: the convolutional VAEs and their blocks
+    "CausalConv3d",
+    "Conv3dSame",
+    "FrameConv2d",
+    "GroupNorm3d",
+    "ResBlock3D",
+    "Downsample",
+    "Upsample",
+    "Encoder",
+    "Decoder",
+    "compression_stats",
+    "VAE2D",
+    "VAE2DConfig",
+    "CausalVAE",
+    "CausalVAEConfig",
+    "ReducioVAE",
+    "ReducioConfig",
+    "ContentFusion",
 ]

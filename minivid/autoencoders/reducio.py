@@ -1,0 +1,263 @@
+r"""Reducio's VAE (R1-R3): a video squeezed 4096x into *motion latents*, decoded with the help of one
+content frame.
+
+**R1.** :math:`V \in \mathbb R^{3\times T\times H\times W} \to z_V \in \mathbb R^{|z|\times T/f_t\times H/f_s\times W/f_s}`.
+
+**R2.** A 3D convolutional encoder with f_t = 4 and f_s = 16 (video only, ``use_content=False``) or
+f_s = 32 (image-conditioned, ``use_content=True``), |z| = 16 **[code]**: f_t·f_s² = 4096 pixels of every
+channel per latent position. Image-conditioned, the decoder also sees the content frame
+:math:`V_{(T-1)//2}` **[code]** through a 2D encoder whose feature pyramid is injected by cross-attention at
+:math:`H/8\times W/8` and :math:`H/4\times W/4` (:class:`ContentFusion`):
+
+.. math::  x = \mathrm{flatten}_{(t,h,w)}(h) + \mathrm{PE}_{\sin\cos}(t),\qquad
+           h' = x + \mathrm{CrossAttn}\big(\mathrm{LN}(x),\ \mathrm{flatten}_{(h,w)}(c_\ell)\big)
+
+(**[code]** ``BasicTransformerBlock``: the temporal sin-cos embedding is added to the queries, which are
+LayerNorm-ed over channels, and the residual carries it). The sampled latent is layer-normalised over
+all of its (|z|, T', H', W') values before decoding **[code]** (``F.layer_norm(motion, motion.shape[1:])``).
+Loss: L1 + 0.1 LPIPS + 1e-6 KL (+ a 3D PatchGAN later) with
+:class:`~minivid.autoencoders.training.AutoencoderTrainer`.
+
+**R3** (ablations) are configurations of :class:`ReducioConfig`: f_t·f_s² constant (``temporal_factor``,
+``spatial_factor``), |z| in {16, 8, 4} (``latent_channels``), and the fusion (``use_content``,
+``fusion_factors``).
+
+Layout as in the official code: the encoder halves time at its two coarsest transitions, the decoder
+doubles it at its two coarsest (so the fusion levels see every frame); the content encoder is a per-frame
+2D encoder. Simplifications: no self-attention in the middle blocks, no tiling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..nn import timestep_embedding
+from ..transformers.attention import Attention
+from .base import DiagonalGaussian, VideoAutoencoder
+from .blocks import Decoder, Encoder, SaveLoadMixin, log2_exact, make_transitions
+
+
+@dataclass
+class ReducioConfig:
+    """R2 defaults: f_t = 4, f_s = 32 with the content frame, |z| = 16; fusion at H/8 and H/4.
+
+    ``channel_mult`` has log2(max(f_s, f_t)) + 1 entries (None: (1, 2, 2, 4, 4, ...)); the content
+    encoder has log2(max(fusion_factors)) + 1 levels (``content_channel_mult``, None: (1, 2, 4, 4, ...)).
+    ``per_frame_norm=False`` pools GroupNorm over the clip, as the official (non-causal) model does.
+    """
+
+    in_channels: int = 3
+    latent_channels: int = 16
+    spatial_factor: int = 32
+    temporal_factor: int = 4
+    use_content: bool = True
+    channels: int = 64
+    channel_mult: tuple[int, ...] | None = None
+    num_res_blocks: int = 2
+    norm_groups: int = 32
+    per_frame_norm: bool = False
+    content_channels: int = 64
+    content_channel_mult: tuple[int, ...] | None = None
+    content_num_res_blocks: int = 2
+    fusion_factors: tuple[int, ...] = (8, 4)
+    fusion_head_dim: int = 64
+    fusion_spatial_pe: bool = False
+    normalize_latent: bool = True
+
+    def __post_init__(self):
+        s = log2_exact(self.spatial_factor, "spatial_factor")
+        t = log2_exact(self.temporal_factor, "temporal_factor")
+        if self.channel_mult is None:
+            self.channel_mult = ((1, 2, 2) + (4,) * 16)[: max(s, t) + 1]
+        self.channel_mult = tuple(self.channel_mult)
+        self.fusion_factors = tuple(self.fusion_factors)
+        if self.use_content:
+            if not self.fusion_factors:
+                raise ValueError("use_content=True needs at least one fusion factor (R2: (8, 4))")
+            for f in self.fusion_factors:
+                if log2_exact(f, "fusion factor") > s:
+                    raise ValueError(f"fusion at H/{f} needs spatial_factor >= {f}, got {self.spatial_factor}")
+            c = log2_exact(max(self.fusion_factors), "fusion factor")
+            if self.content_channel_mult is None:
+                self.content_channel_mult = ((1, 2) + (4,) * 16)[: c + 1]
+            self.content_channel_mult = tuple(self.content_channel_mult)
+            if len(self.content_channel_mult) != c + 1:
+                raise ValueError(f"content_channel_mult needs {c + 1} levels to reach H/{max(self.fusion_factors)}, "
+                                 f"got {self.content_channel_mult}")
+        if self.latent_channels < 1 or self.num_res_blocks < 1:
+            raise ValueError(f"latent_channels={self.latent_channels} and num_res_blocks={self.num_res_blocks} "
+                             "must be >= 1")
+
+
+def spatial_sincos(n_h: int, n_w: int, dim: int, grid: tuple[int, int], device=None) -> torch.Tensor:
+    """minivid's optional R2 extension (``fusion_spatial_pe``): a 2D sin-cos table (n_h·n_w, dim) of
+    pixel-centre positions measured on a common ``grid`` (rows, cols), so that a query map and a content map of
+    different sizes get matching codes where they overlap: half the channels encode the row, half the column."""
+    ys = (torch.arange(n_h, device=device) + 0.5) * grid[0] / n_h  # row centres in grid units
+    xs = (torch.arange(n_w, device=device) + 0.5) * grid[1] / n_w
+    half = dim // 2
+    ey, ex = timestep_embedding(ys, half), timestep_embedding(xs, dim - half)  # (n_h, half), (n_w, dim-half)
+    table = torch.cat([ey[:, None, :].expand(-1, n_w, -1), ex[None, :, :].expand(n_h, -1, -1)], dim=-1)
+    return rearrange(table, "h w c -> (h w) c")
+
+
+class ContentFusion(nn.Module):
+    r"""R2 **[code]**: inject content features into motion features by cross-attention.
+
+    h (B, C, T, H, W), content (B, C_c, H_c, W_c) -> (B, C, T, H, W):
+    x = flatten_(t,h,w)(h) + PE(t);  out = x + CrossAttn(LayerNorm(x), flatten_(h,w)(content)).
+
+    ``spatial_pe=True`` (minivid's option, not in the official model, which locates content through
+    the convolutions' zero padding alone) also adds a 2D sin-cos code of the (h, w) position, measured
+    on the content grid, to the normalised queries and to the content tokens, so that attention can
+    match positions from the start.
+    """
+
+    def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False):
+        super().__init__()
+        heads = max(1, dim // head_dim)
+        self.spatial_pe = spatial_pe
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads=heads, head_dim=min(head_dim, dim), context_dim=context_dim, qkv_bias=False)
+
+    def forward(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        b, c, t, hh, ww = h.shape
+        pe = timestep_embedding(torch.arange(t, device=h.device), c).to(h.dtype)  # (T, C) temporal sin-cos
+        x = rearrange(h, "b c t h w -> b t (h w) c") + pe[None, :, None, :]
+        x = rearrange(x, "b t n c -> b (t n) c")  # (B, T·H·W, C) motion queries
+        ctx = rearrange(content, "b c h w -> b (h w) c")  # (B, H_c·W_c, C_c) content tokens
+        if self.spatial_pe:
+            grid = tuple(content.shape[-2:])
+            q_pe = spatial_sincos(hh, ww, c, grid, h.device).to(h.dtype)  # (H·W, C)
+            k_pe = spatial_sincos(*grid, ctx.shape[-1], grid, h.device).to(h.dtype)  # (H_c·W_c, C_c)
+            q = rearrange(rearrange(self.norm(x), "b (t n) c -> b t n c", t=t) + q_pe, "b t n c -> b (t n) c")
+            return rearrange(x + self.attn(q, context=ctx + k_pe), "b (t h w) c -> b c t h w", t=t, h=hh, w=ww)
+        x = x + self.attn(self.norm(x), context=ctx)  # LayerNorm, cross-attention, residual
+        return rearrange(x, "b (t h w) c -> b c t h w", t=t, h=hh, w=ww)
+
+
+class ReducioVAE(SaveLoadMixin, VideoAutoencoder):
+    """Reducio's VAE (R1-R3). ``encode(video)`` -> q(z) over (B, |z|, T/f_t, H/f_s, W/f_s);
+    ``decode(z, content=V[:, :, (T-1)//2])`` -> (B, 3, T, H, W); ``conditions(video)`` gives the content
+    frame when ``use_content`` (required by ``decode`` then)."""
+
+    config_class = ReducioConfig
+
+    def __init__(self, config: ReducioConfig | None = None):
+        super().__init__()
+        self.config = c = config or ReducioConfig()
+        self.downsample = (c.temporal_factor, c.spatial_factor, c.spatial_factor)
+        self.latent_channels = c.latent_channels
+        common = dict(channels=c.channels, channel_mult=c.channel_mult, num_res_blocks=c.num_res_blocks,
+                      causal=False, temporal_kernel=3, norm_groups=c.norm_groups, per_frame_norm=c.per_frame_norm)
+        self.encoder = Encoder(c.in_channels, 2 * c.latent_channels,
+                               transitions=make_transitions(c.spatial_factor, c.temporal_factor, False), **common)
+        dec_transitions = make_transitions(c.spatial_factor, c.temporal_factor, False)
+        fusions: dict[int, nn.Module] = {}
+        self.fusion_levels: dict[int, int] = {}  # decoder level -> content encoder level
+        if c.use_content:
+            n_content = len(c.content_channel_mult)
+            self.content_encoder = Encoder(c.in_channels, None, c.content_channels, c.content_channel_mult,
+                                           c.content_num_res_blocks, make_transitions(2 ** (n_content - 1), 1, True),
+                                           causal=False, temporal_kernel=1, norm_groups=c.norm_groups)
+            widths = [c.channels * m for m in c.channel_mult]
+            for f in c.fusion_factors:
+                level = _level_of_factor(dec_transitions, f)
+                content_level = log2_exact(f, "fusion factor")
+                self.fusion_levels[level] = content_level
+                fusions[level] = ContentFusion(widths[level], c.content_channels * c.content_channel_mult[content_level],
+                                               c.fusion_head_dim, c.fusion_spatial_pe)
+        self.decoder = Decoder(c.in_channels, c.latent_channels, transitions=dec_transitions, fusions=fusions,
+                               **common)
+
+    # ------------------------------------------------------------------ shapes (R1)
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """R1: raise a ValueError (before any work) for a shape the VAE cannot take: T not a multiple of f_t
+        (the message lists valid counts), or H, W not divisible by f_s."""
+        if len(shape) != 5:
+            raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
+        _, ch, t, h, w = shape
+        f_t, f_s, _ = self.downsample
+        if ch != self.config.in_channels:
+            raise ValueError(f"expected {self.config.in_channels} channels, got {ch}")
+        if t < f_t or t % f_t:
+            raise ValueError(f"Reducio (f_t={f_t}) takes a multiple of {f_t} frames "
+                             f"({', '.join(str(f_t * k) for k in range(1, 6))}, ...), got {t}")
+        if h % f_s or w % f_s:
+            raise ValueError(f"height and width must be divisible by f_s={f_s}, got {h}x{w}"
+                             + (f" (f_s={f_s} needs frames of at least {f_s}x{f_s}; the latent is then 1x1)"
+                                if min(h, w) < f_s else ""))
+
+    def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """R1: (B, 3, T, H, W) -> (B, |z|, T/f_t, H/f_s, W/f_s)."""
+        self.check_input(tuple(input_shape))
+        b, _, t, h, w = input_shape
+        f_t, f_s, _ = self.downsample
+        return (b, self.latent_channels, t // f_t, h // f_s, w // f_s)
+
+    @staticmethod
+    def content_index(num_frames: int) -> int:
+        """R2 [code]: the content frame is V_{(T-1)//2}."""
+        return (num_frames - 1) // 2
+
+    def conditions(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """R2: ``{"content": V[:, :, (T-1)//2]}`` when ``use_content``, else ``{}``."""
+        if not self.config.use_content:
+            return {}
+        return {"content": video[:, :, self.content_index(video.shape[2])]}  # (B, 3, H, W)
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, video: torch.Tensor) -> DiagonalGaussian:
+        """R1: (B, 3, T, H, W) -> q(z_V | V) over (B, |z|, T/f_t, H/f_s, W/f_s) (3D encoder, R2)."""
+        self.check_input(tuple(video.shape))
+        return DiagonalGaussian.from_moments(self.encoder(video))  # (B, 2|z|, T/f_t, H/f_s, W/f_s)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """R2 [code]: LayerNorm over every (|z|, T', H', W') value of each latent, no affine (idempotent)."""
+        return F.layer_norm(z, z.shape[1:]) if self.config.normalize_latent else z
+
+    def content_features(self, content: torch.Tensor) -> dict[int, torch.Tensor]:
+        """R2: the content frame's feature pyramid (2D encoder), keyed by decoder level: {level: (B, C_l, H/f, W/f)}
+        for each fusion factor f (8 and 4 by default)."""
+        feats = self.content_encoder(content[:, :, None])  # per level: (B, C_l, 1, H_l, W_l)
+        return {lvl: feats[c_lvl][:, :, 0] for lvl, c_lvl in self.fusion_levels.items()}
+
+    def decode(self, z: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
+        """R1/R2: (B, |z|, T', h, w) [+ content (B, 3, h f_s, w f_s)] -> (B, 3, T' f_t, h f_s, w f_s): the latent is
+        layer-normalised, then decoded with the content fused at H/8 and H/4 (required when ``use_content``)."""
+        if z.ndim != 5 or z.shape[1] != self.latent_channels:
+            raise ValueError(f"expected latents (B, {self.latent_channels}, T', h, w), got {tuple(z.shape)}")
+        f_t, f_s, _ = self.downsample
+        context = None
+        if self.config.use_content:
+            if content is None:
+                raise ValueError("this Reducio VAE (use_content=True) decodes with the content frame: pass "
+                                 "content=video[:, :, (T-1)//2] (see .conditions(video))")
+            want = (z.shape[0], self.config.in_channels, z.shape[3] * f_s, z.shape[4] * f_s)
+            if tuple(content.shape) != want:
+                raise ValueError(f"content frame must have shape {want} for latents {tuple(z.shape)}, "
+                                 f"got {tuple(content.shape)}")
+            context = self.content_features(content)
+        elif content is not None:
+            raise ValueError("this Reducio VAE has no content pathway (use_content=False); do not pass content")
+        return self.decoder(self.normalize(z), context=context)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.last_layer
+
+
+def _level_of_factor(transitions: list[tuple[bool, bool]], factor: int) -> int:
+    """R2: the finest decoder level whose spatial size is H/factor (where a fusion goes)."""
+    f = 1
+    for level in range(len(transitions) + 1):
+        if f == factor:
+            return level
+        if level < len(transitions) and transitions[level][0]:
+            f *= 2
+    raise ValueError(f"no level at H/{factor}")

@@ -1,0 +1,206 @@
+"""Shared VAE blocks: CausalConv3d (C1) against an explicitly padded Conv3d and against diffusers'
+CogVideoXCausalConv3d (whole clip and chunk by chunk with its conv_cache), the causal resamplers against
+diffusers' CogVideoXDownsample3D/Upsample3D, per-frame GroupNorm against a frame loop, and the shape rules."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minivid.autoencoders.blocks import (
+    CausalConv3d,
+    Conv3dSame,
+    Decoder,
+    Downsample,
+    Encoder,
+    FrameConv2d,
+    GroupNorm3d,
+    ResBlock3D,
+    Upsample,
+    compression_stats,
+    log2_exact,
+    make_transitions,
+)
+
+
+def _randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("kernel,dilation", [((3, 3, 3), 1), ((3, 1, 1), 2), ((2, 3, 3), 1), ((1, 3, 3), 1)])
+def test_causal_conv_equals_explicitly_padded_conv3d(kernel, dilation):
+    torch.manual_seed(0)
+    conv = CausalConv3d(3, 5, kernel, dilation=dilation).double()
+    x = _randn(2, 3, 6, 7, 8, dtype=torch.float64)
+    kt, kh, kw = kernel
+    pad = (kt - 1) * dilation
+    padded = torch.cat([x[:, :, :1]] * pad + [x], dim=2)  # C1: the first frame repeated on the past side
+    ref = F.conv3d(padded, conv.conv.weight, conv.conv.bias, padding=(0, kh // 2, kw // 2), dilation=(dilation, 1, 1))
+    out = conv(x)
+    assert out.shape == (2, 5, 6, 7, 8)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_causal_conv_output_never_sees_the_future_and_streams_exactly():
+    torch.manual_seed(0)
+    conv = CausalConv3d(2, 3, 3, dilation=2).double()
+    x = _randn(1, 2, 9, 5, 5, dtype=torch.float64)
+    y = conv(x)
+    x2 = x.clone()
+    x2[:, :, 5:] = _randn(1, 2, 4, 5, 5, seed=1, dtype=torch.float64)  # change frames after t = 4
+    y2 = conv(x2)
+    assert torch.equal(y[:, :, :5], y2[:, :, :5])
+    assert not torch.allclose(y[:, :, 5:], y2[:, :, 5:])
+    cache = {}
+    chunks = [conv(x[:, :, a:b], cache) for a, b in ((0, 1), (1, 4), (4, 5), (5, 9))]  # a 1-frame chunk too
+    torch.testing.assert_close(torch.cat(chunks, 2), y, rtol=0, atol=1e-12)
+
+
+def test_causal_conv_matches_diffusers_cogvideox_causal_conv():
+    """Independent reference: diffusers' CogVideoXCausalConv3d (pad_mode='constant' = repeat frame 0),
+    whole clip and chunked with its own conv_cache."""
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXCausalConv3d
+
+    torch.manual_seed(0)
+    ref = CogVideoXCausalConv3d(4, 6, kernel_size=3)
+    ours = CausalConv3d(4, 6, 3)
+    ours.conv.load_state_dict(ref.conv.state_dict())
+    x = _randn(2, 4, 9, 8, 8)
+    out_ref, _ = ref(x)
+    torch.testing.assert_close(ours(x), out_ref, rtol=1e-5, atol=1e-5)
+    cache, conv_cache, outs, refs = {}, None, [], []
+    for a, b in ((0, 5), (5, 9)):
+        o, conv_cache = ref(x[:, :, a:b], conv_cache=conv_cache)
+        refs.append(o)
+        outs.append(ours(x[:, :, a:b], cache))
+    torch.testing.assert_close(torch.cat(outs, 2), torch.cat(refs, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_causal_resamplers_match_diffusers_cogvideox():
+    from diffusers.models.downsampling import CogVideoXDownsample3D
+    from diffusers.models.upsampling import CogVideoXUpsample3D
+
+    torch.manual_seed(0)
+    x = _randn(2, 4, 9, 8, 8)
+    ref_down = CogVideoXDownsample3D(4, 4, kernel_size=3, stride=2, padding=0, compress_time=True)
+    down = Downsample(4, spatial=True, temporal=True, causal=True)
+    down.conv.load_state_dict(ref_down.conv.state_dict())
+    y = down(x)
+    assert y.shape == (2, 4, 5, 4, 4)  # C1: 1 + 2k -> 1 + k frames
+    torch.testing.assert_close(y, ref_down(x), rtol=1e-5, atol=1e-5)
+
+    ref_up = CogVideoXUpsample3D(4, 4, kernel_size=3, stride=1, padding=1, compress_time=True)
+    up = Upsample(4, spatial=True, temporal=True, causal=True)
+    up.conv.load_state_dict(ref_up.conv.state_dict())
+    z = _randn(2, 4, 5, 4, 4, seed=1)
+    assert up(z).shape == (2, 4, 9, 8, 8)  # 1 + k -> 1 + 2k
+    torch.testing.assert_close(up(z), ref_up(z), rtol=1e-5, atol=1e-5)
+    one = _randn(1, 4, 1, 4, 4, seed=2)  # an image stays one frame
+    torch.testing.assert_close(up(one), ref_up(one), rtol=1e-5, atol=1e-5)
+    assert down(_randn(1, 4, 1, 8, 8)).shape == (1, 4, 1, 4, 4)
+
+
+def test_resampler_frame_rules_and_errors():
+    x = _randn(1, 2, 8, 4, 4)
+    down = Downsample(2, spatial=False, temporal=True, causal=False)
+    y = down(x)
+    assert y.shape == (1, 2, 4, 4, 4)
+    up = Upsample(2, spatial=False, temporal=True, causal=False)
+    assert up(y).shape == (1, 2, 8, 4, 4)
+    with pytest.raises(ValueError, match="even number of frames"):
+        down(_randn(1, 2, 7, 4, 4))
+    with pytest.raises(ValueError, match="1 \\+ an even number"):
+        Downsample(2, temporal=True, causal=True)(_randn(1, 2, 8, 4, 4))
+    with pytest.raises(ValueError, match="halve space, time or both"):
+        Downsample(2, spatial=False, temporal=False)
+    # the temporal mean: the pair average, checked on a signal with known pairs
+    ramp = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 2, 8, 4, 4)
+    d = Downsample(2, spatial=False, temporal=True, causal=True)
+    torch.nn.init.dirac_(d.conv.weight)
+    torch.nn.init.zeros_(d.conv.bias)
+    out = d(torch.cat([torch.full((1, 2, 1, 4, 4), -1.0), ramp], 2))  # 9 frames: -1, 0..7
+    assert out[0, 0, :, 1, 1].tolist() == [-1.0, 0.5, 2.5, 4.5, 6.5]
+
+
+def test_group_norm_per_frame_equals_a_loop_over_frames():
+    torch.manual_seed(0)
+    norm = GroupNorm3d(8, groups=4, per_frame=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = _randn(2, 8, 5, 3, 3) * 3 + 1
+    ref = torch.stack([F.group_norm(x[:, :, t], 4, norm.weight, norm.bias, 1e-6) for t in range(5)], 2)
+    torch.testing.assert_close(norm(x), ref)
+    clip = GroupNorm3d(8, groups=4, per_frame=False)
+    torch.testing.assert_close(clip(x), F.group_norm(x, 4, clip.weight, clip.bias, 1e-6))
+    assert GroupNorm3d(24, groups=32).num_groups == 8  # gcd, so small widths work
+
+
+def test_make_conv_variants_and_non_causal_conv_refuses_to_stream():
+    x = _randn(1, 2, 4, 6, 6)
+    f2d = FrameConv2d(2, 3, 3, padding=1)
+    ref = torch.stack([f2d(x[:, :, t]) for t in range(4)], 2)
+    torch.testing.assert_close(f2d(x), ref)
+    c3 = Conv3dSame(2, 3, 3)
+    assert c3(x).shape == (1, 3, 4, 6, 6)
+    with pytest.raises(ValueError, match="cannot be run chunk by chunk"):
+        c3(x, {})
+    with pytest.raises(ValueError, match="odd"):
+        CausalConv3d(2, 2, (3, 2, 2))
+
+
+def test_resblock_causal_and_per_frame_variants():
+    torch.manual_seed(0)
+    x = _randn(1, 4, 5, 6, 6)
+    block = ResBlock3D(4, 8, causal=True, norm_groups=4)
+    y = block(x)
+    x2 = x.clone()
+    x2[:, :, 3:] += 1.0
+    assert y.shape == (1, 8, 5, 6, 6) and torch.equal(block(x2)[:, :, :3], y[:, :, :3])
+    per_frame = ResBlock3D(4, 4, temporal_kernel=1, norm_groups=4)
+    ref = torch.cat([per_frame(x[:, :, t:t + 1]) for t in range(5)], 2)
+    torch.testing.assert_close(per_frame(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_transitions_and_powers_of_two():
+    assert make_transitions(8, 4, True) == [(True, True), (True, True), (True, False)]
+    assert make_transitions(8, 4, False) == [(True, False), (True, True), (True, True)]
+    assert make_transitions(32, 4, False) == [(True, False)] * 3 + [(True, True)] * 2
+    assert make_transitions(8, 1, True) == [(True, False)] * 3
+    assert make_transitions(2, 8, True) == [(True, True), (False, True), (False, True)]
+    with pytest.raises(ValueError, match="power of two"):
+        log2_exact(12, "spatial_factor")
+
+
+def test_encoder_decoder_shapes_pyramid_and_fusion_levels():
+    tr = make_transitions(8, 4, True)
+    enc = Encoder(3, 6, 4, (1, 2, 2, 2), 1, tr, causal=True, norm_groups=4)
+    z = enc(_randn(2, 3, 9, 16, 16))
+    assert z.shape == (2, 6, 3, 2, 2)
+    feats = Encoder(3, None, 4, (1, 2, 2), 1, make_transitions(4, 1, True), temporal_kernel=1, norm_groups=4)(
+        _randn(2, 3, 1, 16, 16))
+    assert [tuple(f.shape) for f in feats] == [(2, 4, 1, 16, 16), (2, 8, 1, 8, 8), (2, 8, 1, 4, 4)]
+    dec = Decoder(3, 3, 4, (1, 2, 2, 2), 1, make_transitions(8, 4, False), causal=True, norm_groups=4)
+    assert dec(z[:, :3]).shape == (2, 3, 9, 16, 16)
+    with pytest.raises(ValueError, match="fusion level 7"):
+        Decoder(3, 3, 4, (1, 2), 1, [(True, False)], fusions={7: torch.nn.Identity()})
+    with pytest.raises(ValueError, match="channel_mult has 2 levels"):
+        Encoder(3, 6, 4, (1, 2), 1, tr)
+
+
+class _Shapes(torch.nn.Module):
+    downsample = (4, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(7))
+
+    def latent_shape(self, s):
+        return (s[0], 16, s[2] // 4, s[3] // 32, s[4] // 32)
+
+
+def test_compression_stats_are_computed_from_shapes():
+    s = compression_stats(_Shapes(), (1, 3, 16, 64, 64))
+    assert s["factor"] == 4096 == 4 * 32 ** 2
+    assert s["latent_elements"] == 16 * 4 * 2 * 2 and s["input_elements"] == 3 * 16 * 64 * 64
+    assert math.isclose(s["element_ratio"], 768.0) and s["parameters"] == 7 and s["downsample"] == "4x32x32"

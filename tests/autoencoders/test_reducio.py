@@ -1,0 +1,195 @@
+"""Reducio's VAE (R1-R3): latent shapes and the 4096x factor computed from shapes, R3's constant-factor
+configurations, the content frame V_{(T-1)//2}, the content pathway really used, the fusion against an
+explicit float64 computation, the latent layer norm, errors, learning, save/load."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from minivid.autoencoders.blocks import compression_stats
+from minivid.autoencoders.reducio import ContentFusion, ReducioConfig, ReducioVAE
+from minivid.autoencoders.training import AutoencoderTrainer
+from minivid.data import MiniSprites
+
+
+def tiny(**kw) -> ReducioVAE:
+    torch.manual_seed(0)
+    cfg = dict(latent_channels=4, spatial_factor=16, channels=4, num_res_blocks=1, norm_groups=4,
+               content_channels=4, content_num_res_blocks=1, fusion_head_dim=4)
+    cfg.update(kw)
+    return ReducioVAE(ReducioConfig(**cfg)).eval()
+
+
+def video(b, t, h, w, seed=0, dtype=torch.float32):
+    return torch.rand(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 - 1
+
+
+def test_defaults_r2():
+    m = ReducioVAE(ReducioConfig(channels=8, content_channels=8, norm_groups=8))
+    assert m.downsample == (4, 32, 32) and m.latent_channels == 16 and m.config.use_content
+    assert sorted(m.fusion_levels.items()) == [(2, 2), (3, 3)]  # decoder levels at H/4 and H/8
+    video_only = ReducioVAE(ReducioConfig(spatial_factor=16, use_content=False, channels=8, norm_groups=8))
+    assert video_only.downsample == (4, 16, 16) and not hasattr(video_only, "content_encoder")
+    assert not video_only.decoder.fusions
+
+
+@pytest.mark.parametrize("f_s,t,h,w", [(16, 4, 16, 16), (16, 8, 32, 48), (32, 16, 64, 64), (32, 12, 32, 96)])
+def test_latent_shape_r1_and_factor(f_s, t, h, w):
+    m = ReducioVAE(ReducioConfig(spatial_factor=f_s, latent_channels=16, channels=2, num_res_blocks=1,
+                                 norm_groups=2, content_channels=2, content_num_res_blocks=1, fusion_head_dim=2))
+    assert m.latent_shape((1, 3, t, h, w)) == (1, 16, t // 4, h // f_s, w // f_s)  # R1
+    s = compression_stats(m, (1, 3, t, h, w))
+    assert s["factor"] == 4 * f_s ** 2  # f_t·f_s²: 1024 or 4096 (R2)
+    assert s["element_ratio"] == pytest.approx(3 * t * h * w / (16 * (t // 4) * (h // f_s) * (w // f_s)))
+    if f_s == 16 and t == 4:
+        assert m.encode(video(1, t, h, w)).mean.shape == (1, 16, 1, 1, 1)
+
+
+def test_r3_ablation_configurations_keep_the_latent_size():
+    """R3: f_t·f_s² = 4096 with (f_t, f_s) = (4, 32), (16, 16), (1, 64): the same number of latent positions."""
+    sizes = set()
+    for f_t, f_s in ((4, 32), (16, 16), (1, 64)):
+        m = ReducioVAE(ReducioConfig(temporal_factor=f_t, spatial_factor=f_s, channels=1, num_res_blocks=1,
+                                     norm_groups=1, content_channels=1, content_num_res_blocks=1, fusion_head_dim=1))
+        assert f_t * f_s ** 2 == 4096
+        sizes.add(compression_stats(m, (1, 3, 16, 64, 64))["latent_elements"])
+    assert sizes == {16 * 16}
+    for z in (16, 8, 4):
+        assert tiny(latent_channels=z).latent_shape((1, 3, 8, 32, 32))[1] == z
+
+
+def test_clear_errors_before_any_work():
+    m = tiny(spatial_factor=32)
+    with pytest.raises(ValueError, match=r"multiple of 4 frames \(4, 8, 12, 16, 20, \.\.\.\), got 17"):
+        m.encode(video(1, 17, 64, 64))
+    with pytest.raises(ValueError, match="divisible by f_s=32, got 48x64"):
+        m.latent_shape((1, 3, 16, 48, 64))
+    with pytest.raises(ValueError, match="at least 32x32"):
+        m.latent_shape((1, 3, 16, 16, 16))
+    z = torch.zeros(1, 4, 2, 1, 1)
+    with pytest.raises(ValueError, match="decodes with the content frame"):
+        m.decode(z)
+    with pytest.raises(ValueError, match=r"content frame must have shape \(1, 3, 32, 32\)"):
+        m.decode(z, content=torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="no content pathway"):
+        tiny(use_content=False).decode(z, content=torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="fusion at H/8 needs spatial_factor >= 8"):
+        ReducioConfig(spatial_factor=4)
+
+
+def test_content_frame_is_the_middle_frame():
+    m = tiny()
+    for t, idx in ((4, 1), (8, 3), (16, 7)):
+        x = video(2, t, 16, 16)
+        assert ReducioVAE.content_index(t) == idx == (t - 1) // 2
+        assert torch.equal(m.conditions(x)["content"], x[:, :, idx])
+    assert tiny(use_content=False).conditions(video(1, 4, 16, 16)) == {}
+
+
+def test_the_content_pathway_is_used():
+    m = tiny()
+    x = video(2, 8, 32, 32)
+    with torch.no_grad():
+        z = m.encode(x).mode()
+        own = m.decode(z, **m.conditions(x))
+        other = m.decode(z, content=x.flip(0)[:, :, 3])  # each clip decoded with the other clip's frame
+        assert own.shape == (2, 3, 8, 32, 32)
+        assert (own - other).abs().mean() > 1e-3
+        m.config.use_content = False  # the same weights without fusion give yet another output
+        plain = m.decoder(m.normalize(z))
+        assert (own - plain).abs().mean() > 1e-3
+
+
+def test_fusion_happens_at_h8_and_h4_on_every_frame():
+    """R2: the content is injected where the decoder works at H/8 x W/8 and H/4 x W/4, with all T frames (the
+    temporal upsampling comes before), from content features of the same spatial size."""
+    m = tiny(spatial_factor=32)
+    seen = []
+    hooks = [f.register_forward_hook(lambda mod, args, out: seen.append((tuple(args[0].shape), tuple(args[1].shape),
+                                                                        tuple(out.shape))))
+             for f in m.decoder.fusions.values()]
+    x = video(2, 8, 64, 64)
+    with torch.no_grad():
+        m.decode(m.encode(x).mode(), **m.conditions(x))
+    for h in hooks:
+        h.remove()
+    widths = {f: m.decoder.widths[lvl] for lvl, f in ((3, 8), (2, 4))}
+    c_widths = {f: m.config.content_channels * m.config.content_channel_mult[int(math.log2(f))] for f in (8, 4)}
+    assert sorted(seen, key=lambda r: -r[0][3]) == [
+        ((2, widths[f], 8, 64 // f, 64 // f), (2, c_widths[f], 64 // f, 64 // f), (2, widths[f], 8, 64 // f, 64 // f))
+        for f in (4, 8)]
+
+
+def test_reducio_trains_with_perceptual_and_3d_patchgan_through_the_shared_trainer():
+    """R2's full loss (L1 + 0.1 LPIPS + 1e-6 KL, + a 3D PatchGAN later) is the shared AutoencoderTrainer's: the
+    adaptive GAN weight uses Reducio's last decoder layer, and both sides are updated."""
+    from minivid.autoencoders import PatchDiscriminator3D, PerceptualLoss
+
+    m = tiny()
+    disc = PatchDiscriminator3D(channels=4, num_layers=1)
+    d0 = [p.detach().clone() for p in disc.parameters()]
+    trainer = AutoencoderTrainer(m, lr=1e-3, kl_weight=1e-6, perceptual=PerceptualLoss(allow_random=True),
+                                 perceptual_weight=0.1, discriminators=[disc], disc_start=1)
+    x = video(2, 4, 16, 16)
+    logs = [trainer.step(x) for _ in range(2)]
+    assert "g_loss" not in logs[0] and {"l1", "kl", "perceptual", "g_loss", "d_loss", "gan_weight"} <= set(logs[1])
+    assert m.last_layer is m.decoder.conv_out.weight and math.isfinite(logs[1]["gan_weight"])
+    assert any(not torch.equal(a, b) for a, b in zip(d0, disc.parameters()))
+
+
+def test_the_latent_is_layer_normalised_before_decoding():
+    m = tiny()
+    x = video(1, 8, 32, 32)
+    with torch.no_grad():
+        z = m.encode(x).mode() + torch.randn(1, 4, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+        mu, var = z.mean(), z.var(unbiased=False)  # over all (|z|, T', H', W') values of the one item
+        torch.testing.assert_close(m.normalize(z), (z - mu) / torch.sqrt(var + 1e-5))
+        c = m.conditions(x)
+        torch.testing.assert_close(m.decode(3.0 * z + 0.5, **c), m.decode(z, **c), rtol=1e-4, atol=1e-4)
+
+
+def test_content_fusion_matches_an_explicit_float64_computation():
+    torch.manual_seed(0)
+    fuse = ContentFusion(dim=8, context_dim=6, head_dim=4).double()
+    for p in fuse.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    h = torch.randn(2, 8, 3, 2, 2, dtype=torch.float64)
+    content = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    # reference: sin-cos over t (cos half, then sin half), LayerNorm, 2-head softmax attention, residual
+    t = torch.arange(3, dtype=torch.float64)[:, None]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(4, dtype=torch.float64) / 4)
+    pe = torch.cat([torch.cos(t * freqs), torch.sin(t * freqs)], 1)  # (T, C)
+    x = rearrange(h, "b c t h w -> b t (h w) c") + pe[None, :, None]
+    x = rearrange(x, "b t n c -> b (t n) c")
+    q_in = F.layer_norm(x, (8,), fuse.norm.weight, fuse.norm.bias, fuse.norm.eps)
+    ctx = rearrange(content, "b c h w -> b (h w) c")
+    a = fuse.attn
+    q = rearrange(q_in @ a.to_q.weight.T, "b n (h d) -> b h n d", h=2)
+    k, v = rearrange(ctx @ a.to_kv.weight.T, "b m (two h d) -> two b h m d", two=2, h=2)
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), dim=-1)
+    o = rearrange(w @ v, "b h n d -> b n (h d)") @ a.to_out.weight.T + a.to_out.bias
+    ref = rearrange(x + o, "b (t h w) c -> b c t h w", t=3, h=2)
+    # minivid's sin-cos table is computed in float32, hence 1e-6 rather than float64 round-off
+    torch.testing.assert_close(fuse(h, content), ref, rtol=1e-6, atol=1e-6)
+    same = h[:, :, :1].expand(-1, -1, 3, -1, -1)  # identical frames come out different (temporal PE)
+    out = fuse(same, content)
+    assert (out[:, :, 0] - out[:, :, 2]).abs().amax() > 1e-3
+
+
+def test_a_tiny_reducio_learns_and_round_trips(tmp_path):
+    clips = MiniSprites(num_videos=2, size=16, num_frames=4, seed=0)
+    x = torch.stack([clips[i]["video"] for i in range(2)])
+    m = tiny()
+    before = (m.reconstruct(x) - x).abs().mean()
+    trainer = AutoencoderTrainer(m, lr=1e-2, kl_weight=1e-6, grad_clip=None)
+    for _ in range(40):
+        trainer.step(x)
+    after = (m.eval().reconstruct(x) - x).abs().mean()
+    assert after < 0.4 * before, (before, after)
+    m.save(tmp_path / "reducio.safetensors")
+    loaded = ReducioVAE.load(tmp_path / "reducio.safetensors")
+    assert loaded.config == m.config and loaded.config.fusion_factors == (8, 4)
+    torch.testing.assert_close(loaded.eval().reconstruct(x), m.eval().reconstruct(x))

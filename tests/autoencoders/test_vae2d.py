@@ -1,0 +1,66 @@
+"""The per-frame 2D VAE (R2's SD-VAE baseline, f_t = 1): every frame is coded on its own (frames are
+independent and permute with the input), shapes, images, errors, save/load."""
+
+import pytest
+import torch
+
+from minivid.autoencoders.blocks import CausalConv3d, Conv3dSame, compression_stats
+from minivid.autoencoders.vae2d import VAE2D, VAE2DConfig
+
+
+def tiny(**kw) -> VAE2D:
+    torch.manual_seed(0)
+    cfg = dict(latent_channels=4, channels=4, channel_mult=(1, 2, 2, 2), num_res_blocks=1, norm_groups=4)
+    cfg.update(kw)
+    return VAE2D(VAE2DConfig(**cfg)).eval()
+
+
+def video(b, t, h, w, seed=0):
+    return torch.rand(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_defaults_r2():
+    m = VAE2D(VAE2DConfig(channels=8, norm_groups=8))
+    assert m.downsample == (1, 8, 8) and m.latent_channels == 4
+    assert not any(isinstance(mod, (CausalConv3d, Conv3dSame)) for mod in m.modules())  # no temporal kernel
+
+
+@pytest.mark.parametrize("t,h,w", [(1, 8, 8), (4, 16, 24), (7, 32, 16)])
+def test_latent_shape_r1_with_ft_1(t, h, w):
+    m = tiny()
+    assert m.latent_shape((2, 3, t, h, w)) == (2, 4, t, h // 8, w // 8)
+    post = m.encode(video(2, t, h, w))
+    assert post.mean.shape == (2, 4, t, h // 8, w // 8)
+    assert m.decode(post.mode()).shape == (2, 3, t, h, w)
+    s = compression_stats(m, (2, 3, t, h, w))
+    assert s["factor"] == 64 and s["element_ratio"] == pytest.approx(3 * 64 / 4)
+
+
+def test_frames_are_coded_independently():
+    m = tiny()
+    x = video(1, 5, 16, 16)
+    with torch.no_grad():
+        whole = m.reconstruct(x)
+        per_frame = torch.cat([m.reconstruct(x[:, :, t:t + 1]) for t in range(5)], 2)
+        torch.testing.assert_close(whole, per_frame, rtol=1e-5, atol=1e-5)
+        perm = torch.tensor([3, 0, 4, 1, 2])
+        torch.testing.assert_close(m.reconstruct(x[:, :, perm]), whole[:, :, perm], rtol=1e-5, atol=1e-5)
+        image = m.encode(x[:, :, 0]).mean  # (B, C, H, W) images work too
+        torch.testing.assert_close(image, m.encode(x).mean[:, :, 0], rtol=1e-5, atol=1e-6)
+        assert m.decode(image).shape == (1, 3, 16, 16)
+
+
+def test_errors_and_round_trip(tmp_path):
+    m = tiny()
+    with pytest.raises(ValueError, match="divisible by f_s=8, got 12x16"):
+        m.encode(video(1, 2, 12, 16))
+    with pytest.raises(ValueError, match="expected latents"):
+        m.decode(torch.zeros(1, 3, 2, 2, 2))
+    m.save(tmp_path / "vae2d.safetensors")
+    loaded = VAE2D.load(tmp_path / "vae2d.safetensors")
+    x = video(1, 2, 16, 16)
+    torch.testing.assert_close(loaded.eval().reconstruct(x), m.reconstruct(x))
+    from minivid.autoencoders.causal_vae import CausalVAE
+
+    with pytest.raises(ValueError, match="holds a 'VAE2D', not a CausalVAE"):
+        CausalVAE.load(tmp_path / "vae2d.safetensors")
