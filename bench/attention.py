@@ -34,12 +34,8 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minivid.kernels import attention_flops, attention_reference  # noqa: E402
+from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -65,41 +62,6 @@ ANCHORS_H100 = {
 # --------------------------------------------------------------------------------------------------
 # Device and environment
 # --------------------------------------------------------------------------------------------------
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores)"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
-    try:
-        import triton
-
-        v["triton"] = triton.__version__
-    except ImportError:
-        v["triton"] = None
-    try:
-        v["minivid_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                             text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        v["minivid_commit"] = None
-    return v
 
 
 # --------------------------------------------------------------------------------------------------

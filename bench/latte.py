@@ -29,10 +29,7 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from minivid.diffusion import NoiseSchedule  # noqa: E402
 from minivid.pipeline.trainer import DiffusionTrainer  # noqa: E402
 from minivid.transformers import Latte, LatteConfig, set_attention_backend  # noqa: E402
+from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -56,34 +54,6 @@ SETTINGS = {
     "cpu": dict(batch=1, in_channels=4, frames=16, size=32, patch_size=2, dim=128, heads=4, depth=4,
                 num_classes=16, dtype="float32"),  # the same 4096 tokens per clip, a narrow model
 }
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores)"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        v["minivid_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                             timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        v["minivid_commit"] = None
-    return v
 
 
 def make_batch(s: dict, device: str, seed: int = 0):

@@ -29,10 +29,7 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +43,7 @@ from minivid.autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig, la
 from minivid.autoencoders.training import AutoencoderTrainer  # noqa: E402
 from minivid.data import MiniSprites  # noqa: E402
 from minivid.metrics import psnr, ssim  # noqa: E402
+from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 LOSS = dict(l1_weight=0.0, l2_weight=1.0)  # the notebook's pixel term: MSE (P6; see notebook 02 for why not L1)
@@ -59,34 +57,6 @@ SCALES = {
                 config=dict(patch_size=4, latent_channels=4, dim=192, encoder_depth=4, decoder_depth=4,
                             projector_depth=2, heads=6, projector_heads=6)),
 }
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores)"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        v["minivid_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                             text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        v["minivid_commit"] = None
-    return v
 
 
 def clips(split: str, n: int, size: int, frames: int) -> torch.Tensor:
