@@ -11,10 +11,13 @@ The defaults (``l1_weight=1``, ``perceptual_weight=0.1``, ``kl_weight=1e-6``) ar
 (R2). PVDM's release (P6) weights L1 and LPIPS 4 and 4, with a hinge GAN on 2D and 3D PatchGANs: pass
 ``l1_weight=4, perceptual=PerceptualLoss(...), perceptual_weight=4, discriminators=[...]`` (and
 ``kl_weight=0``: its encoder is deterministic). Only the ratio of the weights matters with Adam, up to
-the learning rate.
+the learning rate. ``warmup_steps`` and ``total_steps`` give a linear warm-up and a cosine decay (off by
+default: a constant ``lr``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +31,14 @@ class AutoencoderTrainer:
                  perceptual: PerceptualLoss | None = None, perceptual_weight: float = 0.1,
                  discriminators: list[torch.nn.Module] | None = None, disc_start: int = 0, disc_weight: float = 0.5,
                  disc_lr: float | None = None, grad_clip: float | None = 1.0, betas: tuple[float, float] = (0.5, 0.9),
-                 seed: int = 0, l2_weight: float = 0.0):
+                 seed: int = 0, l2_weight: float = 0.0, warmup_steps: int = 0, total_steps: int | None = None):
         if not lr > 0:
             raise ValueError(f"lr={lr!r} must be positive")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps={warmup_steps!r} must be >= 0")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps={total_steps!r} must be >= 1 (or None for no decay)")
+        self.lr, self.warmup_steps, self.total_steps = lr, warmup_steps, total_steps
         for name, v in (("l1_weight", l1_weight), ("kl_weight", kl_weight), ("perceptual_weight", perceptual_weight),
                         ("disc_weight", disc_weight), ("l2_weight", l2_weight)):
             if v < 0:
@@ -46,9 +54,19 @@ class AutoencoderTrainer:
         self.num_updates = 0
         self.history: list[dict[str, float]] = []
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of update ``step`` (0-based): linear warm-up over ``warmup_steps``, then cosine
+        decay to 0 at ``total_steps`` (constant when ``total_steps`` is None)."""
+        lr = self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
+        if self.total_steps is not None:
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+        return lr
+
     def step(self, video: torch.Tensor) -> dict[str, float]:
         """One update on a batch of clips (B, C, T, H, W) in [-1, 1]; returns the loss terms."""
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.num_updates)
         recon, posterior = self.model(video, sample=True, generator=self.generator)
         rec = self.l1_weight * F.l1_loss(recon, video)
         loss = rec + self.kl_weight * posterior.kl().mean()

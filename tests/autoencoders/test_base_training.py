@@ -2,6 +2,7 @@
 must learn, the GAN stage really training both sides, and a state round trip."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -94,3 +95,22 @@ def test_trainer_learns_and_the_gan_stage_trains_both_sides():
 def test_trainer_bad_input():
     with pytest.raises(ValueError, match="kl_weight=-1"):
         AutoencoderTrainer(TinyVAE(), kl_weight=-1)
+
+
+def test_warmup_and_cosine_schedule_reach_the_optimizer():
+    torch.manual_seed(0)
+    trainer = AutoencoderTrainer(TinyVAE(), lr=1e-2, warmup_steps=4, total_steps=10)
+    expected = [1e-2 * min(1.0, (s + 1) / 4) * 0.5 * (1 + math.cos(math.pi * s / 10)) for s in range(10)]
+    x = torch.randn(2, 3, 2, 4, 4)
+    seen = []
+    for _ in range(10):
+        trainer.step(x)
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert seen[3] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 0.3)))  # warm-up done at step 3
+    constant = AutoencoderTrainer(TinyVAE(), lr=3e-3)
+    assert [constant.lr_at(s) for s in (0, 5, 10_000)] == [3e-3] * 3
+    with pytest.raises(ValueError, match="warmup_steps=-1"):
+        AutoencoderTrainer(TinyVAE(), warmup_steps=-1)
+    with pytest.raises(ValueError, match="total_steps=0"):
+        AutoencoderTrainer(TinyVAE(), total_steps=0)
