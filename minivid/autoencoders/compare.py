@@ -35,7 +35,13 @@ def build_compression_models(channels: int = 8, num_res_blocks: int = 1, frames:
                              spatial_pe: bool = False) -> dict[str, tuple[VideoAutoencoder, int]]:
     """The four VAEs of the table (R2, C1) at the same width ``channels`` and depth: ``name -> (model, frames)``,
     where ``frames`` is the clip length the model trains on (the causal VAE takes ``frames + 1``: C1's 4k+1).
-    ``spatial_pe`` switches on minivid's optional 2D position code in Reducio's content fusion."""
+    ``spatial_pe`` switches on minivid's optional 2D position code in Reducio's content fusion.
+
+    GroupNorm uses ``min(channels, 32)`` groups: one channel per group at the CPU width 8. Measured (64x64, batches of
+    4 clips, lr 3e-3, 300 updates): the causal VAE stalls at training L1 0.17 / held-out 17.7 dB with 8 groups and
+    reaches L1 0.13 / 18.6 dB with 2 groups of 4 (SD-VAE's ratio), but at 200 updates 2 groups cost Reducio with
+    content 0.6 dB and most of its content-frame advantage (0.27 dB instead of 1.3). The table keeps one setting for
+    all four models."""
     if channels < 1 or num_res_blocks < 1:
         raise ValueError(f"channels={channels} and num_res_blocks={num_res_blocks} must be >= 1")
     if frames < 4 or frames % 4:
