@@ -62,6 +62,24 @@ def log2_exact(n: int, name: str) -> int:
     return n.bit_length() - 1
 
 
+def check_video_shape(shape: Sequence[int], in_channels: int, f_s: int, frames_error=None) -> None:
+    """R1/C1 input checks shared by the VAEs, in this order, each a ValueError raised before any work: a
+    video (B, C, T, H, W); C = ``in_channels``; ``frames_error(T)`` (the model's frame rule: a message, or None
+    when T is fine); H and W divisible by ``f_s``."""
+    if len(shape) != 5:
+        raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
+    _, ch, t, h, w = shape
+    if ch != in_channels:
+        raise ValueError(f"expected {in_channels} channels, got {ch}")
+    message = frames_error(t) if frames_error is not None else None
+    if message:
+        raise ValueError(message)
+    if h % f_s or w % f_s:
+        raise ValueError(f"height and width must be divisible by f_s={f_s}, got {h}x{w}"
+                         + (f" (f_s={f_s} needs frames of at least {f_s}x{f_s}; the latent is then 1x1)"
+                            if min(h, w) < f_s else ""))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Normalisation and convolutions
 # ----------------------------------------------------------------------------------------------------

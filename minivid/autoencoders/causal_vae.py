@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -86,17 +86,15 @@ class CausalVAE(SaveLoadMixin, VideoAutoencoder):
     def check_input(self, shape: tuple[int, ...]) -> None:
         """C1: raise a ValueError (before any work) for a shape the VAE cannot take: a frame count other than
         f_t k + 1 (the message lists the valid counts and the two nearest), or H, W not divisible by f_s."""
-        if len(shape) != 5:
-            raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
-        _, ch, t, h, w = shape
         f_t, f_s, _ = self.downsample
-        if ch != self.config.in_channels:
-            raise ValueError(f"expected {self.config.in_channels} channels, got {ch}")
-        if t < 1 or (t - 1) % f_t:
-            raise ValueError(f"the causal VAE takes f_t*k + 1 frames ({', '.join(map(str, self.valid_frames()))}, "
-                             f"...), got {t}; use {1 + f_t * ((t - 1) // f_t)} or {1 + f_t * ((t - 1) // f_t + 1)}")
-        if h % f_s or w % f_s:
-            raise ValueError(f"height and width must be divisible by f_s={f_s}, got {h}x{w}")
+
+        def frames_error(t: int) -> str | None:
+            if t < 1 or (t - 1) % f_t:
+                return (f"the causal VAE takes f_t*k + 1 frames ({', '.join(map(str, self.valid_frames()))}, ...), "
+                        f"got {t}; use {1 + f_t * ((t - 1) // f_t)} or {1 + f_t * ((t - 1) // f_t + 1)}")
+            return None
+
+        check_video_shape(shape, self.config.in_channels, f_s, frames_error)
 
     def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """C1: (B, 3, f_t k + 1, H, W) -> (B, |z|, k + 1, H/f_s, W/f_s)."""

@@ -39,7 +39,7 @@ from torch import nn
 from ..nn import timestep_embedding
 from ..transformers.attention import Attention
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
 
 
 @dataclass
@@ -179,19 +179,15 @@ class ReducioVAE(SaveLoadMixin, VideoAutoencoder):
     def check_input(self, shape: tuple[int, ...]) -> None:
         """R1: raise a ValueError (before any work) for a shape the VAE cannot take: T not a multiple of f_t
         (the message lists valid counts), or H, W not divisible by f_s."""
-        if len(shape) != 5:
-            raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
-        _, ch, t, h, w = shape
         f_t, f_s, _ = self.downsample
-        if ch != self.config.in_channels:
-            raise ValueError(f"expected {self.config.in_channels} channels, got {ch}")
-        if t < f_t or t % f_t:
-            raise ValueError(f"Reducio (f_t={f_t}) takes a multiple of {f_t} frames "
-                             f"({', '.join(str(f_t * k) for k in range(1, 6))}, ...), got {t}")
-        if h % f_s or w % f_s:
-            raise ValueError(f"height and width must be divisible by f_s={f_s}, got {h}x{w}"
-                             + (f" (f_s={f_s} needs frames of at least {f_s}x{f_s}; the latent is then 1x1)"
-                                if min(h, w) < f_s else ""))
+
+        def frames_error(t: int) -> str | None:
+            if t < f_t or t % f_t:
+                return (f"Reducio (f_t={f_t}) takes a multiple of {f_t} frames "
+                        f"({', '.join(str(f_t * k) for k in range(1, 6))}, ...), got {t}")
+            return None
+
+        check_video_shape(shape, self.config.in_channels, f_s, frames_error)
 
     def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """R1: (B, 3, T, H, W) -> (B, |z|, T/f_t, H/f_s, W/f_s)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
 
 
 @dataclass
@@ -58,16 +58,8 @@ class VAE2D(SaveLoadMixin, VideoAutoencoder):
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """R1 with f_t = 1: any T >= 1; raise a ValueError (before any work) if H, W are not divisible by f_s."""
-        if len(shape) != 5:
-            raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
-        _, ch, t, h, w = shape
-        f_s = self.downsample[1]
-        if ch != self.config.in_channels:
-            raise ValueError(f"expected {self.config.in_channels} channels, got {ch}")
-        if t < 1:
-            raise ValueError(f"need at least one frame, got {t}")
-        if h % f_s or w % f_s:
-            raise ValueError(f"height and width must be divisible by f_s={f_s}, got {h}x{w}")
+        check_video_shape(shape, self.config.in_channels, self.downsample[1],
+                          lambda t: f"need at least one frame, got {t}" if t < 1 else None)
 
     def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """R1 with f_t = 1: (B, 3, T, H, W) -> (B, |z|, T, H/f_s, W/f_s)."""

@@ -204,3 +204,15 @@ def test_compression_stats_are_computed_from_shapes():
     assert s["factor"] == 4096 == 4 * 32 ** 2
     assert s["latent_elements"] == 16 * 4 * 2 * 2 and s["input_elements"] == 3 * 16 * 64 * 64
     assert math.isclose(s["element_ratio"], 768.0) and s["parameters"] == 7 and s["downsample"] == "4x32x32"
+
+
+def test_check_video_shape_checks_rank_channels_frames_then_size():
+    from minivid.autoencoders.blocks import check_video_shape
+
+    rule = lambda t: None if t % 4 == 0 else f"frames {t}"  # noqa: E731
+    check_video_shape((1, 3, 8, 64, 64), 3, 32, rule)
+    for shape, match in [((3, 8, 64, 64), "expected a video"), ((1, 4, 7, 60, 64), "expected 3 channels"),
+                         ((1, 3, 7, 60, 64), "frames 7"), ((1, 3, 8, 60, 64), "divisible by f_s=32, got 60x64"),
+                         ((1, 3, 8, 16, 64), "at least 32x32")]:
+        with pytest.raises(ValueError, match=match):
+            check_video_shape(shape, 3, 32, rule)
