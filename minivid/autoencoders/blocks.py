@@ -306,7 +306,10 @@ def make_transitions(spatial_factor: int, temporal_factor: int, temporal_first: 
     return [(i >= n - s, i >= n - t) for i in range(n)]
 
 
-def _check_widths(channels: int, channel_mult: Sequence[int], transitions: Sequence[tuple[bool, bool]]) -> None:
+def _check_widths(channels: int, channel_mult: Sequence[int], transitions: Sequence[tuple[bool, bool]],
+                  mid_blocks: int = 2) -> None:
+    if mid_blocks < 0:
+        raise ValueError(f"mid_blocks={mid_blocks} must be >= 0")
     if channels < 1 or any(m < 1 for m in channel_mult):
         raise ValueError(f"channels={channels} and channel_mult={tuple(channel_mult)} must be positive")
     if len(channel_mult) != len(transitions) + 1:
@@ -316,7 +319,8 @@ def _check_widths(channels: int, channel_mult: Sequence[int], transitions: Seque
 
 class Encoder(nn.Module):
     """R1/C1 encoder: conv_in -> levels of ``num_res_blocks`` residual blocks, a :class:`Downsample` between levels ->
-    two middle blocks -> GroupNorm, SiLU, conv_out to ``out_channels`` (2|z| for a Gaussian latent).
+    ``mid_blocks`` middle blocks (SD-VAE: 2) -> GroupNorm, SiLU, conv_out to ``out_channels`` (2|z| for a Gaussian
+    latent).
 
     ``out_channels=None`` builds a feature extractor (Reducio's content encoder, R2): no middle, no head;
     ``forward`` then returns the feature map of every level (the feature pyramid).
@@ -324,9 +328,9 @@ class Encoder(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int | None, channels: int, channel_mult: Sequence[int],
                  num_res_blocks: int, transitions: Sequence[tuple[bool, bool]], causal: bool = False,
-                 temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True):
+                 temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True, mid_blocks: int = 2):
         super().__init__()
-        _check_widths(channels, channel_mult, transitions)
+        _check_widths(channels, channel_mult, transitions, mid_blocks)
         kw = dict(causal=causal, temporal_kernel=temporal_kernel, norm_groups=norm_groups,
                   per_frame_norm=per_frame_norm)
         self.widths = [channels * m for m in channel_mult]
@@ -345,7 +349,7 @@ class Encoder(nn.Module):
                 self.downs.append(Downsample(c, sp, tm, causal))
         self.has_head = out_channels is not None
         if self.has_head:
-            self.mid = nn.ModuleList([ResBlock3D(c, c, **kw), ResBlock3D(c, c, **kw)])
+            self.mid = nn.ModuleList([ResBlock3D(c, c, **kw) for _ in range(mid_blocks)])
             self.norm_out = GroupNorm3d(c, norm_groups, per_frame_norm)
             self.conv_out = make_conv(c, out_channels, (temporal_kernel, 3, 3), causal)
 
@@ -366,7 +370,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """R1/C1 decoder: conv_in from the latent -> two middle blocks -> levels (coarsest first) of
+    """R1/C1 decoder: conv_in from the latent -> ``mid_blocks`` middle blocks (SD-VAE: 2) -> levels (coarsest first) of
     ``num_res_blocks + 1`` residual blocks, an :class:`Upsample` between levels -> GroupNorm, SiLU, conv_out.
 
     ``transitions`` uses the encoder's indexing (transition i joins level i and level i + 1). ``fusions``
@@ -377,16 +381,16 @@ class Decoder(nn.Module):
     def __init__(self, out_channels: int, latent_channels: int, channels: int, channel_mult: Sequence[int],
                  num_res_blocks: int, transitions: Sequence[tuple[bool, bool]], causal: bool = False,
                  temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True,
-                 fusions: dict[int, nn.Module] | None = None):
+                 fusions: dict[int, nn.Module] | None = None, mid_blocks: int = 2):
         super().__init__()
-        _check_widths(channels, channel_mult, transitions)
+        _check_widths(channels, channel_mult, transitions, mid_blocks)
         kw = dict(causal=causal, temporal_kernel=temporal_kernel, norm_groups=norm_groups,
                   per_frame_norm=per_frame_norm)
         self.widths = [channels * m for m in channel_mult]
         n = len(self.widths)
         c = self.widths[-1]
         self.conv_in = make_conv(latent_channels, c, (temporal_kernel, 3, 3), causal)
-        self.mid = nn.ModuleList([ResBlock3D(c, c, **kw), ResBlock3D(c, c, **kw)])
+        self.mid = nn.ModuleList([ResBlock3D(c, c, **kw) for _ in range(mid_blocks)])
         self.blocks = nn.ModuleList([nn.ModuleList() for _ in range(n)])  # indexed by level
         self.ups = nn.ModuleList([nn.Identity() for _ in range(n)])  # ups[i]: level i -> level i - 1
         for i in reversed(range(n)):

@@ -18,7 +18,16 @@ from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exa
 
 @dataclass
 class VAE2DConfig:
-    """SD-VAE layout: f_s = 8 (three halvings), |z| = 4; SD uses 128 channels, (1, 2, 4, 4), 2 blocks."""
+    """SD-VAE layout: f_s = 8 (three halvings), |z| = 4; SD uses 128 channels, (1, 2, 4, 4), 2 blocks and 2 middle
+    blocks. Two options for training from scratch at small budgets, both off by default (SD-VAE's layout and init):
+
+    - ``num_mid_blocks=0`` removes the middle blocks: a shallower net that learns faster (measured on 32x32
+      MiniSprites frames, width 16, f_s = 4, deterministic latents: 24.9 dB after 300 updates against 21.4 dB
+      with the two middle blocks);
+    - ``init_logvar`` sets the initial bias of the posterior's log-variance channels. With the default init the
+      posterior starts at std ~1, as large as the latent signal, so the decoder first learns to ignore z;
+      ``init_logvar=-6`` (std 0.05) measured 25.6 dB after 400 updates of 32 frames against 21.3 dB (same
+      model, seed and batches). Notebook 04's latent space uses both."""
 
     in_channels: int = 3
     latent_channels: int = 4
@@ -27,6 +36,8 @@ class VAE2DConfig:
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int = 2
     norm_groups: int = 32
+    num_mid_blocks: int = 2
+    init_logvar: float | None = None
 
     def __post_init__(self):
         s = log2_exact(self.spatial_factor, "spatial_factor")
@@ -36,6 +47,8 @@ class VAE2DConfig:
         if self.latent_channels < 1 or self.num_res_blocks < 1:
             raise ValueError(f"latent_channels={self.latent_channels} and num_res_blocks={self.num_res_blocks} "
                              "must be >= 1")
+        if self.num_mid_blocks < 0:
+            raise ValueError(f"num_mid_blocks={self.num_mid_blocks} must be >= 0")
 
 
 class VAE2D(SaveLoadMixin, VideoAutoencoder):
@@ -52,9 +65,12 @@ class VAE2D(SaveLoadMixin, VideoAutoencoder):
         transitions = make_transitions(c.spatial_factor, 1, True)  # spatial only
         common = dict(channels=c.channels, channel_mult=c.channel_mult, num_res_blocks=c.num_res_blocks,
                       transitions=transitions, causal=False, temporal_kernel=1, norm_groups=c.norm_groups,
-                      per_frame_norm=True)
+                      per_frame_norm=True, mid_blocks=c.num_mid_blocks)
         self.encoder = Encoder(c.in_channels, 2 * c.latent_channels, **common)
         self.decoder = Decoder(c.in_channels, c.latent_channels, **common)
+        if c.init_logvar is not None:  # conv_out's channels are (mean, log-variance), |z| each
+            with torch.no_grad():
+                self.encoder.conv_out.bias[c.latent_channels:] = c.init_logvar
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """R1 with f_t = 1: any T >= 1; raise a ValueError (before any work) if H, W are not divisible by f_s."""

@@ -64,3 +64,36 @@ def test_errors_and_round_trip(tmp_path):
 
     with pytest.raises(ValueError, match="holds a 'VAE2D', not a CausalVAE"):
         CausalVAE.load(tmp_path / "vae2d.safetensors")
+
+
+def test_mid_blocks_option(tmp_path):
+    """``num_mid_blocks`` sets the middle residual blocks of both halves (SD-VAE: 2); 0 removes them and changes
+    nothing else: the two nets then hold exactly the parameters of the default minus its middle blocks."""
+    deep, shallow = tiny(), tiny(num_mid_blocks=0)
+    assert len(deep.encoder.mid) == len(deep.decoder.mid) == 2
+    assert len(shallow.encoder.mid) == len(shallow.decoder.mid) == 0
+    n = lambda mod: sum(p.numel() for p in mod.parameters())
+    assert n(deep) - n(shallow) == n(deep.encoder.mid) + n(deep.decoder.mid) > 0
+    x = video(2, 3, 16, 16)
+    with torch.no_grad():
+        assert shallow.encode(x).mean.shape == deep.encode(x).mean.shape == (2, 4, 3, 2, 2)
+        assert shallow.reconstruct(x).shape == x.shape
+    shallow.save(tmp_path / "shallow.safetensors")
+    loaded = VAE2D.load(tmp_path / "shallow.safetensors").eval()
+    assert loaded.config.num_mid_blocks == 0
+    torch.testing.assert_close(loaded.reconstruct(x), shallow.reconstruct(x))
+    with pytest.raises(ValueError, match="num_mid_blocks=-1 must be >= 0"):
+        VAE2DConfig(num_mid_blocks=-1)
+
+
+def test_init_logvar_sets_the_posterior_std():
+    """``init_logvar`` moves the posterior's log-variance at initialisation and nothing else: the means are the
+    same as without it (same seed), the log-variances shift by the bias (exactly, before DiagonalGaussian's
+    clamp to [-30, 20])."""
+    x = video(2, 2, 16, 16)
+    with torch.no_grad():
+        plain, low = tiny().encode(x), tiny(init_logvar=-6.0).encode(x)
+    torch.testing.assert_close(low.mean, plain.mean)
+    bias = tiny().encoder.conv_out.bias[4:].view(1, 4, 1, 1, 1)
+    torch.testing.assert_close(low.logvar, plain.logvar - bias - 6.0)
+    assert (low.std < 0.1).all() and (plain.std > 0.5).all()  # exp(-3) = 0.0498 times exp(W h / 2)
