@@ -5,8 +5,9 @@
     python bench/attention.py --causal        # also causal attention
     python bench/attention.py                 # on a CPU-only machine: a small smoke run (below)
 
-Prints a table and writes ``bench/results/attention-<device>.json`` with the device name, versions,
-date, settings and one row per (provider, shape, dtype, mode): the median time in ms and the
+Prints a table and writes ``bench/results/attention-<device>.json`` (atomically, after every row, with
+``"complete": false`` until the run ends, so a run stopped by a time limit keeps what it measured) with the
+device name, versions, date, settings and one row per (provider, shape, dtype, mode): the median time in ms and the
 throughput in TFLOP/s counted with K4 (``minivid.kernels.attention_flops``: forward 4·B·H·N²·D,
 halved if causal; backward 2.5× the forward; forward+backward 3.5×).
 
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minivid.kernels import attention_flops, attention_reference  # noqa: E402
+from minivid.utils.files import atomic_path  # noqa: E402
 from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -196,12 +198,46 @@ def main(argv=None):
     modes = args.modes.split(",")
     causals = (False, True) if args.causal else (False,)
 
+    out = Path(args.out) if args.out else RESULTS / f"attention-{slug(name)}.json"
+    started, vers, rows = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), versions(), []
+
+    def save(complete: bool) -> dict:
+        """Write everything measured so far (atomically), after every row: a run stopped by a time limit keeps
+        its finished rows, and ``complete`` says whether it got to the end."""
+        result = {
+            "benchmark": "attention",
+            "device": name,
+            "device_kind": device,
+            "smoke": smoke,
+            "note": ("CPU smoke run: only PyTorch SDPA and the math path, float32, small shapes, one thread, "
+                     "wall-clock median of 11 runs after 3 warm-up runs. The Triton kernel runs on a CPU only in Triton's "
+                     "interpreter, which is not a benchmark; GPU numbers come from a CUDA machine."
+                     if smoke else
+                     "triton.testing.do_bench: median time after warm-up, L2 flushed between runs; inputs "
+                     "require grad; TFLOP/s from K4 (fwd 4·B·H·N²·D, halved if causal; bwd 2.5×)."),
+            "date": started,
+            "versions": vers,
+            "settings": {"modes": modes, "causal": list(causals), "dtypes": [str(d).replace("torch.", "") for d in dtypes],
+                         "providers": list(provs), "autotune": os.environ.get("MINIVID_FLASH_AUTOTUNE", "1"),
+                         "torch_threads": torch.get_num_threads()},
+            "shapes": shapes,
+            "anchors_h100_bf16_tflops": ANCHORS_H100,
+            "complete": complete,
+            "results": rows,
+        }
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        return result
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        save(complete=False)
+
     print(f"device: {name}{'  (CPU smoke run: SDPA and math only)' if smoke else ''}")
     header = f"{'provider':<15}{'dtype':<9}{'causal':<7}{'mode':<8}{'kind':<9}{'B':>6}{'H':>4}{'N':>7}{'D':>5}" \
              f"{'ms':>11}{'TFLOP/s':>9}"
     print(header)
     print("-" * len(header))
-    rows = []
     for dtype in dtypes:
         for causal in causals:
             for shape in shapes:
@@ -211,13 +247,13 @@ def main(argv=None):
                                    **shape)
                         if pname == "math" and not math_fits(shape, dtype, device):
                             row["skipped"] = "N×N scores would not fit in memory"
-                            rows.append(row)
+                            record(row)
                             continue
                         try:
                             ms = bench_one(prov, shape, dtype, causal, mode, device)
                         except Exception as err:  # noqa: BLE001 - a backend that cannot run this shape
                             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                            rows.append(row)
+                            record(row)
                             print(f"{pname:<15}{row['dtype']:<9}{causal!s:<7}{mode:<8}{shape['kind']:<9}"
                                   f"{shape['B']:>6}{shape['H']:>4}{shape['N']:>7}{shape['D']:>5}   {row['error'][:60]}")
                             continue
@@ -231,35 +267,12 @@ def main(argv=None):
                             from minivid.kernels import last_configs
 
                             row["config"] = {k: dataclasses.asdict(c) for k, c in last_configs().items()}
-                        rows.append(row)
+                        record(row)
                         print(f"{pname:<15}{row['dtype']:<9}{causal!s:<7}{mode:<8}{shape['kind']:<9}{shape['B']:>6}"
                               f"{shape['H']:>4}{shape['N']:>7}{shape['D']:>5}{ms:>11.4f}{row['tflops']:>9.2f}")
 
-    result = {
-        "benchmark": "attention",
-        "device": name,
-        "device_kind": device,
-        "smoke": smoke,
-        "note": ("CPU smoke run: only PyTorch SDPA and the math path, float32, small shapes, one thread, "
-                 "wall-clock median of 11 runs after 3 warm-up runs. The Triton kernel runs on a CPU only in Triton's "
-                 "interpreter, which is not a benchmark; GPU numbers come from a CUDA machine."
-                 if smoke else
-                 "triton.testing.do_bench: median time after warm-up, L2 flushed between runs; inputs "
-                 "require grad; TFLOP/s from K4 (fwd 4·B·H·N²·D, halved if causal; bwd 2.5×)."),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        "settings": {"modes": modes, "causal": list(causals), "dtypes": [str(d).replace("torch.", "") for d in dtypes],
-                     "providers": list(provs), "autotune": os.environ.get("MINIVID_FLASH_AUTOTUNE", "1"),
-                     "torch_threads": torch.get_num_threads()},
-        "shapes": shapes,
-        "anchors_h100_bf16_tflops": ANCHORS_H100,
-        "results": rows,
-    }
-    out = Path(args.out) if args.out else RESULTS / f"attention-{slug(name)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return result
+    return save(complete=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU checks of one lent-machine session, prepared so that they fit its device time (15 minutes in all,
+# a machine start included), in order of value:
+#   1. the compiled Triton kernel against a float64 reference: tests/kernels' GPU tests (fp16/bf16, causal,
+#      key padding, long and temporal shapes; skipped on machines without CUDA);
+#   2. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4);
+#   3. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5).
+# Each step has its own time limit; bench/attention.py saves after every row, so a step cut off by its limit
+# keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
+# tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
+# preinstalled on the lent machines) with minivid from this checkout, no install:
+#     bash bench/gpu_session.sh            # about 10 minutes on an H100/H200
+# Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+DEST=${OUT:-bench/results}
+mkdir -p "$DEST"
+step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log, say how it ended
+    local limit=$1 log=$2; shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" > "$DEST/$log" 2>&1
+    local rc=$?
+    echo "$log: exit $rc after $((SECONDS - t0)) s (limit $limit s)" | tee -a "$DEST/gpu_session.txt"
+}
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1;
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
+    > "$DEST/gpu_session.txt"
+step 180 gpu_tests.txt "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash_attention.py -k gpu -rs
+step 330 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
+step 120 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
