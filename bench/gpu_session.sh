@@ -9,7 +9,7 @@
 # keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
 # tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
 # preinstalled on the lent machines) with minivid from this checkout, no install:
-#     bash bench/gpu_session.sh            # about 10 minutes on an H100/H200
+#     bash bench/gpu_session.sh            # at most 570 s of limits: inside the device tool's 600 s a call
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
 set -u
 cd "$(dirname "$0")/.."
@@ -27,6 +27,6 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1;
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
     > "$DEST/gpu_session.txt"
-step 180 gpu_tests.txt "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash_attention.py -k gpu -rs
-step 330 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
-step 120 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
+step 170 gpu_tests.txt "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash_attention.py -k gpu -rs
+step 300 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
+step 100 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
