@@ -17,7 +17,9 @@ and streams the keys and values past it in blocks of ``BLOCK_N`` (K2, the online
 The backward pass (K3) recomputes ``P = exp(S − lse)`` block by block instead of storing it:
 ``D = rowsum(dO ∘ O)`` (a small pre-pass kernel), then one kernel per key block accumulates
 ``dV = Pᵀ dO`` and ``dK = dSᵀ Q · scale`` with ``dP = dO Vᵀ`` and ``dS = P ∘ (dP − D)``, and one kernel
-per query block accumulates ``dQ = dS K · scale``. No atomics: the result is deterministic.
+per query block accumulates ``dQ = dS K · scale``. No atomics: the result is deterministic. Short
+sequences that one tile covers (N_q, N_k <= 64: temporal attention) take a single kernel instead, which
+reads q, k, v, O, dO once and writes dQ, dK, dV once (8 tensors of traffic instead of 13).
 
 The kernels work in base 2 (``exp2`` is the hardware instruction): scores are multiplied by
 ``scale · log2(e)`` and the saved log-sum-exp is ``log2``-based. :func:`flash_attention_forward`
@@ -44,10 +46,12 @@ program handle ``rows`` (batch, head) pairs in turn. On CUDA the first call for 
 times a handful of candidate configurations with ``triton.testing.do_bench`` and keeps the fastest
 (``MINIVID_FLASH_AUTOTUNE=0`` uses the first, heuristic, candidate instead).
 
-GPU status: every kernel compiles for sm_90 (H100) with the default tiles of each shape class,
-without register spills on the long-sequence defaults (checked on a CPU-only machine with
-:func:`compile_for_gpu` and ``ptxas -v``; ``tests/kernels`` compiles them in CI). Correctness is tested
-in the interpreter; timings on a GPU are the job of ``bench/attention.py``.
+GPU status: every kernel compiles for sm_90 (H100/H200) with Triton 3.6 and 3.8, without a GPU
+(:func:`compile_for_gpu`); ``ptxas -v`` on the result (:func:`ptxas_resources`) shows the default tiles
+of every kernel and head dim using no more than 255 registers per thread, without spills, and Hopper's
+``wgmma`` instructions (``bench/kernel_resources.py`` sweeps the tilings; ``tests/kernels`` checks the
+defaults in CI). The compiled kernels have not yet run on a GPU: correctness is tested in the
+interpreter, timings are the job of ``bench/attention.py`` on a GPU.
 
 Importing this module imports Triton; whether kernels run compiled (CUDA) or interpreted (CPU) is
 decided by ``TRITON_INTERPRET`` *at import time*, so set it before the first import.
@@ -82,6 +86,7 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "attention_flops",
     "compile_for_gpu",
+    "ptxas_resources",
     "interpreter_active",
     "kernel_config",
     "last_configs",
@@ -372,6 +377,67 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
                  dq.to(DQ.dtype.element_ty), mask=in_q[:, None])
 
 
+@triton.jit
+def _bwd_short_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, KPM,
+                      s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
+                      s_ob, s_oh, s_on, s_od, s_db, s_dh, s_dn, s_dd, s_dqb, s_dqh, s_dqn, s_dqd,
+                      s_dkb, s_dkh, s_dkn, s_dkd, s_dvb, s_dvh, s_dvn, s_dvd, s_mb, s_mn,
+                      H, BH, N_Q, N_K, qk_scale, sm_scale,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+                      CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """The whole backward pass (K3) of short sequences, N_q <= BLOCK_M and N_k <= BLOCK_N, in one kernel.
+
+    One tile then holds every query and every key of a (batch, head) row, so the program computes
+    D = rowsum(dO ∘ O), P, dP, dS and all of dQ, dK, dV from a single read of q, k, v, O, dO and lse:
+    8 tensors of traffic instead of the 13 of the pre-pass + dK/dV + dQ kernels (temporal attention,
+    N = 4-64 tokens over hundreds of thousands of rows, is bound by memory, not by FLOPs).
+    Program p handles (batch, head) rows p·ROWS ... p·ROWS + ROWS − 1.
+    """
+    pid = tl.program_id(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_q = offs_m < N_Q
+    in_k = offs_n < N_K
+    keep = in_k[None, :]
+    if CAUSAL:
+        keep = keep & (offs_m[:, None] >= offs_n[None, :])  # query i sees keys j <= i
+    for r in tl.static_range(ROWS):
+        bh = tl.minimum(pid * ROWS + r, BH - 1)  # the last program may repeat row BH-1: same values again
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd,
+                    mask=in_q[:, None], other=0.0)
+        do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
+                     mask=in_q[:, None], other=0.0)
+        o = tl.load(O + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :] * s_od,
+                    mask=in_q[:, None], other=0.0)
+        k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
+                    mask=in_k[:, None], other=0.0)
+        v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
+                    mask=in_k[:, None], other=0.0)
+        lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=float("inf"))
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # K3: D = rowsum(dO ∘ O)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # S (BLOCK_M, BLOCK_N), log2 units
+        row_keep = keep
+        if HAS_KPM:
+            kp = tl.load(KPM + b * s_mb + offs_n * s_mn, mask=in_k, other=0)  # True = keep
+            row_keep = row_keep & (kp[None, :] != 0)
+        # P = exp(S − lse), recomputed; 0 for masked keys, missing queries (lse = +inf) and fully masked rows.
+        p = tl.where(row_keep, tl.math.exp2(s - lse[:, None]), 0.0)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)  # K3: dV = Pᵀ dO
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # K3: dP = dO Vᵀ
+        ds = p * (dp - delta[:, None])  # K3: dS = P ∘ (dP − D)
+        dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale  # K3: dQ = dS K · scale
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION) * sm_scale  # K3: dK = dSᵀ Q · scale
+        tl.store(DQ + b * s_dqb + h * s_dqh + offs_m[:, None] * s_dqn + offs_d[None, :] * s_dqd,
+                 dq.to(DQ.dtype.element_ty), mask=in_q[:, None])
+        tl.store(DK + b * s_dkb + h * s_dkh + offs_n[:, None] * s_dkn + offs_d[None, :] * s_dkd,
+                 dk.to(DK.dtype.element_ty), mask=in_k[:, None])
+        tl.store(DV + b * s_dvb + h * s_dvh + offs_n[:, None] * s_dvn + offs_d[None, :] * s_dvd,
+                 dv.to(DV.dtype.element_ty), mask=in_k[:, None])
+
+
 # --------------------------------------------------------------------------------------------------
 # Configurations: block sizes per shape class, optional autotuning on CUDA
 # --------------------------------------------------------------------------------------------------
@@ -404,24 +470,41 @@ def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(n)))
 
 
-# Candidate tilings (block_m, block_n, rows, num_warps, num_stages), the heuristic default first. The
-# long-sequence lists were checked by compiling for sm_90 (H100) without a GPU: each of the first
-# entries fits in 255 registers per thread without spilling (ptxas -v); they are not yet timed.
+# Candidate tilings (block_m, block_n, rows, num_warps, num_stages), the heuristic default first. Chosen without
+# a GPU from `bench/kernel_resources.py` (sm_90, bf16; JSON in bench/results/ for Triton 3.6.0, the lent GPU
+# machines' version, and 3.8.0, CI's): every default fits in the 255 registers a thread can have without
+# spilling, with both Triton versions, non-causal and causal + padding mask + partial tile, and has at least 64
+# rows in its matrix products (queries for fwd/dq, keys for dkdv), the smallest tile Hopper's wgmma
+# instructions take; 16- and 32-row tiles fall back to Ampere's mma.sync. Of the other candidates, three spill
+# 12-52 bytes in one of those cases, some use mma.sync; the autotuner times them all on the GPU.
 _LONG = {
-    ("fwd", 64): [(128, 64, 1, 4, 3), (128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 4)],
-    ("fwd", 128): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 8, 3), (64, 32, 1, 4, 4)],
-    ("dq", 64): [(128, 64, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 3), (128, 128, 1, 8, 3), (64, 32, 1, 4, 4)],
-    ("dq", 128): [(64, 64, 1, 4, 2), (64, 32, 1, 4, 3), (128, 32, 1, 8, 3), (64, 64, 1, 4, 3), (128, 64, 1, 8, 3)],
-    ("dkdv", 64): [(64, 128, 1, 8, 3), (32, 64, 1, 4, 3), (64, 64, 1, 4, 2), (32, 128, 1, 8, 3), (32, 128, 1, 4, 3)],
-    ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 64, 1, 8, 3), (32, 64, 1, 4, 3), (16, 64, 1, 4, 3), (32, 128, 1, 8, 2)],
+    ("fwd", 64): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 4)],
+    ("fwd", 128): [(128, 32, 1, 8, 3), (128, 64, 1, 8, 3), (64, 64, 1, 8, 3), (64, 32, 1, 4, 4), (64, 32, 1, 8, 3)],
+    ("dq", 64): [(128, 64, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 8, 3), (64, 64, 1, 8, 3), (64, 32, 1, 4, 4)],
+    ("dq", 128): [(64, 64, 1, 8, 3), (64, 32, 1, 8, 3), (128, 32, 1, 8, 3), (32, 64, 1, 8, 3), (64, 32, 1, 4, 3)],
+    ("dkdv", 64): [(64, 128, 1, 8, 3), (32, 128, 1, 8, 3), (64, 64, 1, 8, 3), (32, 64, 1, 4, 3), (128, 32, 1, 8, 3)],
+    ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 32, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 8, 3), (64, 32, 1, 8, 3)],
 }
 _LONG_FP32 = [(64, 32, 1, 4, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)]  # FMA, no tensor cores
-# Short sequences (rows, num_warps, num_stages): one tile covers N; memory-bound, so the choice is
-# between more (b, h) rows per program (independent loads in flight) and more programs.
+# Short sequences (rows, num_warps, num_stages) by the side of the tile that covers N (16, 32 or 64) and by head
+# dim (up to 64, or 128): one tile covers N; memory-bound, so the choice is between more (b, h) rows per program
+# (independent loads in flight) and more programs. "bwd" is the one-kernel backward `_bwd_short_kernel`. Every
+# entry is spill-free on sm_90 with Triton 3.6 and 3.8, plain and causal + mask + partial (a sweep of
+# `bench/kernel_resources.py`'s kind over rows 1-8 and 1-8 warps: bigger tiles and wider heads need more warps
+# per row; e.g. the backward with a 64-wide tile, D = 64, one row, 2 warps spills 350-788 bytes).
 _SHORT = {
-    "fwd": [(4, 2, 1), (1, 2, 1), (2, 4, 1), (8, 4, 1), (4, 4, 2), (1, 1, 1)],
-    "dq": [(4, 2, 1), (1, 2, 1), (2, 4, 1), (8, 4, 1), (4, 4, 2), (1, 1, 1)],
-    "dkdv": [(1, 2, 1), (2, 4, 1), (4, 4, 1), (4, 2, 1), (1, 1, 1), (8, 4, 1)],
+    ("fwd", 16, False): [(4, 2, 1), (1, 2, 1), (2, 2, 1), (8, 4, 1), (4, 4, 1), (8, 2, 1)],
+    ("fwd", 16, True): [(1, 2, 1), (2, 4, 1), (1, 4, 1), (4, 4, 1), (8, 4, 1)],
+    ("fwd", 32, False): [(1, 2, 1), (1, 4, 1), (4, 4, 1), (2, 8, 1), (4, 8, 1)],
+    ("fwd", 32, True): [(1, 4, 1), (1, 8, 1), (2, 8, 1), (4, 8, 1)],
+    ("fwd", 64, False): [(1, 4, 1), (1, 8, 1), (2, 8, 1)],
+    ("fwd", 64, True): [(1, 8, 1), (2, 8, 1)],
+    ("bwd", 16, False): [(1, 2, 1), (2, 4, 1), (4, 4, 1), (2, 2, 1), (4, 2, 1), (1, 1, 1)],
+    ("bwd", 16, True): [(1, 2, 1), (2, 4, 1), (4, 4, 1), (1, 4, 1)],
+    ("bwd", 32, False): [(1, 2, 1), (2, 4, 1), (1, 4, 1), (2, 8, 1), (4, 8, 1)],
+    ("bwd", 32, True): [(1, 4, 1), (2, 8, 1), (1, 8, 1)],
+    ("bwd", 64, False): [(1, 4, 1), (1, 8, 1)],
+    ("bwd", 64, True): [(1, 8, 1)],
 }
 
 
@@ -429,13 +512,12 @@ def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype
     """Candidate configurations for CUDA, the heuristic default first.
 
     kind: "fwd" (query tiles, loop over keys), "dq" (the same shape of work), "dkdv" (key tiles,
-    loop over queries).
+    loop over queries; for N_q, N_k <= 64 the tiles of the one-kernel backward, which then replaces
+    dK/dV and dQ).
     """
     if max(n_q, n_k) <= SHORT_SEQUENCE:  # temporal attention: pack (b, h) rows per program
         bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
-        short = _SHORT[kind]
-        if head_dim > 64:  # wide rows: several of them in flight spill registers; fewer first
-            short = sorted(short, key=lambda c: c[0] > 2)
+        short = _SHORT[("fwd" if kind == "fwd" else "bwd", max(bm, bn), head_dim > 64)]
         return [KernelConfig(bm, bn, *c) for c in short]
     if dtype == torch.float32:
         fp32 = _LONG_FP32 if kind == "fwd" or head_dim <= 32 else _LONG_FP32[1:]  # backward: smaller tiles
@@ -482,6 +564,9 @@ def _choose(kind: str, launch, n_q: int, n_k: int, head_dim: int, dtype: torch.d
 def kernel_config(fwd: KernelConfig | None = None, dq: KernelConfig | None = None,
                   dkdv: KernelConfig | None = None):
     """Force the launch configuration of the forward / dQ / dK-dV kernels inside a ``with`` block.
+
+    ``dkdv`` also configures the one-kernel backward of short sequences (N_q, N_k <= 64), which runs
+    instead of dK-dV + dQ whenever its tile covers both sequences.
 
     Used by the tests (to exercise several tilings in the interpreter) and the benchmark.
     """
@@ -643,14 +728,18 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
     qk_scale = scale * LOG2E
     key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, has_kpm, _bucket(BH))
 
-    # K3 pre-pass: D = rowsum(dO ∘ O)
-    delta = _new((BH, n_q), torch.float32, q.device)
-    block = _pow2(n_q, 16, 64)
-    n_m = triton.cdiv(n_q, block)
-    _bwd_preprocess_kernel[(n_m * BH,)](o, do, delta, *_strides(o, layout), *_strides(do, layout),
-                                        H, n_q, n_m, BLOCK_M=block, HEAD_DIM=D)
-
     dq, dk, dv = _new(q), _new(k), _new(v)
+    delta = None
+
+    def launch_short(cfg: KernelConfig):
+        """The whole backward of sequences that fit in one tile, in one kernel (no pre-pass, no dQ kernel)."""
+        _bwd_short_kernel[(triton.cdiv(BH, cfg.rows),)](
+            q, k, v, o, do, lse, dq, dk, dv, kpm,
+            *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(o, layout),
+            *_strides(do, layout), *_strides(dq, layout), *_strides(dk, layout), *_strides(dv, layout), s_mb, s_mn,
+            H, BH, n_q, n_k, qk_scale, scale,
+            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def launch_dkdv(cfg: KernelConfig):
         n_n = triton.cdiv(n_k, cfg.block_n)
@@ -674,9 +763,33 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
             HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
             HAS_KPM=has_kpm, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    cfg = _choose("dkdv", launch_dkdv, n_q, n_k, D, q.dtype, key)
+    def fused(cfg: KernelConfig) -> bool:
+        # Short sequences (the temporal shape class) that one tile covers. On CUDA every candidate of that
+        # class covers N, so the autotuner compares fused kernels with fused kernels only.
+        return max(n_q, n_k) <= SHORT_SEQUENCE and n_q <= cfg.block_m and n_k <= cfg.block_n
+
+    def launch_dkdv_or_short(cfg: KernelConfig):
+        if fused(cfg):
+            launch_short(cfg)
+            return
+        nonlocal delta
+        if delta is None:  # K3 pre-pass: D = rowsum(dO ∘ O)
+            delta = _new((BH, n_q), torch.float32, q.device)
+            block = _pow2(n_q, 16, 64)
+            n_m = triton.cdiv(n_q, block)
+            _bwd_preprocess_kernel[(n_m * BH,)](o, do, delta, *_strides(o, layout), *_strides(do, layout),
+                                                H, n_q, n_m, BLOCK_M=block, HEAD_DIM=D)
+        launch_dkdv(cfg)
+
+    cfg = _choose("dkdv", launch_dkdv_or_short, n_q, n_k, D, q.dtype, key)
+    for name in ("dkdv", "dq", "bwd_short"):
+        _LAST.pop(name, None)
+    if fused(cfg):
+        _LAST["bwd_short"] = cfg
+        launch_short(cfg)
+        return dq, dk, dv
     _LAST["dkdv"] = cfg
-    launch_dkdv(cfg)
+    launch_dkdv_or_short(cfg)
     cfg = _choose("dq", launch_dq, n_q, n_k, D, q.dtype, key)
     _LAST["dq"] = cfg
     launch_dq(cfg)
@@ -751,16 +864,22 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
 
     The tests use it to check on a CPU-only machine that the kernels compile for the GPU; it needs
     the compiled (not interpreted) kernels, i.e. a process without ``TRITON_INTERPRET=1``.
-    ``kind``: "fwd", "dq", "dkdv" or "preprocess".
+    ``kind``: "fwd", "dq", "dkdv", "preprocess" or "bwd_short" (the one-kernel backward of short sequences).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     if interpreter_active():
         raise RuntimeError("compile_for_gpu needs the compiled kernels: run without TRITON_INTERPRET=1")
-    fn = {"fwd": _fwd_kernel, "dq": _bwd_dq_kernel, "dkdv": _bwd_dkdv_kernel,
-          "preprocess": _bwd_preprocess_kernel}[kind]
-    cfg = config or _candidates("fwd" if kind == "preprocess" else kind, 4096, 4096, head_dim, dtype)[0]
+    kernels = {"fwd": _fwd_kernel, "dq": _bwd_dq_kernel, "dkdv": _bwd_dkdv_kernel,
+               "preprocess": _bwd_preprocess_kernel, "bwd_short": _bwd_short_kernel}
+    if kind not in kernels:
+        raise ValueError(f"kind must be one of {tuple(kernels)}, got {kind!r}")
+    fn = kernels[kind]
+    if config is None:  # the default tiles: long sequences, or (bwd_short) the temporal shape class
+        n = SHORT_SEQUENCE if kind == "bwd_short" else 4096
+        config = _candidates({"preprocess": "fwd", "bwd_short": "dkdv"}.get(kind, kind), n, n, head_dim, dtype)[0]
+    cfg = config
     elem = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     consts = dict(HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
                   HAS_KPM=has_kpm, EVEN_K=even_k, DOT_PRECISION=_dot_precision(dtype))
@@ -782,3 +901,37 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
     src = ASTSource(fn=fn, signature=signature, constexprs=consts)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+
+
+def ptxas_resources(compiled, arch: int = 90) -> dict:
+    """Registers, spills and shared memory of a kernel from :func:`compile_for_gpu`, read from
+    ``ptxas -v`` (the ``ptxas`` Triton ships) on its PTX: no GPU needed.
+
+    Returns ``{"registers", "spill_stores", "spill_loads", "stack_frame", "shared"}`` (registers per
+    thread; the others in bytes, ``shared`` from Triton's metadata). A kernel that spills keeps part of
+    its tiles in local memory (L1/L2) instead of registers: slower, still correct.
+    """
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptx = compiled.asm["ptx"]
+    gpu = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"  # sm_90a: the wgmma instructions need the "a" target
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        out = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu}", path, "-o", os.devnull],
+                             capture_output=True, text=True, check=True).stderr
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, out)
+        if found is None:
+            raise RuntimeError(f"could not read {pattern!r} from ptxas -v output:\n{out}")
+        return int(found.group(1))
+
+    return {"registers": number(r"Used (\d+) registers"), "spill_stores": number(r"(\d+) bytes spill stores"),
+            "spill_loads": number(r"(\d+) bytes spill loads"), "stack_frame": number(r"(\d+) bytes stack frame"),
+            "shared": int(compiled.metadata.shared)}

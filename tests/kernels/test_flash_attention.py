@@ -183,6 +183,38 @@ def test_several_rows_per_program(rows, bh):
                           layout="bnhd", fwd=cfg, dq=cfg, dkdv=cfg))
 
 
+@pytest.mark.parametrize("n_q,n_k,causal,mask,rows,dtype", (
+    (11, 11, True, "random", 1, torch.float32), (16, 16, False, "empty", 2, torch.float32),
+    (7, 29, True, "random", 3, torch.float32), (29, 7, False, "none", 1, torch.float32),
+    (1, 1, False, "none", 4, torch.float32), (23, 23, True, "random", 2, torch.float16),
+))
+def test_short_sequences_take_the_one_kernel_backward(n_q, n_k, causal, mask, rows, dtype):
+    """K3 for sequences one tile covers: one kernel computes dQ, dK and dV (no pre-pass, no dQ kernel); it
+    matches the float64 reference and the three-kernel path (tiles that do not cover N) on the same inputs."""
+    from minivid.kernels.flash_attention import last_configs
+
+    fused, split = KernelConfig(32, 32, rows=rows), KernelConfig(16, 16, rows=rows)
+    case = Case(seed=n_q * 31 + n_k, B=3, H=2, n_q=n_q, n_k=n_k, D=32, causal=causal, mask=mask, layout="bnhd",
+                dtype=dtype, fwd=fused, dq=fused, dkdv=fused)
+    o1, g1 = _run_and_compare(case)
+    assert "bwd_short" in last_configs() and "dq" not in last_configs() and "dkdv" not in last_configs()
+    if max(n_q, n_k) > 16:
+        o2, g2 = _run_and_compare(dataclasses.replace(case, dq=split, dkdv=split))
+        assert "bwd_short" not in last_configs() and {"dq", "dkdv"} <= set(last_configs())
+        for a, b in zip(g1, g2):
+            _assert_close(a, b, RTOL[dtype], "one-kernel vs three-kernel backward")
+
+
+def test_long_sequences_never_take_the_one_kernel_backward():
+    """N > 64 keeps the split backward even when a (large) tile would cover it."""
+    from minivid.kernels.flash_attention import last_configs
+
+    cfg = KernelConfig(128, 128)
+    _run_and_compare(Case(seed=65, B=1, H=1, n_q=65, n_k=65, D=16, causal=True, mask="random", layout="bhnd",
+                          fwd=cfg, dq=cfg, dkdv=cfg))
+    assert "bwd_short" not in last_configs() and {"dq", "dkdv"} <= set(last_configs())
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_float16(seed):
     """fp16 inputs (fp32 accumulation) within about 1e-2 of the float64 reference."""
@@ -366,14 +398,28 @@ def test_cpu_without_interpreter_is_a_clear_error():
 
 
 def test_kernels_compile_for_hopper():
-    """Without a GPU, still check that every kernel compiles for an H100 (sm_90, bf16, D = 128, causal,
-    padding mask, N not a multiple of the tile), with the default tiles, in shared memory limits."""
+    """Without a GPU, still check that every kernel compiles for an H100/H200 (sm_90, bf16) with its default
+    tiles (long sequences; the temporal class for the one-kernel short backward), for D = 64 and 128, both plain and causal + padding mask + partial last tile: within shared memory,
+    with Hopper's wgmma instructions, and (ptxas -v) within 255 registers per thread without spilling. A
+    tile that cannot fit (128x128 scores and a 128x128 output accumulator in 4 warps: 256 float32 values
+    per thread before anything else) must be reported as spilling, so the check can fail."""
     code = (
-        "import torch; from minivid.kernels.flash_attention import compile_for_gpu\n"
-        "for kind in ('fwd', 'preprocess', 'dkdv', 'dq'):\n"
-        "    k = compile_for_gpu(kind, torch.bfloat16, 128, causal=True, has_kpm=True, even_k=False, arch=90)\n"
-        "    assert k.metadata.shared <= 227 * 1024, (kind, k.metadata.shared)\n"
-        "    assert kind == 'preprocess' or 'wgmma' in k.asm['ptx'], kind  # Hopper tensor-core instructions\n"
+        "import torch; from minivid.kernels.flash_attention import compile_for_gpu, ptxas_resources, KernelConfig\n"
+        "k = compile_for_gpu('preprocess', torch.bfloat16, 128, causal=True, has_kpm=True, even_k=False)\n"
+        "assert k.metadata.shared <= 227 * 1024\n"
+        "for kind in ('fwd', 'dkdv', 'dq', 'bwd_short'):\n"
+        "    for d in (64, 128):\n"
+        "        for causal, kpm, even in ((False, False, True), (True, True, False)):\n"
+        "            k = compile_for_gpu(kind, torch.bfloat16, d, causal=causal, has_kpm=kpm, even_k=even, arch=90)\n"
+        "            r = ptxas_resources(k)\n"
+        "            assert r['shared'] <= 227 * 1024, (kind, d, causal, r)\n"
+        "            # Hopper's tensor-core instructions; not for the memory-bound short-sequence kernel (2 warps)\n"
+        "            assert kind == 'bwd_short' or 'wgmma' in k.asm['ptx'], (kind, d, causal)\n"
+        "            assert r['registers'] <= 255 and r['spill_stores'] == 0, (kind, d, causal, r)\n"
+        "big = compile_for_gpu('fwd', torch.bfloat16, 128, config=KernelConfig(128, 128, 1, 4, 2), causal=False,\n"
+        "                      has_kpm=False, even_k=True)\n"
+        "r = ptxas_resources(big)\n"
+        "assert r['registers'] == 255 and r['spill_stores'] > 0 and r['spill_loads'] > 0, r\n"
     )
     env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env=env)
