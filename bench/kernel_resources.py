@@ -15,7 +15,10 @@ tiling is fastest is measured on a GPU by ``bench/attention.py`` (whose autotune
 The answer depends on the Triton version (its register allocation changes between releases), so the
 JSON is named after it: ``bench/results/kernel_resources-sm90-triton-<version>.json``, written
 atomically. Two cases per tiling: the benchmark's (bf16, non-causal, no mask, N a multiple of the tile)
-and the heaviest (causal, key-padding mask, a partial last tile).
+and the heaviest (causal, key-padding mask, a partial last tile). Compiled as a launch on ordinary
+inputs would be (``compile_for_gpu(specialize=True)``: contiguous head dim, other strides, sizes and
+pointers divisible by 16); ``async_copies`` counts the loads issued as asynchronous copies, i.e.
+whether the key/query loop is software-pipelined.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def measure(job: tuple) -> dict:
         compiled = fa.compile_for_gpu(kind, torch.bfloat16, head_dim, config=cfg, arch=90, **CASES[case])
         row.update(fa.ptxas_resources(compiled, arch=90))
         row["wgmma"] = "wgmma" in compiled.asm["ptx"]
+        # Loads issued as asynchronous copies into shared memory: the loop is software-pipelined (num_stages).
+        row["async_copies"] = compiled.asm["ttgir"].count("async_copy_global_to_local")
     except Exception as err:  # noqa: BLE001 - a tiling that does not compile is a result too
         row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
     row["compile_s"] = round(time.perf_counter() - t0, 2)
@@ -111,7 +116,8 @@ def main(argv=None) -> int:
             else:
                 print(f"{row['kind']:5} D{row['head_dim']} {row['case']:20} {row['block_m']:3}x{row['block_n']:<3} "
                       f"w{row['num_warps']} s{row['num_stages']} r{row['rows']}  {row['registers']:3} regs  "
-                      f"spill {row['spill_stores']:4} B  smem {row['shared'] // 1024:3} KiB  ({row['origin']})",
+                      f"spill {row['spill_stores']:4} B  smem {row['shared'] // 1024:3} KiB  async {row['async_copies']}  "
+                      f"({row['origin']})",
                       flush=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")

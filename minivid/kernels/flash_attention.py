@@ -47,11 +47,12 @@ times a handful of candidate configurations with ``triton.testing.do_bench`` and
 (``MINIVID_FLASH_AUTOTUNE=0`` uses the first, heuristic, candidate instead).
 
 GPU status: every kernel compiles for sm_90 (H100/H200) with Triton 3.6 and 3.8, without a GPU
-(:func:`compile_for_gpu`); ``ptxas -v`` on the result (:func:`ptxas_resources`) shows the default tiles
-of every kernel and head dim using no more than 255 registers per thread, without spills, and Hopper's
-``wgmma`` instructions (``bench/kernel_resources.py`` sweeps the tilings; ``tests/kernels`` checks the
-defaults in CI). The compiled kernels have not yet run on a GPU: correctness is tested in the
-interpreter, timings are the job of ``bench/attention.py`` on a GPU.
+(:func:`compile_for_gpu`, specialised as a launch on contiguous inputs is); ``ptxas -v`` on the result
+(:func:`ptxas_resources`) shows every candidate tiling within 255 registers per thread without spills
+and within shared memory, the key/query loops software-pipelined (asynchronous copies), and the
+defaults on Hopper's ``wgmma`` instructions (``bench/kernel_resources.py`` sweeps the tilings;
+``tests/kernels`` checks the defaults in CI). The compiled kernels have not yet run on a GPU:
+correctness is tested in the interpreter, timings are the job of ``bench/attention.py`` on a GPU.
 
 Importing this module imports Triton; whether kernels run compiled (CUDA) or interpreted (CPU) is
 decided by ``TRITON_INTERPRET`` *at import time*, so set it before the first import.
@@ -471,32 +472,33 @@ def _pow2(n: int, lo: int, hi: int) -> int:
 
 
 # Candidate tilings (block_m, block_n, rows, num_warps, num_stages), the heuristic default first. Chosen without
-# a GPU from `bench/kernel_resources.py` (sm_90, bf16; JSON in bench/results/ for Triton 3.6.0, the lent GPU
-# machines' version, and 3.8.0, CI's): every default fits in the 255 registers a thread can have without
-# spilling, with both Triton versions, non-causal and causal + padding mask + partial tile, and has at least 64
-# rows in its matrix products (queries for fwd/dq, keys for dkdv), the smallest tile Hopper's wgmma
-# instructions take; 16- and 32-row tiles fall back to Ampere's mma.sync. Of the other candidates, three spill
-# 12-52 bytes in one of those cases, some use mma.sync; the autotuner times them all on the GPU.
+# a GPU from `bench/kernel_resources.py` (sm_90, bf16, compiled as a launch on contiguous inputs is; its JSON in
+# bench/results/ for Triton 3.6.0, the lent GPU machines' version, and 3.8.0, CI's): with both versions, plain and
+# causal + padding mask + partial tile, every candidate fits in the 255 registers a thread can have without
+# spilling and in the H100's 227 KiB of shared memory, and its key (query) loop is software-pipelined; every
+# default has at least 64 rows in its matrix products (queries for fwd/dq, keys for dkdv), the smallest tile
+# Hopper's wgmma instructions take (16- and 32-row tiles fall back to Ampere's mma.sync). Which one is fastest
+# is for the autotuner to time on the GPU.
 _LONG = {
-    ("fwd", 64): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 4, 4)],
-    ("fwd", 128): [(128, 32, 1, 8, 3), (128, 64, 1, 8, 3), (64, 64, 1, 8, 3), (64, 32, 1, 4, 4), (64, 32, 1, 8, 3)],
-    ("dq", 64): [(128, 64, 1, 8, 3), (64, 64, 1, 4, 3), (128, 32, 1, 8, 3), (64, 64, 1, 8, 3), (64, 32, 1, 4, 4)],
-    ("dq", 128): [(64, 64, 1, 8, 3), (64, 32, 1, 8, 3), (128, 32, 1, 8, 3), (32, 64, 1, 8, 3), (64, 32, 1, 4, 3)],
-    ("dkdv", 64): [(64, 128, 1, 8, 3), (32, 128, 1, 8, 3), (64, 64, 1, 8, 3), (32, 64, 1, 4, 3), (128, 32, 1, 8, 3)],
-    ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 32, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 8, 3), (64, 32, 1, 8, 3)],
+    ("fwd", 64): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 3), (64, 128, 1, 8, 3), (64, 64, 1, 4, 3), (128, 64, 1, 4, 3)],
+    ("fwd", 128): [(128, 64, 1, 8, 3), (128, 128, 1, 8, 2), (64, 64, 1, 8, 3), (64, 128, 1, 8, 2), (128, 32, 1, 8, 3)],
+    ("dq", 64): [(128, 64, 1, 8, 3), (64, 64, 1, 4, 3), (128, 128, 1, 8, 2), (64, 128, 1, 8, 3), (64, 64, 1, 8, 3)],
+    ("dq", 128): [(64, 64, 1, 8, 3), (128, 64, 1, 8, 2), (64, 128, 1, 8, 2), (64, 32, 1, 8, 3), (64, 64, 1, 4, 2)],
+    ("dkdv", 64): [(64, 128, 1, 8, 3), (64, 64, 1, 8, 3), (32, 128, 1, 8, 3), (32, 64, 1, 4, 3), (64, 64, 1, 4, 2)],
+    ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 64, 1, 8, 2), (32, 128, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 8, 3)],
 }
 _LONG_FP32 = [(64, 32, 1, 4, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)]  # FMA, no tensor cores
 # Short sequences (rows, num_warps, num_stages) by the side of the tile that covers N (16, 32 or 64) and by head
 # dim (up to 64, or 128): one tile covers N; memory-bound, so the choice is between more (b, h) rows per program
-# (independent loads in flight) and more programs. "bwd" is the one-kernel backward `_bwd_short_kernel`. Every
-# entry is spill-free on sm_90 with Triton 3.6 and 3.8, plain and causal + mask + partial (a sweep of
-# `bench/kernel_resources.py`'s kind over rows 1-8 and 1-8 warps: bigger tiles and wider heads need more warps
-# per row; e.g. the backward with a 64-wide tile, D = 64, one row, 2 warps spills 350-788 bytes).
+# (independent loads in flight) and more programs. "bwd" is the one-kernel backward `_bwd_short_kernel`. Drawn
+# from a sweep of rows 1-8 x 1-8 warps compiled with generic strides (bigger tiles and wider heads need more
+# warps per row: the one-kernel backward on a 64-wide tile, D = 64, one row in 2 warps, spilled 350-788 bytes);
+# every entry is spill-free in the JSON above (both Triton versions, both cases).
 _SHORT = {
     ("fwd", 16, False): [(4, 2, 1), (1, 2, 1), (2, 2, 1), (8, 4, 1), (4, 4, 1), (8, 2, 1)],
-    ("fwd", 16, True): [(1, 2, 1), (2, 4, 1), (1, 4, 1), (4, 4, 1), (8, 4, 1)],
-    ("fwd", 32, False): [(1, 2, 1), (1, 4, 1), (4, 4, 1), (2, 8, 1), (4, 8, 1)],
-    ("fwd", 32, True): [(1, 4, 1), (1, 8, 1), (2, 8, 1), (4, 8, 1)],
+    ("fwd", 16, True): [(1, 2, 1), (2, 4, 1), (1, 4, 1), (4, 4, 1)],
+    ("fwd", 32, False): [(1, 2, 1), (1, 4, 1), (2, 8, 1), (4, 8, 1)],
+    ("fwd", 32, True): [(1, 4, 1), (1, 8, 1), (2, 8, 1)],
     ("fwd", 64, False): [(1, 4, 1), (1, 8, 1), (2, 8, 1)],
     ("fwd", 64, True): [(1, 8, 1), (2, 8, 1)],
     ("bwd", 16, False): [(1, 2, 1), (2, 4, 1), (4, 4, 1), (2, 2, 1), (4, 2, 1), (1, 1, 1)],
@@ -857,10 +859,17 @@ def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, scale=
 
 def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64,
                     config: KernelConfig | None = None, causal: bool = True, has_kpm: bool = True,
-                    even_k: bool = False, arch: int = 90):
+                    even_k: bool = False, arch: int = 90, specialize: bool = True):
     """Compile one kernel ahead of time for an NVIDIA GPU of compute capability ``arch`` (90 = H100),
     on any machine, GPU or not (Triton ships ``ptxas``). Returns Triton's compiled kernel, whose
-    ``metadata.shared`` and ``asm["ptx"]`` can be inspected.
+    ``metadata.shared`` and ``asm["ptx"]`` / ``asm["ttgir"]`` can be inspected.
+
+    ``specialize=True`` compiles what a launch on ordinary inputs compiles: Triton specialises every
+    integer argument equal to 1 into a constant and marks integers and pointers divisible by 16, and
+    that decides whether loads are vectorised and pipelined. Here the head dim is contiguous (every
+    ``s_*d`` stride and the mask's ``s_mn`` are 1, in both layouts) and the other strides, the sizes and
+    the pointers are multiples of 16 (true for D >= 16 and sequence lengths that are multiples of 16,
+    as in the benchmark). ``specialize=False``: every integer generic, the slowest code.
 
     The tests use it to check on a CPU-only machine that the kernels compile for the GPU; it needs
     the compiled (not interpreted) kernels, i.e. a process without ``TRITON_INTERPRET=1``.
@@ -884,11 +893,15 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
     consts = dict(HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
                   HAS_KPM=has_kpm, EVEN_K=even_k, DOT_PRECISION=_dot_precision(dtype))
     consts = {name: val for name, val in consts.items() if name in fn.arg_names}
-    signature = {}
-    for name in fn.arg_names:
+    if specialize:  # unit strides of the contiguous head dim (and of the mask's key axis) become constants
+        consts.update({name: 1 for name in fn.arg_names
+                       if name.startswith("s_") and (name.endswith("d") or name == "s_mn")})
+    signature, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
         if name in consts:
             signature[name] = "constexpr"
-        elif name in ("LSE", "DELTA"):
+            continue
+        if name in ("LSE", "DELTA"):
             signature[name] = "*fp32"
         elif name == "KPM":
             signature[name] = "*u8"
@@ -896,9 +909,12 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
             signature[name] = "*" + elem
         elif name in ("qk_scale", "sm_scale"):
             signature[name] = "fp32"
+            continue  # Triton does not specialise floats
         else:
             signature[name] = "i32"  # strides, sizes
-    src = ASTSource(fn=fn, signature=signature, constexprs=consts)
+        if specialize:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
 
