@@ -487,7 +487,29 @@ _LONG = {
     ("dkdv", 64): [(64, 128, 1, 8, 3), (64, 64, 1, 8, 3), (32, 128, 1, 8, 3), (32, 64, 1, 4, 3), (64, 64, 1, 4, 2)],
     ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 64, 1, 8, 2), (32, 128, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 8, 3)],
 }
-_LONG_FP32 = [(64, 32, 1, 4, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)]  # FMA, no tensor cores
+# float32 (IEEE products on FMA units, no tensor cores; every operand at full width): small tiles, and 8 warps first
+# for the backward, whose 4-warp 32x32 tile spills 16-20 bytes at D = 128 (causal + mask, Triton 3.8).
+_LONG_FP32 = {
+    "fwd": [(64, 32, 1, 4, 2), (64, 32, 1, 8, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2)],
+    "bwd": [(32, 32, 1, 8, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)],
+}
+# float32 in the short class, (kind, tile side, D > 64) -> (rows, num_warps, num_stages): one row per program, the
+# warp counts that are spill-free in both cases on sm_90 with Triton 3.8 (the one-kernel backward only where
+# `_short_backward_fits` allows it).
+_SHORT_FP32 = {
+    ("fwd", 16, False): [(1, 4, 1), (1, 8, 1)], ("fwd", 16, True): [(1, 4, 1), (1, 8, 1)],
+    ("fwd", 32, False): [(1, 4, 1)], ("fwd", 32, True): [(1, 8, 1), (1, 4, 1)],
+    ("fwd", 64, False): [(1, 8, 1)], ("fwd", 64, True): [(1, 4, 1)],
+    ("bwd", 16, False): [(1, 4, 1), (1, 8, 1)], ("bwd", 16, True): [(1, 4, 1), (1, 8, 1)],
+    ("bwd", 32, False): [(1, 8, 1), (1, 4, 1)],
+}
+
+
+def _short_backward_fits(dtype: torch.dtype, tile: int, head_dim: int) -> bool:
+    """Whether the one-kernel short backward fits in registers on the GPU. In float32 its eleven tiles of
+    full-width values do not fit beyond 16-wide tiles (32 with D <= 64): a 32-wide tile at D = 128 spills
+    176 bytes even in 8 warps, a 64-wide one 1.7-55 KB (sm_90, Triton 3.8); those take the split kernels."""
+    return dtype != torch.float32 or tile == 16 or (tile == 32 and head_dim <= 64)
 # Short sequences (rows, num_warps, num_stages) by the side of the tile that covers N (16, 32 or 64) and by head
 # dim (up to 64, or 128): one tile covers N; memory-bound, so the choice is between more (b, h) rows per program
 # (independent loads in flight) and more programs. "bwd" is the one-kernel backward `_bwd_short_kernel`. Drawn
@@ -517,13 +539,19 @@ def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype
     loop over queries; for N_q, N_k <= 64 the tiles of the one-kernel backward, which then replaces
     dK/dV and dQ).
     """
-    if max(n_q, n_k) <= SHORT_SEQUENCE:  # temporal attention: pack (b, h) rows per program
-        bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
-        short = _SHORT[("fwd" if kind == "fwd" else "bwd", max(bm, bn), head_dim > 64)]
+    bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
+    tile = max(bm, bn)
+    short_class = max(n_q, n_k) <= SHORT_SEQUENCE
+    if short_class and (kind == "fwd" or _short_backward_fits(dtype, tile, head_dim)):
+        # temporal attention: one tile covers N; pack (b, h) rows per program
+        table = _SHORT_FP32 if dtype == torch.float32 else _SHORT
+        short = table[("fwd" if kind == "fwd" else "bwd", tile, head_dim > 64)]
         return [KernelConfig(bm, bn, *c) for c in short]
     if dtype == torch.float32:
-        fp32 = _LONG_FP32 if kind == "fwd" or head_dim <= 32 else _LONG_FP32[1:]  # backward: smaller tiles
-        cands = [KernelConfig(*c) for c in fp32]
+        cands = [KernelConfig(*c) for c in _LONG_FP32["fwd" if kind == "fwd" else "bwd"]]
+        if short_class and kind != "fwd":  # the split backward: tiles must not cover N, or the fused kernel would run
+            cands = [dataclasses.replace(c, block_m=max(16, min(c.block_m, bm // 2)),
+                                         block_n=max(16, min(c.block_n, bn // 2))) for c in cands]
     else:
         cands = [KernelConfig(*c) for c in _LONG[(kind, 128 if head_dim > 64 else 64)]]
     # Do not tile far beyond the sequence.
@@ -767,7 +795,8 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
 
     def fused(cfg: KernelConfig) -> bool:
         # Short sequences (the temporal shape class) that one tile covers. On CUDA every candidate of that
-        # class covers N, so the autotuner compares fused kernels with fused kernels only.
+        # class covers N, so the autotuner compares fused kernels with fused kernels only (float32 beyond
+        # 16-wide tiles: none covers N, see _short_backward_fits).
         return max(n_q, n_k) <= SHORT_SEQUENCE and n_q <= cfg.block_m and n_k <= cfg.block_n
 
     def launch_dkdv_or_short(cfg: KernelConfig):

@@ -205,6 +205,25 @@ def test_short_sequences_take_the_one_kernel_backward(n_q, n_k, causal, mask, ro
             _assert_close(a, b, RTOL[dtype], "one-kernel vs three-kernel backward")
 
 
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16, torch.float32), ids=("bf16", "fp16", "fp32"))
+def test_gpu_candidates_choose_the_backward_consistently(dtype):
+    """On CUDA the backward's candidate tiles decide the path: for N <= 64 either every candidate covers N (one
+    kernel) or none does (split kernels: float32 beyond 16-wide tiles, whose one-kernel backward does not fit in
+    registers); never a mix, so the autotuner compares like with like; and no tile is narrower than 16."""
+    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _candidates, _pow2, _short_backward_fits
+
+    for D in SUPPORTED_HEAD_DIMS:
+        for n_q in (1, 5, 16, 17, 31, 33, 40, 64, 65, 300):
+            for n_k in (1, 16, 17, 40, 64, 65, 300):
+                cands = _candidates("dkdv", n_q, n_k, D, dtype)
+                covers = {max(n_q, n_k) <= SHORT_SEQUENCE and n_q <= c.block_m and n_k <= c.block_n for c in cands}
+                tile = max(_pow2(n_q, 16, 64), _pow2(n_k, 16, 64))
+                want = max(n_q, n_k) <= SHORT_SEQUENCE and _short_backward_fits(dtype, tile, D)
+                assert covers == {want}, (D, n_q, n_k, cands)
+                assert all(c.block_m >= 16 and c.block_n >= 16 for c in cands)
+    assert _short_backward_fits(dtype, 64, 128) == (dtype != torch.float32)
+
+
 def test_long_sequences_never_take_the_one_kernel_backward():
     """N > 64 keeps the split backward even when a (large) tile would cover it."""
     from minivid.kernels.flash_attention import last_configs
