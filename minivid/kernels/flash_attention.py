@@ -504,18 +504,12 @@ _SHORT_FP32 = {
     ("bwd", 32, False): [(1, 8, 1), (1, 4, 1)],
 }
 
-
-def _short_backward_fits(dtype: torch.dtype, tile: int, head_dim: int) -> bool:
-    """Whether the one-kernel short backward fits in registers on the GPU. In float32 its eleven tiles of
-    full-width values do not fit beyond 16-wide tiles (32 with D <= 64): a 32-wide tile at D = 128 spills
-    176 bytes even in 8 warps, a 64-wide one 1.7-55 KB (sm_90, Triton 3.8); those take the split kernels."""
-    return dtype != torch.float32 or tile == 16 or (tile == 32 and head_dim <= 64)
 # Short sequences (rows, num_warps, num_stages) by the side of the tile that covers N (16, 32 or 64) and by head
 # dim (up to 64, or 128): one tile covers N; memory-bound, so the choice is between more (b, h) rows per program
 # (independent loads in flight) and more programs. "bwd" is the one-kernel backward `_bwd_short_kernel`. Drawn
 # from a sweep of rows 1-8 x 1-8 warps compiled with generic strides (bigger tiles and wider heads need more
 # warps per row: the one-kernel backward on a 64-wide tile, D = 64, one row in 2 warps, spilled 350-788 bytes);
-# every entry is spill-free in the JSON above (both Triton versions, both cases).
+# every entry is spill-free in the kernel_resources JSON (both Triton versions, both cases).
 _SHORT = {
     ("fwd", 16, False): [(4, 2, 1), (1, 2, 1), (2, 2, 1), (8, 4, 1), (4, 4, 1), (8, 2, 1)],
     ("fwd", 16, True): [(1, 2, 1), (2, 4, 1), (1, 4, 1), (4, 4, 1)],
@@ -530,6 +524,13 @@ _SHORT = {
     ("bwd", 64, False): [(1, 4, 1), (1, 8, 1)],
     ("bwd", 64, True): [(1, 8, 1)],
 }
+
+
+def _short_backward_fits(dtype: torch.dtype, tile: int, head_dim: int) -> bool:
+    """Whether the one-kernel short backward fits in registers on the GPU. In float32 its eleven tiles of
+    full-width values do not fit beyond 16-wide tiles (32 with D <= 64): a 32-wide tile at D = 128 spills
+    176 bytes even in 8 warps, a 64-wide one 1.7-55 KB (sm_90, Triton 3.8); those take the split kernels."""
+    return dtype != torch.float32 or tile == 16 or (tile == 32 and head_dim <= 64)
 
 
 def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype) -> list[KernelConfig]:
