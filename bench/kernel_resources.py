@@ -63,12 +63,10 @@ def tilings(kind: str, head_dim: int, quick: bool) -> list[tuple[fa.KernelConfig
     if not quick:
         for bm, bn, warps, stages in itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (2, 3)):
             out.append((fa.KernelConfig(bm, bn, 1, warps, stages), "grid"))
-    seen, unique = set(), []
+    unique = {}
     for cfg, origin in out:
-        if cfg not in seen:
-            seen.add(cfg)
-            unique.append((cfg, origin))
-    return unique
+        unique.setdefault(cfg, origin)  # first origin wins
+    return list(unique.items())
 
 
 def measure(job: tuple) -> dict:

@@ -64,6 +64,9 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
+import subprocess
+import tempfile
 
 import torch
 
@@ -957,10 +960,6 @@ def ptxas_resources(compiled, arch: int = 90) -> dict:
     thread; the others in bytes, ``shared`` from Triton's metadata). A kernel that spills keeps part of
     its tiles in local memory (L1/L2) instead of registers: slower, still correct.
     """
-    import re
-    import subprocess
-    import tempfile
-
     from triton.backends.nvidia.compiler import get_ptxas
 
     ptx = compiled.asm["ptx"]

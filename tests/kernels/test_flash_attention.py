@@ -33,6 +33,7 @@ from minivid.kernels.flash_attention import (
     flash_attention_forward,
     interpreter_active,
     kernel_config,
+    last_configs,
     poisoned_outputs,
 )
 
@@ -191,8 +192,6 @@ def test_several_rows_per_program(rows, bh):
 def test_short_sequences_take_the_one_kernel_backward(n_q, n_k, causal, mask, rows, dtype):
     """K3 for sequences one tile covers: one kernel computes dQ, dK and dV (no pre-pass, no dQ kernel); it
     matches the float64 reference and the three-kernel path (tiles that do not cover N) on the same inputs."""
-    from minivid.kernels.flash_attention import last_configs
-
     fused, split = KernelConfig(32, 32, rows=rows), KernelConfig(16, 16, rows=rows)
     case = Case(seed=n_q * 31 + n_k, B=3, H=2, n_q=n_q, n_k=n_k, D=32, causal=causal, mask=mask, layout="bnhd",
                 dtype=dtype, fwd=fused, dq=fused, dkdv=fused)
@@ -206,7 +205,7 @@ def test_short_sequences_take_the_one_kernel_backward(n_q, n_k, causal, mask, ro
 
 
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16, torch.float32), ids=("bf16", "fp16", "fp32"))
-def test_gpu_candidates_choose_the_backward_consistently(dtype):
+def test_cuda_candidates_choose_the_backward_consistently(dtype):
     """On CUDA the backward's candidate tiles decide the path: for N <= 64 either every candidate covers N (one
     kernel) or none does (split kernels: float32 beyond 16-wide tiles, whose one-kernel backward does not fit in
     registers); never a mix, so the autotuner compares like with like; and no tile is narrower than 16."""
@@ -226,8 +225,6 @@ def test_gpu_candidates_choose_the_backward_consistently(dtype):
 
 def test_long_sequences_never_take_the_one_kernel_backward():
     """N > 64 keeps the split backward even when a (large) tile would cover it."""
-    from minivid.kernels.flash_attention import last_configs
-
     cfg = KernelConfig(128, 128)
     _run_and_compare(Case(seed=65, B=1, H=1, n_q=65, n_k=65, D=16, causal=True, mask="random", layout="bhnd",
                           fwd=cfg, dq=cfg, dkdv=cfg))
