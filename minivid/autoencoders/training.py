@@ -36,6 +36,8 @@ class AutoencoderTrainer:
             raise ValueError(f"lr={lr!r} must be positive")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps={warmup_steps!r} must be >= 0")
+        if grad_clip is not None and not grad_clip > 0:  # clip_grad_norm_(max_norm=0) would zero every gradient
+            raise ValueError(f"grad_clip={grad_clip!r} must be > 0, or None for no clipping")
         if total_steps is not None and total_steps < 1:
             raise ValueError(f"total_steps={total_steps!r} must be >= 1 (or None for no decay)")
         self.lr, self.warmup_steps, self.total_steps = lr, warmup_steps, total_steps

@@ -30,7 +30,12 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
 
 
-def _timesteps_list(schedule: NoiseSchedule, timesteps) -> list[int]:
+def _timesteps_list(schedule: NoiseSchedule, timesteps, min_len: int = 1) -> list[int]:
+    if isinstance(timesteps, int) or (isinstance(timesteps, torch.Tensor) and timesteps.ndim == 0):
+        raise ValueError(
+            f"timesteps={int(timesteps)} is a single number; pass the timesteps to visit, in descending order, "
+            f"e.g. make_timesteps(schedule, {int(timesteps)})"
+        )
     ts = [int(t) for t in torch.as_tensor(timesteps).flatten().tolist()]
     if not ts:
         raise ValueError("timesteps is empty; make them with minivid.diffusion.make_timesteps")
@@ -38,6 +43,8 @@ def _timesteps_list(schedule: NoiseSchedule, timesteps) -> list[int]:
         raise ValueError(f"timesteps must be strictly descending, got {ts[:8]}{'...' if len(ts) > 8 else ''}")
     if ts[-1] < 0 or ts[0] >= schedule.num_steps:
         raise ValueError(f"timesteps must lie in 0..{schedule.num_steps - 1}, got {ts[-1]}..{ts[0]}")
+    if len(ts) < min_len:
+        raise ValueError(f"timesteps={ts} has {len(ts)} value(s); this sampler needs at least {min_len}")
     return ts
 
 
@@ -179,7 +186,7 @@ def ddpm_sample(
         ts = list(range(schedule.num_steps - 1, -1, -1))
         sched = schedule
     else:
-        ts = _timesteps_list(schedule, timesteps)
+        ts = _timesteps_list(schedule, timesteps, min_len=2)  # a respaced schedule needs two steps
         sched = schedule.respace(ts)
     _check_start(schedule, ts[0], prediction)
     x = x_T

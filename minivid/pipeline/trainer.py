@@ -26,6 +26,10 @@ class DiffusionTrainer:
             raise ValueError(f"lr={lr!r} must be positive")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay={ema_decay!r} must lie in [0, 1)")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps={warmup_steps!r} must be >= 0 (0: no warm-up)")
+        if grad_clip is not None and not grad_clip > 0:  # clip_grad_norm_(max_norm=0) would zero every gradient
+            raise ValueError(f"grad_clip={grad_clip!r} must be > 0, or None for no clipping")
         self.model, self.schedule, self.prediction = model, schedule, prediction
         self.lr, self.warmup_steps, self.grad_clip, self.ema_decay = lr, max(1, warmup_steps), grad_clip, ema_decay
         self.timestep_sampling, self.learned_variance = timestep_sampling, learned_variance

@@ -114,3 +114,5 @@ def test_warmup_and_cosine_schedule_reach_the_optimizer():
         AutoencoderTrainer(TinyVAE(), warmup_steps=-1)
     with pytest.raises(ValueError, match="total_steps=0"):
         AutoencoderTrainer(TinyVAE(), total_steps=0)
+    with pytest.raises(ValueError, match=r"grad_clip=0 must be > 0, or None"):  # max_norm 0 zeroes every gradient
+        AutoencoderTrainer(TinyVAE(), grad_clip=0)

@@ -173,6 +173,14 @@ def test_samplers_reject_bad_timesteps():
         dpm_solver_pp_sample(oracle, x, s, torch.tensor([100, 50]))
     with pytest.raises(ValueError, match="eta"):
         ddim_sample(oracle, x, s, torch.tensor([50, 0]), eta=-1)
+    # a step count where the timesteps belong: one step from t = 50 would run without complaint
+    with pytest.raises(ValueError, match=r"timesteps=50 is a single number.*make_timesteps\(schedule, 50\)"):
+        ddim_sample(oracle, x, s, 50)
+    with pytest.raises(ValueError, match="timesteps=25 is a single number"):
+        dpm_solver_pp_sample(oracle, x, s, torch.tensor(25))
+    with pytest.raises(ValueError, match=r"timesteps=\[25\] has 1 value.*at least 2"):
+        ddpm_sample(oracle, x, s, timesteps=[25])
+    assert ddim_sample(oracle, x, s, [50]).shape == x.shape  # a one-element list is a valid one-step DDIM
 
 
 def test_a_cpu_generator_makes_sampling_reproducible():

@@ -86,3 +86,15 @@ def test_trainer_learns_a_gaussian_and_its_ema_follows():
     ours = l_simple(s, trainer.ema(xt, t), x0, noise, t).mean()
     assert ours < best * 1.05, (float(ours), float(best))
     assert trainer.num_updates == 400 and trainer.losses[-1] < trainer.losses[0]
+
+
+def test_trainer_rejects_options_that_would_silently_stop_learning():
+    from minivid.diffusion import NoiseSchedule
+    from minivid.pipeline.trainer import DiffusionTrainer
+
+    s, model = NoiseSchedule.linear(10), torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"grad_clip=0 must be > 0, or None"):  # clip to norm 0: no update at all
+        DiffusionTrainer(model, s, grad_clip=0)
+    with pytest.raises(ValueError, match="warmup_steps=-5 must be >= 0"):
+        DiffusionTrainer(model, s, warmup_steps=-5)
+    DiffusionTrainer(model, s, grad_clip=None, warmup_steps=0)  # no clipping, no warm-up: both allowed
