@@ -1,11 +1,12 @@
 # minivid: two commands on a fresh machine.
 #   make test   create .venv if missing, install minivid with its test extras, run unit tests and notebooks
-#   make demo   same install, then `python -m minivid demo`
+#   make demo   same install, then `python -m minivid demo $(DEMO_ARGS)` (e.g. DEMO_ARGS=--resume)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.minivid-installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: install test unit notebooks demo clean
 
@@ -25,7 +26,7 @@ notebooks: $(STAMP)
 test: unit notebooks
 
 demo: $(STAMP)
-	$(PY) -m minivid demo
+	$(PY) -m minivid demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

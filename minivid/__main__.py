@@ -4,7 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+
+
+# DemoConfig field -> the command-line flag that sets it, so errors name what the user typed.
+_FLAGS = {"steps": "--steps", "max_minutes": "--minutes", "batch_size": "--batch-size", "size": "--size",
+          "num_frames": "--frames", "seed": "--seed"}
+
+
+def _with_flags(message: str) -> str:
+    """Rewrite ``field=value`` in a DemoConfig error as ``--flag value``."""
+    for field, flag in _FLAGS.items():
+        message = re.sub(rf"\b{field}=", f"{flag} ", message)
+    return message
+
+
+def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        parser.error(f"--device {device!r}: allowed values are 'cpu', 'cuda' or 'cuda:N'")
+    if device == "cpu":
+        return
+    if not torch.cuda.is_available():
+        parser.error(f"--device {device!r}: CUDA is not available here (torch.cuda.is_available() is False); "
+                     "use --device cpu")
+    n = torch.cuda.device_count()
+    index = device[len("cuda:"):] if device.startswith("cuda:") else "0"
+    if not (index.isdigit() and int(index) < n):
+        parser.error(f"--device {device!r}: this machine has {n} CUDA device(s), allowed: 'cuda' or "
+                     f"cuda:0..cuda:{n - 1}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,25 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--size", type=int, default=None, help="frame size in pixels")
     demo.add_argument("--frames", type=int, default=None, help="frames per clip")
     demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    demo.add_argument("--resume", action="store_true",
+                      help="continue from OUT/train_state.pt (without it, an OUT that holds one is refused)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         import torch
 
-        from .pipeline.demo import DemoConfig, run_demo
+        from .pipeline.demo import DemoConfig, OutDirError, run_demo
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-            parser.error(f"--device {device!r}: allowed values are 'cpu', 'cuda' or 'cuda:N'")
+        _check_device(parser, device, torch)
         overrides = {k: v for k, v in {"steps": args.steps, "max_minutes": args.minutes, "batch_size": args.batch_size,
                                         "size": args.size, "num_frames": args.frames, "seed": args.seed}.items() if v is not None}
         try:
             cfg = DemoConfig.for_device(device, **overrides)
         except ValueError as e:
+            parser.error(_with_flags(str(e)))
+        try:
+            metrics = run_demo(cfg, args.out, device=device, resume=args.resume, progress=not args.no_progress)
+        except OutDirError as e:  # raised before any work: the output folder cannot be used as asked
             parser.error(str(e))
-        metrics = run_demo(cfg, args.out, device=device, resume=args.resume, progress=not args.no_progress)
         print(json.dumps(metrics, indent=2))
     return 0
 

@@ -70,7 +70,9 @@ def check_video_shape(shape: Sequence[int], in_channels: int, f_s: int, frames_e
         raise ValueError(f"expected a video (B, C, T, H, W), got shape {tuple(shape)}")
     _, ch, t, h, w = shape
     if ch != in_channels:
-        raise ValueError(f"expected {in_channels} channels, got {ch}")
+        hint = ": if it is (B, T, C, H, W), permute it: video.permute(0, 2, 1, 3, 4)" if shape[2] == in_channels else ""
+        raise ValueError(f"expected {in_channels} channels: video must be (B, C={in_channels}, T, H, W); got "
+                         f"{tuple(shape)}{hint}")
     message = frames_error(t) if frames_error is not None else None
     if message:
         raise ValueError(message)

@@ -90,8 +90,9 @@ class CausalVAE(SaveLoadMixin, VideoAutoencoder):
 
         def frames_error(t: int) -> str | None:
             if t < 1 or (t - 1) % f_t:
+                below = max(1, 1 + f_t * ((t - 1) // f_t))  # the nearest valid counts (never below 1 frame)
                 return (f"the causal VAE takes f_t*k + 1 frames ({', '.join(map(str, self.valid_frames()))}, ...), "
-                        f"got {t}; use {1 + f_t * ((t - 1) // f_t)} or {1 + f_t * ((t - 1) // f_t + 1)}")
+                        f"got {t}; use {below} or {below + f_t}")
             return None
 
         check_video_shape(shape, self.config.in_channels, f_s, frames_error)

@@ -133,6 +133,16 @@ class PerceptualLoss(nn.Module):
         return total[:, 0].reshape(-1, t).mean(1)
 
 
+def _check_patch_input(name: str, num_layers: int, shape) -> None:
+    """A PatchGAN halves H and W ``num_layers`` times, then two 4x4 convolutions (stride 1, padding 1) take one
+    pixel off each: the frames must be at least 3 * 2**num_layers on each side to leave one logit."""
+    minimum = 3 * 2**num_layers
+    if min(shape[-2:]) < minimum:
+        raise ValueError(f"{name}(num_layers={num_layers}) needs frames of at least {minimum}x{minimum} "
+                         f"(3 * 2**num_layers), got {shape[-2]}x{shape[-1]} (input shape {tuple(shape)}); "
+                         "use larger frames or fewer layers")
+
+
 class PatchDiscriminator2D(nn.Module):
     """A PatchGAN (pix2pix) discriminator: strided 4x4 convolutions whose output is a grid of logits, one
     per overlapping patch. Videos (B, C, T, H, W) are judged frame by frame -> (B, 1, T, h, w).
@@ -153,8 +163,17 @@ class PatchDiscriminator2D(nn.Module):
             c = c_next
         layers.append(nn.Conv2d(c, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
+        self.num_layers = num_layers
+
+    def check_input(self, shape) -> None:
+        """A ValueError unless ``shape`` is an image (B, C, H, W) or video (B, C, T, H, W) batch large enough."""
+        if len(shape) not in (4, 5):
+            raise ValueError(f"PatchDiscriminator2D takes images (B, C, H, W) or videos (B, C, T, H, W), got shape "
+                             f"{tuple(shape)}")
+        _check_patch_input("PatchDiscriminator2D", self.num_layers, shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x.shape)
         if x.ndim == 5:
             b = x.shape[0]
             return rearrange(self.net(rearrange(x, "b c t h w -> (b t) c h w")), "(b t) c h w -> b c t h w", b=b)
@@ -180,10 +199,16 @@ class PatchDiscriminator3D(nn.Module):
             c = c_next
         layers.append(nn.Conv3d(c, 1, k, 1, p))
         self.net = nn.Sequential(*layers)
+        self.num_layers = num_layers
+
+    def check_input(self, shape) -> None:
+        """A ValueError unless ``shape`` is a video batch (B, C, T, H, W) with frames large enough."""
+        if len(shape) != 5:
+            raise ValueError(f"PatchDiscriminator3D takes videos (B, C, T, H, W), got shape {tuple(shape)}")
+        _check_patch_input("PatchDiscriminator3D", self.num_layers, shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"PatchDiscriminator3D takes videos (B, C, T, H, W), got shape {tuple(x.shape)}")
+        self.check_input(x.shape)
         return self.net(x)
 
 

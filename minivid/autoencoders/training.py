@@ -66,6 +66,9 @@ class AutoencoderTrainer:
 
     def step(self, video: torch.Tensor) -> dict[str, float]:
         """One update on a batch of clips (B, C, T, H, W) in [-1, 1]; returns the loss terms."""
+        for d in self.discriminators:  # from the first step, not only at disc_start: a long run fails early
+            if hasattr(d, "check_input"):
+                d.check_input(video.shape)
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.num_updates)
@@ -118,6 +121,10 @@ class AutoencoderTrainer:
                 "num_updates": self.num_updates, "history": list(self.history), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        n_saved, n_here = len(state["discriminators"]), len(self.discriminators)
+        if n_saved != n_here:  # checked first: nothing is loaded from a mismatched state
+            raise ValueError(f"the state holds {n_saved} discriminator state(s) but this trainer has {n_here} "
+                             "discriminator(s); build the trainer with the discriminators it was saved with")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for d, s in zip(self.discriminators, state["discriminators"]):

@@ -17,6 +17,7 @@ Notation used in docstrings: :math:`\alpha_t = \sqrt{\bar\alpha_t}`, :math:`\sig
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -31,10 +32,16 @@ def check_prediction(prediction: str) -> str:
     return prediction
 
 
+def _is_int(value) -> bool:
+    """Python and NumPy integers (any ``numbers.Integral``), but not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as a Python int, or a ValueError if it is not an integer >= ``minimum``."""
+    if not _is_int(value) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return value
+    return int(value)
 
 
 class NoiseSchedule:
@@ -82,7 +89,7 @@ class NoiseSchedule:
     @classmethod
     def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
         """DDPM's linear betas (used by PVDM and Latte: 1e-4 to 0.02 over 1000 steps)."""
-        _check_int("num_steps", num_steps, 2)
+        num_steps = _check_int("num_steps", num_steps, 2)
         cls._check_beta_range(beta_start, beta_end)
         return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64))
 
@@ -91,7 +98,7 @@ class NoiseSchedule:
         cls, num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
     ) -> "NoiseSchedule":
         """Latent-diffusion ("scaled linear") betas: linear in sqrt(beta). CogVideoX's base schedule."""
-        _check_int("num_steps", num_steps, 2)
+        num_steps = _check_int("num_steps", num_steps, 2)
         cls._check_beta_range(beta_start, beta_end)
         return cls(torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2)
 
@@ -99,7 +106,7 @@ class NoiseSchedule:
     def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         r"""Improved DDPM's cosine schedule: :math:`\bar\alpha(\tau) \propto \cos^2(\frac{\tau/T + s}{1+s}\frac{\pi}{2})`,
         betas clipped at ``max_beta``."""
-        _check_int("num_steps", num_steps, 2)
+        num_steps = _check_int("num_steps", num_steps, 2)
         if not 0 <= s < 1:
             raise ValueError(f"s={s!r} must lie in [0, 1)")
         if not 0 < max_beta <= 1:
@@ -132,6 +139,9 @@ class NoiseSchedule:
         for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
             if not 0 < value < 1:
                 raise ValueError(f"{name}={value!r} must lie in (0, 1)")
+        if beta_start > beta_end:  # noise that shrinks with t: almost certainly swapped arguments
+            raise ValueError(f"beta_start={beta_start!r} must be <= beta_end={beta_end!r} (betas grow with t); "
+                             "were the two swapped?")
 
     # ------------------------------------------------------------------ transformations
     def rescale_zero_terminal_snr(self) -> "NoiseSchedule":
@@ -183,11 +193,15 @@ class NoiseSchedule:
 
     def gather(self, values: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
         """``values[t]`` shaped ``(B, 1, ..., 1)`` to broadcast against ``x``, on x's device and dtype.
-        ``t`` is an int or a LongTensor of shape () or (B,)."""
+        ``t`` is an int or a LongTensor of shape () or (B,) with B = ``x.shape[0]`` ((1,) is shared by the batch)."""
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise ValueError(f"timesteps t must be integers, got dtype {t.dtype}")
         t = t.long().cpu()
+        batch = x.shape[0] if x.ndim else None
+        if t.ndim > 1 or (t.ndim == 1 and batch is not None and t.shape[0] not in (1, batch)):
+            raise ValueError(f"t must have shape () or (B,)=({batch},) (or (1,), shared by the batch), "
+                             f"got {tuple(t.shape)}")
         self._check_t(t)
         out = values[t]
         dtype = x.dtype if x.dtype.is_floating_point else torch.float32
@@ -229,7 +243,7 @@ class NoiseSchedule:
     def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         r"""q(x_{t-1} | x_t, x_0) = N(mean, variance I) with
         :math:`\text{mean} = \frac{\beta_t\sqrt{\bar\alpha_{t-1}}}{1-\bar\alpha_t} x_0 +
-        \frac{(1-\bar\alpha_{t-1})\sqrt{\alpha_t}}{1-\bar\alpha_t} x_t` and
+        \frac{(1-\bar\alpha_{t-1})\sqrt{1-\beta_t}}{1-\bar\alpha_t} x_t` and
         :math:`\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t`. At t = 0 the variance is 0
         (x_{-1} is x_0 itself)."""
         mean = self.gather(self.posterior_mean_coef1, t, xt) * x0 + self.gather(self.posterior_mean_coef2, t, xt) * xt
@@ -307,7 +321,7 @@ class NoiseSchedule:
 
     # ------------------------------------------------------------------ reverse process
     def ddpm_mean_from_eps(self, xt: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        r"""D5 (corrected, see the erratum): :math:`\mu_\theta = \frac{1}{\sqrt{\alpha_t}}\big(x_t -
+        r"""D5 (corrected, see the erratum): :math:`\mu_\theta = \frac{1}{\sqrt{1-\beta_t}}\big(x_t -
         \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta\big)`. Equal to :meth:`q_posterior`'s mean
         with x_0 predicted from eps."""
         beta = self.gather(self.betas, t, xt)

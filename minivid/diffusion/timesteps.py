@@ -1,10 +1,10 @@
-r"""Which timesteps to visit when sampling, and which to draw when training (D9).
+r"""Which timesteps to visit when sampling (D7, D8, D10), and which to draw when training (D9).
 
 Sampling: :func:`make_timesteps` returns a descending LongTensor of schedule indices for a sampler with
 ``n`` model evaluations. The spacings follow the conventions of diffusers' schedulers:
 
 - ``"linspace"``: ``round(linspace(0, T-1, n))`` (starts at T-1, ends at 0);
-- ``"leading"``: ``k * (T // n)`` for k = 0..n-1 (DDIM's original spacing; never visits T-1);
+- ``"leading"``: ``k * (T // n)`` for k = 0..n-1 (DDIM's original spacing, D7; never visits T-1);
 - ``"trailing"``: ``round(arange(T, 0, -T/n)) - 1`` (starts at T-1; CogVideoX's choice, D10, because with a
   zero-terminal-SNR schedule it starts sampling from pure noise);
 - ``"logsnr"``: uniform in log-SNR between the first and last step (DPM-Solver's choice, D8).
@@ -19,17 +19,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .schedule import NoiseSchedule, _check_int
+from .schedule import NoiseSchedule, _check_int, _is_int
 
 SPACINGS = ("linspace", "leading", "trailing", "logsnr")
 
 
 def make_timesteps(schedule: NoiseSchedule, n: int, spacing: str = "linspace") -> torch.Tensor:
     """``n`` distinct timesteps of ``schedule`` in descending order (a LongTensor), for a sampler that
-    evaluates the model ``n`` times. See the module docstring for the spacings."""
+    evaluates the model ``n`` times (``n``: any integer, NumPy's included, in 1..T). See the module docstring
+    for the spacings. The timesteps the samplers visit: DDIM (D7, any spacing), DPM-Solver++ (D8,
+    ``"logsnr"``) and zero-terminal-SNR sampling (D10, ``"trailing"``); see docs/equations.md."""
     T = schedule.num_steps
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+    if not _is_int(n) or not 1 <= n <= T:
         raise ValueError(f"n={n!r} must be an integer in 1..{T} (the schedule's num_steps)")
+    n = int(n)
     if spacing not in SPACINGS:
         raise ValueError(f"spacing={spacing!r} is not supported; allowed: {SPACINGS}")
     if spacing == "linspace":
@@ -70,8 +73,8 @@ def uniform_timesteps(
     batch_size: int, num_steps: int, generator: torch.Generator | None = None, device=None
 ) -> torch.Tensor:
     """i.i.d. t ~ U{0, ..., num_steps - 1}, the standard training draw for D4."""
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_steps", num_steps, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    num_steps = _check_int("num_steps", num_steps, 1)
     gen_device = generator.device if generator is not None else "cpu"
     t = torch.randint(0, num_steps, (batch_size,), generator=generator, device=gen_device)
     return t.to(device) if device is not None else t
@@ -97,11 +100,12 @@ def explicit_uniform_timesteps(
 
     Returns a LongTensor of shape (batch_size,) in stratum order; shuffle data, not timesteps.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_steps", num_steps, 1)
-    _check_int("world_size", world_size, 1)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+    batch_size = _check_int("batch_size", batch_size, 1)
+    num_steps = _check_int("num_steps", num_steps, 1)
+    world_size = _check_int("world_size", world_size, 1)
+    if not _is_int(rank) or not 0 <= rank < world_size:
         raise ValueError(f"rank={rank!r} must be an integer in 0..{world_size - 1} (world_size={world_size})")
+    rank = int(rank)
     n = batch_size * world_size
     gen_device = generator.device if generator is not None else "cpu"
     u = torch.rand(batch_size, generator=generator, device=gen_device, dtype=torch.float64).cpu()

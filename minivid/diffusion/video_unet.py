@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..nn import TimestepEmbedding
+from ..nn import TimestepEmbedding, check_labels
 
 
 @dataclass
@@ -172,6 +172,7 @@ class VideoUNet(nn.Module):
         if self.label_embed is not None:
             if y is None:
                 y = torch.full_like(t, cfg.num_classes)  # the null class: unconditional
+            check_labels(y, x.shape[0], cfg.num_classes)
             emb = emb + self.label_embed(y)
         elif y is not None:
             raise ValueError("this model is unconditional (num_classes=None) but a label y was given")

@@ -38,3 +38,23 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.freq_dim))
+
+
+def check_labels(y, batch: int, num_classes: int) -> None:
+    """Class labels y: an integer tensor of shape (B,) with values in 0..num_classes, where label
+    ``num_classes`` is the null class (the unconditional branch of classifier-free guidance). A ValueError
+    naming y's shape, dtype and value range otherwise, before the embedding lookup (which would fail with an
+    opaque index error, or a device-side assert on CUDA)."""
+    ok = (isinstance(y, torch.Tensor) and not y.dtype.is_floating_point and not y.dtype.is_complex
+          and y.dtype != torch.bool and tuple(y.shape) == (batch,))
+    if ok and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        ok = 0 <= lo and hi <= num_classes
+    if not ok:
+        got = type(y).__name__
+        if isinstance(y, torch.Tensor):
+            got = f"shape {tuple(y.shape)}, dtype {y.dtype}"
+            if y.numel() and not y.dtype.is_complex:
+                got += f", values in {y.min().item()}..{y.max().item()}"
+        raise ValueError(f"y must be integer class labels of shape (B,)=({batch},) with values in 0..{num_classes} "
+                         f"({num_classes} is the null class); got {got}")

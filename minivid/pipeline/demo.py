@@ -5,13 +5,15 @@ MiniSprites clips (D-data) -> v-prediction training with explicit uniform timest
 factorised video U-Net -> EMA weights -> DPM-Solver++ sampling (D8) -> an mp4 and a PNG frame grid.
 On a CPU it trains for at most ``max_minutes`` (default 3) so the whole run takes under 5 minutes on two
 cores; with CUDA it picks a larger scale. Checkpoints are written atomically every ``checkpoint_every``
-steps and ``--resume`` continues from the last one, so a killed run loses at most that much work.
+steps and ``--resume`` continues from the last one, so a killed run loses at most that much work; without
+``--resume`` a folder that already holds a checkpoint is refused rather than overwritten.
 (The full system of notebook 08 replaces this model; see ../ROADMAP in the docs.)
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from ..data import MiniSprites
-from ..diffusion import NoiseSchedule, dpm_solver_pp_sample, make_timesteps
+from ..data.minisprites import check_size
+from ..diffusion import NoiseSchedule, check_prediction, dpm_solver_pp_sample, make_timesteps
 from ..diffusion.video_unet import VideoUNet, VideoUNetConfig
 from ..utils.checkpoint import load_weights, save_json, save_state, save_weights
 from ..utils.video import save_frame_grid, write_video
@@ -66,21 +69,93 @@ class DemoConfig:
         return base
 
     def validate(self) -> None:
+        """Check every option before any work (a ValueError naming the option, its value and what is allowed)."""
         for name in ("num_frames", "num_videos", "batch_size", "steps", "sample_steps", "num_samples", "checkpoint_every"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
         if self.num_videos < self.batch_size:
-            raise ValueError(f"num_videos={self.num_videos} must be at least batch_size={self.batch_size}")
-        if not self.max_minutes > 0:
-            raise ValueError(f"max_minutes={self.max_minutes!r} must be positive")
+            raise ValueError(f"batch_size={self.batch_size} is larger than the dataset (num_videos={self.num_videos} "
+                             f"clips): use a batch size of at most {self.num_videos}")
+        if not _is_int(self.size) or not 16 <= self.size <= 512 or self.size % 8:
+            raise ValueError(f"size={self.size!r} is invalid: expected an int in [16, 512] divisible by 8 "
+                             "(MiniSprites' frame sizes)")
+        check_size(self.size)  # the dataset's own rule, in case it ever becomes stricter than the line above
+        f = 2 ** (len(self.model.channel_mults) - 1)
+        if self.size % f:
+            raise ValueError(f"size={self.size} must be divisible by {f} = 2**(len(channel_mults)-1) for "
+                             f"model.channel_mults={tuple(self.model.channel_mults)}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an integer >= 0")
+        if not _is_int(self.num_train_timesteps) or self.num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps={self.num_train_timesteps!r} must be an integer >= 2")
+        if self.sample_steps > self.num_train_timesteps:
+            raise ValueError(f"sample_steps={self.sample_steps} must be at most num_train_timesteps="
+                             f"{self.num_train_timesteps} (a sampler visits distinct training timesteps)")
+        if not _is_number(self.max_minutes) or not self.max_minutes > 0:
+            raise ValueError(f"max_minutes={self.max_minutes!r} must be a positive number")
+        if not _is_number(self.fps) or not self.fps > 0:
+            raise ValueError(f"fps={self.fps!r} must be a positive number")
         if self.schedule not in ("linear", "cosine"):
             raise ValueError(f"schedule={self.schedule!r}; allowed: 'linear', 'cosine'")
-        if self.size % (2 ** (len(self.model.channel_mults) - 1)):
-            raise ValueError(f"size={self.size} must be divisible by 2**(len(channel_mults)-1)")
+        check_prediction(self.prediction)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+class OutDirError(ValueError):
+    """``out_dir`` cannot be used as asked: it would overwrite a finished run, or there is nothing to resume.
+    Raised by :func:`run_demo` before any work (the CLI reports it as a usage error)."""
+
+
+# Options that only set how long a run goes on or what it writes at the end: a resumed run may change them.
+_BUDGET_KEYS = {"steps", "max_minutes", "checkpoint_every", "num_samples", "sample_steps", "fps"}
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every differing key (nested dicts such as ``model`` key by key)."""
+    lines = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return lines
+
+
+def _previous_state(out: Path, cfg: DemoConfig, resume: bool, device: torch.device) -> dict | None:
+    """The saved training state to continue from (``resume``), or None for a new run; an OutDirError when
+    the run would overwrite finished work, has nothing to resume, or was written with another config."""
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"out_dir {str(out)!r} exists and is not a folder; choose another --out")
+    state_path = out / "train_state.pt"
+    if not state_path.is_file():
+        if resume:
+            raise OutDirError(f"cannot resume: {state_path} does not exist (no checkpoint in {str(out)!r}); "
+                              "run without --resume to start a new run, or pass the --out of the run to continue")
+        return None
+    state = torch.load(state_path, map_location=device, weights_only=False)
+    if not resume:
+        raise OutDirError(f"{state_path} exists (step {state['trainer']['num_updates']}); pass --resume to continue "
+                          "or choose another --out")
+    old = {k: v for k, v in state["config"].items() if k not in _BUDGET_KEYS}
+    new = {k: v for k, v in cfg.to_dict().items() if k not in _BUDGET_KEYS}
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise OutDirError(f"cannot resume from {state_path}: it was written with a different config ({changed}): "
+                          + "; ".join(_config_diff({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed}))
+                          + ". Use the original options, or choose another --out for a new run")
+    return state
 
 
 def _schedule(cfg: DemoConfig) -> NoiseSchedule:
@@ -105,6 +180,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path = "outputs/demo", device: str 
     cfg.validate()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
+    state = _previous_state(out, cfg, resume, device)  # before any work: never overwrite a finished run
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
 
@@ -116,12 +192,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path = "outputs/demo", device: str 
                                warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
                                timestep_sampling="explicit_uniform", seed=cfg.seed + 1)  # D9
     state_path = out / "train_state.pt"
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        budget = {"steps", "max_minutes", "checkpoint_every", "num_samples", "sample_steps", "fps"}
-        changed = sorted(k for k, v in cfg.to_dict().items() if k not in budget and state["config"].get(k) != v)
-        if changed:
-            raise ValueError(f"cannot resume from {state_path}: it was written with a different config ({changed})")
+    if state is not None:
         trainer.load_state_dict(state["trainer"])
     save_json(cfg.to_dict(), out / "config.json")
 
@@ -184,4 +255,4 @@ def load_demo_model(out_dir: str | Path, device: str = "cpu") -> tuple[VideoUNet
     return model.eval(), cfg
 
 
-__all__ = ["DemoConfig", "run_demo", "sample", "load_demo_model"]
+__all__ = ["DemoConfig", "OutDirError", "run_demo", "sample", "load_demo_model"]

@@ -48,7 +48,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..nn.embeddings import TimestepEmbedding
+from ..nn.embeddings import TimestepEmbedding, check_labels
 from .attention import BACKENDS
 from .blocks import DiTBlock, block_flops
 from .embeddings import PatchDecoder, PatchEmbed, patch_grid, rope_1d, sincos_1d, sincos_2d
@@ -223,6 +223,7 @@ class _DiTBackbone(nn.Module):
             if y is None:
                 raise ValueError(f"this model is class-conditional (num_classes={cfg.num_classes}): pass labels y "
                                  f"(B,), with y = {cfg.num_classes} (the null class) for the unconditional branch")
+            check_labels(y, batch, cfg.num_classes)
             y = y.to(c.device).long()
             if self.training and cfg.class_dropout > 0:  # drop labels for classifier-free guidance
                 drop = torch.rand(y.shape, device=y.device) < cfg.class_dropout

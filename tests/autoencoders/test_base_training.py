@@ -97,6 +97,25 @@ def test_trainer_bad_input():
         AutoencoderTrainer(TinyVAE(), kl_weight=-1)
 
 
+def test_trainer_checks_the_discriminator_input_size_on_its_first_step():
+    """Before disc_start too: a run must not train for disc_start steps and then fail in the discriminator."""
+    model = TinyVAE()
+    before = copy.deepcopy(model.state_dict())
+    trainer = AutoencoderTrainer(model, discriminators=[PatchDiscriminator3D(channels=4, num_layers=2)], disc_start=1000)
+    with pytest.raises(ValueError, match=r"needs frames of at least 12x12 .*got 8x8"):
+        trainer.step(torch.zeros(1, 3, 2, 8, 8))
+    assert trainer.num_updates == 0 and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_load_state_dict_needs_as_many_discriminators():
+    one = AutoencoderTrainer(TinyVAE(), discriminators=[PatchDiscriminator3D(channels=4, num_layers=1)])
+    with pytest.raises(ValueError, match=r"the state holds 1 discriminator state\(s\) but this trainer has 0"):
+        AutoencoderTrainer(TinyVAE()).load_state_dict(one.state_dict())
+    two = AutoencoderTrainer(TinyVAE(), discriminators=[PatchDiscriminator3D(channels=4, num_layers=1) for _ in range(2)])
+    with pytest.raises(ValueError, match=r"holds 2 discriminator state\(s\) but this trainer has 1"):
+        one.load_state_dict(two.state_dict())
+
+
 def test_warmup_and_cosine_schedule_reach_the_optimizer():
     torch.manual_seed(0)
     trainer = AutoencoderTrainer(TinyVAE(), lr=1e-2, warmup_steps=4, total_steps=10)

@@ -211,7 +211,9 @@ def test_check_video_shape_checks_rank_channels_frames_then_size():
 
     rule = lambda t: None if t % 4 == 0 else f"frames {t}"  # noqa: E731
     check_video_shape((1, 3, 8, 64, 64), 3, 32, rule)
-    for shape, match in [((3, 8, 64, 64), "expected a video"), ((1, 4, 7, 60, 64), "expected 3 channels"),
+    for shape, match in [((3, 8, 64, 64), "expected a video"),
+                         ((1, 4, 7, 60, 64), r"expected 3 channels: video must be \(B, C=3, T, H, W\); got \(1, 4, 7, 60, 64\)$"),
+                         ((1, 8, 3, 32, 32), r"got \(1, 8, 3, 32, 32\): if it is \(B, T, C, H, W\), permute it"),
                          ((1, 3, 7, 60, 64), "frames 7"), ((1, 3, 8, 60, 64), "divisible by f_s=32, got 60x64"),
                          ((1, 3, 8, 16, 64), "at least 32x32")]:
         with pytest.raises(ValueError, match=match):

@@ -49,6 +49,8 @@ def test_clear_errors_before_any_work():
     m = tiny()
     with pytest.raises(ValueError, match=r"takes f_t\*k \+ 1 frames \(1, 5, 9, 13, 17, \.\.\.\), got 16; use 13 or 17"):
         m.encode(video(1, 16, 16, 16))
+    with pytest.raises(ValueError, match=r"got 0; use 1 or 5$"):  # never a negative frame count
+        m.latent_shape((1, 3, 0, 16, 16))
     with pytest.raises(ValueError, match="divisible by f_s=8, got 12x16"):
         m.latent_shape((1, 3, 5, 12, 16))
     with pytest.raises(ValueError, match="multiple of f_t=4"):

@@ -85,6 +85,16 @@ def test_patch_discriminators_are_local_and_the_3d_one_sees_time():
     assert diff3[1].max() > 0 and diff3[3].max() > 0  # 3D: neighbouring frames see it
 
 
+def test_patch_discriminators_reject_frames_too_small_for_their_layers():
+    """3 * 2**num_layers pixels is the smallest frame that still gives one logit (and works)."""
+    for cls in (PatchDiscriminator2D, PatchDiscriminator3D):
+        d = cls(channels=4, num_layers=2).eval()
+        assert d(torch.zeros(1, 3, 2, 12, 12)).shape[-2:] == (1, 1)
+        with pytest.raises(ValueError, match=rf"{cls.__name__}\(num_layers=2\) needs frames of at least 12x12 "
+                                             r"\(3 \* 2\*\*num_layers\), got 11x16"):
+            d(torch.zeros(1, 3, 2, 11, 16))
+
+
 def test_hinge_losses_and_adaptive_weight():
     real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.0])
     assert torch.isclose(hinge_d_loss(real, fake), torch.tensor(0.5 * ((0 + 0.5 + 2) / 3 + (0 + 1 + 2) / 3)))

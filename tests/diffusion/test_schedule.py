@@ -3,6 +3,7 @@ diffusers' schedulers (an independent implementation), exact moment recursions, 
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import CogVideoXDDIMScheduler, DDPMScheduler
@@ -175,8 +176,25 @@ def test_respace_keeps_alpha_bar_at_kept_steps():
         (lambda: NoiseSchedule.linear(10).predict_x0(torch.zeros(2, 1), 0, torch.zeros(2, 1), "score"), "prediction='score'"),
         (lambda: split_learned_variance(torch.zeros(2, 3, 4), torch.zeros(2, 2, 4)), "learned-variance"),
         (lambda: NoiseSchedule.linear(10).p_mean_variance(torch.zeros(1, 1), 0, torch.zeros(1, 1), variance="big"), "variance='big'"),
+        (lambda: NoiseSchedule.linear(10, 0.02, 1e-4), r"beta_start=0.02 must be <= beta_end=0.0001 .*swapped"),
+        (lambda: NoiseSchedule.scaled_linear(10, 0.012, 0.00085), r"beta_start=0.012 must be <= beta_end=0.00085"),
+        (lambda: NoiseSchedule.linear(10).q_sample(torch.zeros(4, 3), torch.tensor([0, 1])),
+         r"t must have shape \(\) or \(B,\)=\(4,\) .*got \(2,\)"),
+        (lambda: NoiseSchedule.linear(10).q_sample(torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.long)),
+         r"t must have shape \(\) or \(B,\)=\(4,\) .*got \(4, 1\)"),
+        (lambda: NoiseSchedule.linear(np.float64(10)), r"num_steps=np.float64\(10.0\) must be an integer >= 2"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_numpy_integers_are_integers_and_t_may_be_shared_by_the_batch():
+    s = NoiseSchedule.linear(np.int64(10))
+    assert s.num_steps == 10 and NoiseSchedule.cosine(np.int32(10)).num_steps == 10
+    assert NoiseSchedule.scaled_linear(np.int64(10)).num_steps == 10
+    x0, noise = torch.ones(4, 3), torch.zeros(4, 3)
+    expected = s.sqrt_alphas_cumprod[5].float() * x0
+    for t in (5, torch.tensor(5), torch.tensor([5]), torch.full((4,), 5)):  # (), (1,) and (B,) all broadcast
+        torch.testing.assert_close(s.q_sample(x0, t, noise), expected)

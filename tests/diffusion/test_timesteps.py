@@ -45,6 +45,15 @@ def test_bad_number_of_steps(bad):
         make_timesteps(NoiseSchedule.linear(), bad)
 
 
+def test_numpy_integers_are_accepted():
+    s = NoiseSchedule.linear()
+    torch.testing.assert_close(make_timesteps(s, np.int64(10)), make_timesteps(s, 10))
+    t = explicit_uniform_timesteps(np.int64(4), np.int32(100), rank=np.int64(1), world_size=np.int64(2),
+                                   generator=torch.Generator().manual_seed(0))
+    assert t.shape == (4,) and t.min() >= 50
+    assert uniform_timesteps(np.int64(3), np.int64(10)).shape == (3,)
+
+
 def test_bad_spacing():
     with pytest.raises(ValueError, match="spacing='uniform'"):
         make_timesteps(NoiseSchedule.linear(), 10, "uniform")

@@ -67,3 +67,16 @@ def test_label_for_an_unconditional_model_is_an_error():
     m = VideoUNet(VideoUNetConfig(**TINY))
     with pytest.raises(ValueError, match="unconditional"):
         m(torch.zeros(1, 3, 1, 8, 8), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("y, match", [
+    (torch.tensor([-1, 0]), r"values in 0\.\.5 \(5 is the null class\); got shape \(2,\), dtype torch.int64, values in -1\.\.0"),
+    (torch.tensor([6, 0]), r"got shape \(2,\), dtype torch.int64, values in 0\.\.6"),
+    (torch.tensor([1]), r"shape \(B,\)=\(2,\) .* got shape \(1,\)"),
+    (torch.tensor([1.0, 2.0]), r"integer class labels .* dtype torch.float32"),
+])
+def test_bad_labels_name_y_and_the_allowed_range(y, match):
+    m = VideoUNet(VideoUNetConfig(num_classes=5, **TINY))
+    with pytest.raises(ValueError, match=match):
+        m(torch.zeros(2, 3, 1, 8, 8), torch.zeros(2, dtype=torch.long), y)
+    m(torch.zeros(2, 3, 1, 8, 8), torch.zeros(2, dtype=torch.long), torch.tensor([0, 5]))  # 5: the null class

@@ -45,16 +45,74 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     state = torch.load(tmp_path / "train_state.pt", weights_only=False)
     assert m["steps"] == 6 and state["trainer"]["num_updates"] == 6 and len(state["trainer"]["losses"]) == 6
     assert state["trainer"]["losses"][:3] == first["trainer"]["losses"]
-    with pytest.raises(ValueError, match=r"different config \(\['lr'\]\)"):
+    with pytest.raises(ValueError, match=r"different config \(\['lr'\]\): lr: 0.001 -> 0.0003"):
         run_demo(tiny(steps=9, lr=3e-4), tmp_path, device="cpu", progress=False, resume=True)
 
 
-def test_cli_rejects_bad_options(capsys):
+def test_finished_work_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path, monkeypatch):
+    """Without --resume an OUT holding train_state.pt is refused; --resume without one is refused too; both
+    before any work (the model is never built)."""
+    from minivid.pipeline import demo as demo_module
+
+    (tmp_path / "run").mkdir()
+    torch.save({"trainer": {"num_updates": 7}, "config": tiny().to_dict()}, tmp_path / "run" / "train_state.pt")
+    monkeypatch.setattr(demo_module, "VideoUNet", None)  # building a model would fail: the checks come first
+    with pytest.raises(ValueError, match=r"train_state.pt exists \(step 7\); pass --resume to continue or choose"):
+        run_demo(tiny(), tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"cannot resume: .*train_state.pt does not exist"):
+        run_demo(tiny(), tmp_path / "new", device="cpu", progress=False, resume=True)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match=r"model.base_channels: 8 -> 16"):
+        run_demo(tiny(model=VideoUNetConfig(base_channels=16, channel_mults=(1, 2), attention_heads=2, groups=4)),
+                 tmp_path / "run", device="cpu", progress=False, resume=True)
+
+
+def test_demo_config_checks_everything_before_work():
+    for kw, match in [(dict(size=20), r"size=20 is invalid: expected an int in \[16, 512\] divisible by 8"),
+                      (dict(size=8), r"size=8 is invalid"), (dict(size=520), r"size=520 is invalid"),
+                      (dict(seed=-1), r"seed=-1 must be an integer >= 0"),
+                      (dict(sample_steps=20, num_train_timesteps=10), r"sample_steps=20 must be at most num_train_timesteps=10"),
+                      (dict(num_train_timesteps=1, sample_steps=1), r"num_train_timesteps=1 must be an integer >= 2"),
+                      (dict(fps=0), r"fps=0 must be a positive number"),
+                      (dict(prediction="epsilon"), r"prediction='epsilon' is not supported; allowed: \('eps', 'v', 'x0'\)"),
+                      (dict(batch_size=100), r"batch_size=100 is larger than the dataset \(num_videos=64 clips\): use a "
+                                             r"batch size of at most 64"),
+                      (dict(size=24, model=VideoUNetConfig(base_channels=8, channel_mults=(1, 1, 1, 1, 1), groups=4)),
+                       r"size=24 must be divisible by 16 = 2\*\*\(len\(channel_mults\)-1\)")]:
+        with pytest.raises(ValueError, match=match):
+            tiny(**kw)
+
+
+def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--steps", "0"])
-    assert "steps=0" in capsys.readouterr().err
+    assert "--steps 0 must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--device", "tpu"])
+    for args, message in [(["--size", "20"], "--size 20 is invalid"), (["--frames", "0"], "--frames 0 must be"),
+                          (["--minutes", "0"], "--minutes 0.0 must be"), (["--seed", "-1"], "--seed -1 must be"),
+                          (["--batch-size", "5000"], "--batch-size 5000 is larger than the dataset (num_videos=4096 "
+                                                     "clips): use a batch size of at most 4096")]:
+        with pytest.raises(SystemExit):
+            main(["demo", "--device", "cpu", *args])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--device", "cpu", "--out", str(tmp_path / "missing"), "--resume"])
+    assert "train_state.pt does not exist" in capsys.readouterr().err
+    torch.save({"trainer": {"num_updates": 7}, "config": {}}, tmp_path / "train_state.pt")
+    with pytest.raises(SystemExit):
+        main(["demo", "--device", "cpu", "--out", str(tmp_path)])
+    assert "train_state.pt exists (step 7); pass --resume to continue or choose another --out" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        main(["demo", "--device", "cuda"])
+    assert "--device 'cuda': CUDA is not available" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for bad in ("cuda:1", "cuda:x", "cuda:"):
+        with pytest.raises(SystemExit):
+            main(["demo", "--device", bad])
+        assert f"--device {bad!r}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
 
 
 def test_trainer_learns_a_gaussian_and_its_ema_follows():

@@ -70,6 +70,14 @@ def test_forward_errors():
         Latte(tiny())(torch.zeros(2, 3, 4, 8, 8), t, y=t)
     with pytest.raises(ValueError, match="tubelet=1"):
         Latte(tiny(tubelet=2))(torch.zeros(2, 3, 4, 8, 8), t, num_images=2)
+    for y, match in [(torch.tensor([-1, 0]), r"y must be integer class labels of shape \(B,\)=\(2,\) with values in "
+                                              r"0\.\.3 \(3 is the null class\); got shape \(2,\), dtype torch.int64, "
+                                              r"values in -1\.\.0"),
+                     (torch.tensor([0, 4]), r"values in 0\.\.4"), (torch.tensor([0, 1, 2]), r"got shape \(3,\)"),
+                     (torch.tensor([0.0, 1.0]), r"dtype torch.float32")]:
+        with pytest.raises(ValueError, match=match):
+            m(torch.zeros(2, 3, 4, 8, 8), t, y)
+    m(torch.zeros(2, 3, 4, 8, 8), t, torch.tensor([0, 3]))  # 3 = num_classes: the null class
 
 
 @pytest.mark.parametrize("variant, kinds", [
@@ -242,3 +250,24 @@ def test_flop_model_matches_torch_flop_counter(kw):
         out = m(x, t, y, num_images=images)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     assert counter.get_total_flops() == m.flops(2, num_images=images)["total"]
+
+
+@pytest.mark.parametrize("variant", (1, 2, 3, 4))
+def test_every_variant_runs_on_the_triton_kernel(variant):
+    """K1 through minivid's own kernel: set_attention_backend(model, "triton") switches every attention layer
+    (spatial, temporal, and variant 2's split blocks) to flash_attention (compiled on CUDA, Triton's interpreter
+    on the CPU) and the output and the input gradient match the sdpa backend. Random weights, so that the
+    adaLN-zero gates do not make every backend agree trivially."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(variant)
+    m = randomise_(Latte(tiny(variant=variant, dim=32, heads=2)), std=0.1).eval().to(device)
+    x = torch.randn(2, 3, m.config.num_frames, 8, 8, device=device, requires_grad=True)
+    t = torch.tensor([3, 7], device=device)
+    ref = m(x, t)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    set_attention_backend(m, "triton")
+    assert {a.backend for a in m.modules() if isinstance(a, Attention)} == {"triton"}
+    out = m(x, t)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)

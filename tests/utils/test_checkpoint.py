@@ -29,3 +29,25 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["state.pt"]
     save_json({"a": 1}, tmp_path / "sub" / "m.json")
     assert (tmp_path / "sub" / "m.json").read_text().strip() == '{\n  "a": 1\n}'
+
+
+def test_the_file_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    import stat
+
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else f"fsync {os.fstat(fd).st_size} bytes")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"12345")
+    assert (tmp_path / "a.bin").read_bytes() == b"12345"
+    expected = ["fsync 5 bytes", "replace"] + (["fsync dir"] if os.name == "posix" else [])
+    assert events == expected
