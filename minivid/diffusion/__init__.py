@@ -1,5 +1,8 @@
 """Diffusion math (D1-D10): schedules, forward process and posterior, parameterisations, losses,
-timestep samplers and samplers. See docs/equations.md for where each equation lives and is tested."""
+timestep samplers and samplers; and PVDM's diffusion side (P7-P9): the plane U-Net (``PlaneUNet``), joint
+conditional/unconditional training (``joint_loss``, ``JointTrainer``) and clip-by-clip sampling
+(``sample_planes``, ``generate_long_video``). The demo's ``VideoUNet`` lives in ``video_unet`` (not
+re-exported). See docs/equations.md for where each equation lives and is tested."""
 
 from .gaussian import GaussianOracle
 from .losses import (

@@ -1,4 +1,5 @@
-"""Pipelines and the command line: ``python -m minivid demo`` (train/sample/eval arrive with notebook 08)."""
+"""Pipelines: the diffusion trainer (``trainer``) and the demo behind ``python -m minivid demo`` (``demo``).
+The command line itself is ``minivid/__main__.py``; train/sample/eval are planned for notebook 08."""
 
 from .demo import DemoConfig, load_demo_model, run_demo
 
