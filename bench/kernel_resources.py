@@ -2,6 +2,8 @@
 
     python bench/kernel_resources.py                  # every tiling of the sweep, sm_90, ~5 min on 2 cores
     python bench/kernel_resources.py --quick          # the candidate lists only
+    python bench/kernel_resources.py --quick --dtype fp32     # float32's own candidate lists
+    python bench/kernel_resources.py --quick --head-dims 72 40 --out ...   # padded head dims
 
 Each kernel of ``minivid.kernels.flash_attention`` (forward, dQ, dK/dV, and the one-kernel backward of
 short sequences) is compiled ahead of time for
@@ -13,8 +15,9 @@ on every key block. This is what a CPU-only machine can say about the GPU kernel
 tiling is fastest is measured on a GPU by ``bench/attention.py`` (whose autotuner times the candidates).
 
 The answer depends on the Triton version (its register allocation changes between releases), so the
-JSON is named after it: ``bench/results/kernel_resources-sm90-triton-<version>.json``, written
-atomically. Two cases per tiling: the benchmark's (bf16, non-causal, no mask, N a multiple of the tile)
+JSON is named after it: ``bench/results/kernel_resources-sm90-triton-<version>.json`` (``-fp16`` / ``-fp32``
+appended for those dtypes), written atomically. Two cases per tiling: the benchmark's (non-causal, no mask, N
+a multiple of the tile)
 and the heaviest (causal, key-padding mask, a partial last tile). Compiled as a launch on ordinary
 inputs would be (``compile_for_gpu(specialize=True)``: contiguous head dim, other strides, sizes and
 pointers divisible by 16); ``async_copies`` counts the loads issued as asynchronous copies, i.e.
@@ -47,19 +50,27 @@ from minivid.utils.machine import device_name  # noqa: E402
 fa = importlib.import_module("minivid.kernels.flash_attention")  # the package re-exports a function of that name
 
 RESULTS = ROOT / "bench" / "results"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CASES = {"plain": dict(causal=False, has_kpm=False, even_k=True),
          "causal+mask+partial": dict(causal=True, has_kpm=True, even_k=False)}
 
 
-def tilings(kind: str, head_dim: int, quick: bool) -> list[tuple[fa.KernelConfig, str]]:
+def tilings(kind: str, head_dim: int, quick: bool, dtype: torch.dtype = torch.bfloat16
+            ) -> list[tuple[fa.KernelConfig, str]]:
     """(config, where it comes from): the candidate lists first, then the sweep grid."""
-    short = [(c, f"short candidate N<={n}") for n in (16, 32, 64)
-             for c in fa._candidates("dkdv" if kind == "bwd_short" else kind, n, n, head_dim, torch.bfloat16)]
+    short = []
+    for n in (16, 32, 64):
+        for c in fa._candidates("dkdv" if kind == "bwd_short" else kind, n, n, head_dim, dtype):
+            covers = n <= c.block_m and n <= c.block_n
+            if kind == "bwd_short" and not covers:  # float32 past 16-wide tiles: the split kernels run instead
+                continue
+            short.append((c, f"short candidate N<={n}" if kind == "bwd_short" or covers or kind == "fwd"
+                          else f"short split candidate N<={n}"))
     if kind == "bwd_short":  # one tile covers the sequence: configured by the dK/dV kernel's short candidates
         return short
-    out = [(c, "long candidate") for c in fa._candidates(kind, 4096, 4096, head_dim, torch.bfloat16)]
-    if kind == "fwd":  # for short sequences the backward is bwd_short, not dK/dV + dQ
-        out += short
+    out = [(c, "long candidate") for c in fa._candidates(kind, 4096, 4096, head_dim, dtype)]
+    # Short sequences: the forward's tiles; and the split backward's where the one-kernel one does not fit (fp32)
+    out += [(c, origin) for c, origin in short if kind == "fwd" or "split" in origin]
     if not quick:
         for bm, bn, warps, stages in itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (2, 3)):
             out.append((fa.KernelConfig(bm, bn, 1, warps, stages), "grid"))
@@ -70,11 +81,11 @@ def tilings(kind: str, head_dim: int, quick: bool) -> list[tuple[fa.KernelConfig
 
 
 def measure(job: tuple) -> dict:
-    kind, head_dim, cfg, origin, case = job
-    row = dict(kind=kind, head_dim=head_dim, dtype="bf16", case=case, origin=origin, **vars(cfg))
+    kind, head_dim, cfg, origin, case, dtype = job
+    row = dict(kind=kind, head_dim=head_dim, dtype=dtype, case=case, origin=origin, **vars(cfg))
     t0 = time.perf_counter()
     try:
-        compiled = fa.compile_for_gpu(kind, torch.bfloat16, head_dim, config=cfg, arch=90, **CASES[case])
+        compiled = fa.compile_for_gpu(kind, DTYPES[dtype], head_dim, config=cfg, arch=90, **CASES[case])
         row.update(fa.ptxas_resources(compiled, arch=90))
         row["wgmma"] = "wgmma" in compiled.asm["ptx"]
         # Loads issued as asynchronous copies into shared memory: the loop is software-pipelined (num_stages).
@@ -89,19 +100,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the configurations the autotuner tries")
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     bad = [d for d in args.head_dims if d not in fa.SUPPORTED_HEAD_DIMS]
     if bad:
-        parser.error(f"--head-dims {bad}: allowed {fa.SUPPORTED_HEAD_DIMS}")
+        parser.error(f"--head-dims {bad}: allowed {fa.SUPPORTED_HEAD_DIMS.start}..{fa.SUPPORTED_HEAD_DIMS.stop - 1}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    out = args.out or RESULTS / f"kernel_resources-sm90-triton-{triton.__version__}.json"
-    jobs = [(kind, d, cfg, origin, case) for kind in ("fwd", "dq", "dkdv", "bwd_short") for d in args.head_dims
-            for cfg, origin in tilings(kind, d, args.quick) for case in CASES]
+    suffix = "" if args.dtype == "bf16" else f"-{args.dtype}"
+    out = args.out or RESULTS / f"kernel_resources-sm90-triton-{triton.__version__}{suffix}.json"
+    jobs = [(kind, d, cfg, origin, case, args.dtype) for kind in ("fwd", "dq", "dkdv", "bwd_short")
+            for d in args.head_dims for cfg, origin in tilings(kind, d, args.quick, DTYPES[args.dtype])
+            for case in CASES]
     meta = dict(benchmark="kernel_resources", target="sm_90 (H100/H200), compiled ahead of time",
-                compiled_on=device_name("cpu"), triton=triton.__version__, torch=torch.__version__,
+                compiled_on=device_name("cpu"), triton=triton.__version__, torch=torch.__version__, dtype=args.dtype,
                 date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), quick=args.quick,
                 cases=CASES, rows=[])
     print(f"{len(jobs)} compilations with triton {triton.__version__} on {args.workers} workers", flush=True)
@@ -114,7 +128,8 @@ def main(argv=None) -> int:
             else:
                 print(f"{row['kind']:5} D{row['head_dim']} {row['case']:20} {row['block_m']:3}x{row['block_n']:<3} "
                       f"w{row['num_warps']} s{row['num_stages']} r{row['rows']}  {row['registers']:3} regs  "
-                      f"spill {row['spill_stores']:4} B  smem {row['shared'] // 1024:3} KiB  async {row['async_copies']}  "
+                      f"spill {row['spill_stores']:4} B  smem {row['shared'] // 1024:3} KiB  "
+                      f"async {row['async_copies']}  "
                       f"({row['origin']})",
                       flush=True)
     with atomic_path(out) as tmp:

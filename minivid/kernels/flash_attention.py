@@ -19,7 +19,8 @@ The backward pass (K3) recomputes ``P = exp(S − lse)`` block by block instead 
 ``dV = Pᵀ dO`` and ``dK = dSᵀ Q · scale`` with ``dP = dO Vᵀ`` and ``dS = P ∘ (dP − D)``, and one kernel
 per query block accumulates ``dQ = dS K · scale``. No atomics: the result is deterministic. Short
 sequences that one tile covers (N_q, N_k <= 64: temporal attention) take a single kernel instead, which
-reads q, k, v, O, dO once and writes dQ, dK, dV once (8 tensors of traffic instead of 13).
+reads q, k, v, O, dO once and writes dQ, dK, dV once (8 tensors of traffic instead of 13); in float32 on
+CUDA only where it fits in registers (16-wide tiles, or 32-wide with D <= 64; see ``_short_backward_fits``).
 
 The kernels work in base 2 (``exp2`` is the hardware instruction): scores are multiplied by
 ``scale · log2(e)`` and the saved log-sum-exp is ``log2``-based. :func:`flash_attention_forward`
@@ -36,7 +37,9 @@ scaled_dot_product_attention``):
 * a query row with every key masked returns **zeros** and gets zero gradients (as SDPA); its
   log-sum-exp is ``+inf``.
 
-Supported: head dims 16, 32, 64, 128 (``SUPPORTED_HEAD_DIMS``); float16, bfloat16 and float32 on CUDA
+Supported: any head dim from 16 to 128 (``SUPPORTED_HEAD_DIMS``; e.g. 72, Latte-XL's 1152 / 16 heads): the
+tiles are ``BLOCK_D`` = D rounded up to a power of two wide, the lanes past D are masked on every load (read
+as 0, so they add nothing to any product) and never stored; float16, bfloat16 and float32 on CUDA
 (float32 accumulation always; float32 inputs use IEEE fp32 products, not TF32); float32 and float16
 in Triton's CPU interpreter (``TRITON_INTERPRET=1``, which has no bfloat16). Any ``N_q, N_k >= 1``.
 
@@ -48,11 +51,17 @@ times a handful of candidate configurations with ``triton.testing.do_bench`` and
 
 GPU status: every kernel compiles for sm_90 (H100/H200) with Triton 3.6 and 3.8, without a GPU
 (:func:`compile_for_gpu`, specialised as a launch on contiguous inputs is); ``ptxas -v`` on the result
-(:func:`ptxas_resources`) shows every candidate tiling within 255 registers per thread without spills
-and within shared memory, the key/query loops software-pipelined (asynchronous copies), and the
+(:func:`ptxas_resources`) shows every bf16/fp16 candidate tiling within 255 registers per thread without
+spills and within shared memory, the key/query loops software-pipelined (asynchronous copies), and the
 defaults on Hopper's ``wgmma`` instructions (``bench/kernel_resources.py`` sweeps the tilings;
-``tests/kernels`` checks the defaults in CI). The compiled kernels have not yet run on a GPU:
-correctness is tested in the interpreter, timings are the job of ``bench/attention.py`` on a GPU.
+``tests/kernels`` checks the defaults in CI, for D = 64, 128 and the padded 72 and 40). Float32 (the
+secondary path, no tensor cores) has its own tiles, spill-free except one fallback (the 4-warp 32×32
+backward tile: 16-20 bytes at D = 128). Padded head dims compile like the next power of two when their
+rows are 16-byte aligned (D · element size a multiple of 16: 72, 40, 24 in 16-bit types): the ``ALIGN``
+hint tells Triton so, which it cannot learn from strides that are multiples of 8 elements only; without it
+the loads of D = 72 were neither vectorised nor pipelined (the forward at 255 registers, 4 bytes spilled
+with Triton 3.8). The compiled kernels have not yet run on a GPU: correctness is tested in the interpreter,
+timings are the job of ``bench/attention.py`` on a GPU.
 
 Importing this module imports Triton; whether kernels run compiled (CUDA) or interpreted (CPU) is
 decided by ``TRITON_INTERPRET`` *at import time*, so set it before the first import.
@@ -97,7 +106,7 @@ __all__ = [
     "poisoned_outputs",
 ]
 
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_HEAD_DIMS = range(16, 129)  # any D in 16..128; a D that is not a power of two is padded in registers
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 LOG2E = 1.4426950408889634  # log2(e): e^x = 2^(x·log2 e)
 LN2 = 0.6931471805599453  # ln(2): converts the base-2 log-sum-exp back to natural log
@@ -109,10 +118,60 @@ LN2 = 0.6931471805599453  # ln(2): converts the base-2 log-sum-exp back to natur
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn, offs_m, offs_d,
+def _rows(base, offs, s_n, offs_d, s_d, ALIGN: tl.constexpr):
+    """Pointers to rows ``offs`` (every head-dim lane) from ``base``: shape (len(offs), BLOCK_D).
+
+    ``ALIGN = 16``: the host has checked that every tensor starts at a multiple of 16 bytes and that every stride
+    but the head dim's is a multiple of 16 bytes, and the kernel tells the compiler that each row starts 16-byte
+    aligned. Triton learns alignment only from arguments divisible by 16 (elements); without the hint, rows of
+    D = 72 (144 bytes in bf16) are loaded element by element, not in 16-byte vectors, and not pipelined."""
+    ptrs = base + offs[:, None] * s_n + offs_d[None, :] * s_d
+    if ALIGN > 1:
+        ptrs = tl.multiple_of(ptrs, [1, ALIGN])
+    return ptrs
+
+
+@triton.jit
+def _tile_ptrs(X, b, h, s_b, s_h, offs, s_n, offs_d, s_d, ALIGN: tl.constexpr):
+    """Pointers to rows ``offs`` (every head-dim lane) of the (b, h) slice of X: shape (len(offs), BLOCK_D)."""
+    return _rows(X + b * s_b + h * s_h, offs, s_n, offs_d, s_d, ALIGN)
+
+
+@triton.jit
+def _load_rows(ptrs, row_ok, d_ok, D_MASK: tl.constexpr):
+    """Load a (rows, BLOCK_D) tile: rows outside ``row_ok`` read 0, and with ``D_MASK`` (a head dim that is
+    not a power of two, padded up to BLOCK_D) so do the lanes past D, which then add nothing to any product."""
+    if D_MASK:
+        x = tl.load(ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    else:
+        x = tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    return x
+
+
+@triton.jit
+def _load_full_rows(ptrs, d_ok, D_MASK: tl.constexpr):
+    """Load a tile whose rows are all in range (no bounds mask unless the head dim is padded)."""
+    if D_MASK:
+        x = tl.load(ptrs, mask=d_ok[None, :], other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _store_rows(ptrs, x, row_ok, d_ok, D_MASK: tl.constexpr):
+    """Store a (rows, BLOCK_D) tile: only rows in ``row_ok`` and (with ``D_MASK``) lanes below D."""
+    if D_MASK:
+        tl.store(ptrs, x, mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(ptrs, x, mask=row_ok[:, None])
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn, offs_m, offs_d, d_ok,
                hi, mask_from, N_K, qk_scale,
                BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
-               DOT_PRECISION: tl.constexpr):
+               DOT_PRECISION: tl.constexpr, D_MASK: tl.constexpr, ALIGN: tl.constexpr):
     """Online softmax (K2) of one query tile over the key blocks starting in [0, hi).
 
     Blocks from ``mask_from`` on are the last, partial one and (if CAUSAL) those on the diagonal:
@@ -122,14 +181,14 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_v
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in tl.range(0, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs = k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd
-        v_ptrs = v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd
+        k_ptrs = _rows(k_base, offs_n, s_kn, offs_d, s_kd, ALIGN)
+        v_ptrs = _rows(v_base, offs_n, s_vn, offs_d, s_vd, ALIGN)
         if EVEN_K:  # N_K is a multiple of BLOCK_N: no load needs a bounds mask
-            k = tl.load(k_ptrs)  # (BLOCK_N, D)
-            v = tl.load(v_ptrs)
+            k = _load_full_rows(k_ptrs, d_ok, D_MASK)  # (BLOCK_N, BLOCK_D)
+            v = _load_full_rows(v_ptrs, d_ok, D_MASK)
         else:
-            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
-            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+            k = _load_rows(k_ptrs, offs_n < N_K, d_ok, D_MASK)
+            v = _load_rows(v_ptrs, offs_n < N_K, d_ok, D_MASK)
         # K1: S_j = Q K_jᵀ · scale, here in log2 units (qk_scale = scale · log2 e)   (BLOCK_M, BLOCK_N)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if start_n >= mask_from:  # the same for the whole program: no divergence
@@ -156,15 +215,18 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM,
                 s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
                 s_ob, s_oh, s_on, s_od, s_mb, s_mn,
                 H, BH, N_Q, N_K, N_M_BLOCKS, qk_scale,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-                CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                ROWS: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr,
+                DOT_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """Forward pass (K1, K2). Program p handles query tile p % N_M_BLOCKS of ROWS (batch·head) rows."""
     pid = tl.program_id(0)
     pid_m = pid % N_M_BLOCKS  # query tiles of one (b, h) are neighbours: they share K, V in L2
     pid_g = pid // N_M_BLOCKS
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)  # HEAD_DIM padded to a power of two
+    d_ok = offs_d < HEAD_DIM
+    D_MASK: tl.constexpr = BLOCK_D != HEAD_DIM  # a head dim that is not a power of two: mask its padding
     in_q = offs_m < N_Q
     # Key blocks from mask_from on need a mask: the partial last block, and with CAUSAL those that
     # reach past the tile's first query. Keys beyond the tile's last query are never visited.
@@ -184,26 +246,27 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM,
         v_base = V + b * s_vb + h * s_vh
         o_base = O + b * s_ob + h * s_oh
         kpm_base = KPM + b * s_mb
-        q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd, mask=in_q[:, None], other=0.0)
+        q = _load_rows(_rows(q_base, offs_m, s_qn, offs_d, s_qd, ALIGN), in_q, d_ok, D_MASK)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max (log2 units)
         l_i = tl.zeros([BLOCK_M], tl.float32)  # running row sum of exponentials
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)  # running unnormalised output
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # running unnormalised output
         acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
-                                   offs_m, offs_d, hi, mask_from, N_K, qk_scale,
-                                   BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION)
+                                   offs_m, offs_d, d_ok, hi, mask_from, N_K, qk_scale,
+                                   BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION, D_MASK, ALIGN)
         # K2: O /= l at the end. A row with every key masked has l = 0 and acc = 0: it returns 0.
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         o = acc / l_safe[:, None]
         # K2: store lse = m + log l (log2 units); +inf for a fully masked row so exp(S − lse) = 0.
         lse = tl.where(l_i == 0.0, float("inf"), m_i + tl.math.log2(l_safe))
-        tl.store(o_base + offs_m[:, None] * s_on + offs_d[None, :] * s_od, o.to(O.dtype.element_ty),
-                 mask=in_q[:, None])
+        _store_rows(_rows(o_base, offs_m, s_on, offs_d, s_od, ALIGN), o.to(O.dtype.element_ty), in_q, d_ok,
+                    D_MASK)
         tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, lse, mask=in_q)
 
 
 @triton.jit
 def _bwd_preprocess_kernel(O, DO, DELTA, s_ob, s_oh, s_on, s_od, s_db, s_dh, s_dn, s_dd,
-                           H, N_Q, N_M_BLOCKS, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+                           H, N_Q, N_M_BLOCKS, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                           ALIGN: tl.constexpr):
     """K3 pre-pass: D = rowsum(dO ∘ O), one float32 per query row."""
     pid = tl.program_id(0)
     pid_m = pid % N_M_BLOCKS
@@ -211,20 +274,21 @@ def _bwd_preprocess_kernel(O, DO, DELTA, s_ob, s_oh, s_on, s_od, s_db, s_dh, s_d
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)  # HEAD_DIM padded to a power of two
+    d_ok = offs_d < HEAD_DIM
+    D_MASK: tl.constexpr = BLOCK_D != HEAD_DIM  # a head dim that is not a power of two: mask its padding
     in_q = offs_m < N_Q
-    o = tl.load(O + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :] * s_od,
-                mask=in_q[:, None], other=0.0)
-    do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
-                 mask=in_q[:, None], other=0.0)
+    o = _load_rows(_tile_ptrs(O, b, h, s_ob, s_oh, offs_m, s_on, offs_d, s_od, ALIGN), in_q, d_ok, D_MASK)
+    do = _load_rows(_tile_ptrs(DO, b, h, s_db, s_dh, offs_m, s_dn, offs_d, s_dd, ALIGN), in_q, d_ok, D_MASK)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # K3: D = rowsum(dO ∘ O)
     tl.store(DELTA + bh.to(tl.int64) * N_Q + offs_m, delta, mask=in_q)
 
 
 @triton.jit
 def _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, s_qn, s_qd, s_dn, s_dd,
-                    offs_n, offs_d, lo, mask_to, N_Q, qk_scale,
-                    BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                    offs_n, offs_d, d_ok, lo, mask_to, N_Q, qk_scale,
+                    BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, D_MASK: tl.constexpr,
+                    ALIGN: tl.constexpr):
     """Accumulate dK, dV of one key tile over the query blocks starting in [lo, N_Q) (K3).
 
     Works with the transposed scores Sᵀ (keys × queries) so no tile has to be transposed. Query
@@ -235,8 +299,8 @@ def _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, s_qn, s
     for start_m in tl.range(lo, N_Q, BLOCK_M):
         offs_m = start_m + offs_m0
         in_q = offs_m < N_Q
-        q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd, mask=in_q[:, None], other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd, mask=in_q[:, None], other=0.0)
+        q = _load_rows(_rows(q_base, offs_m, s_qn, offs_d, s_qd, ALIGN), in_q, d_ok, D_MASK)
+        do = _load_rows(_rows(do_base, offs_m, s_dn, offs_d, s_dd, ALIGN), in_q, d_ok, D_MASK)
         lse = tl.load(lse_base + offs_m, mask=in_q, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=in_q, other=0.0)
         st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # Sᵀ (BLOCK_N, BLOCK_M)
@@ -257,15 +321,18 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
                      s_db, s_dh, s_dn, s_dd, s_dkb, s_dkh, s_dkn, s_dkd, s_dvb, s_dvh, s_dvn, s_dvd,
                      s_mb, s_mn,
                      H, BH, N_Q, N_K, N_N_BLOCKS, qk_scale, sm_scale,
-                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-                     CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     ROWS: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                     ALIGN: tl.constexpr):
     """Backward pass for dK, dV (K3): program p owns key tile p % N_N_BLOCKS and loops over queries."""
     pid = tl.program_id(0)
     pid_n = pid % N_N_BLOCKS
     pid_g = pid // N_N_BLOCKS
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)  # HEAD_DIM padded to a power of two
+    d_ok = offs_d < HEAD_DIM
+    D_MASK: tl.constexpr = BLOCK_D != HEAD_DIM  # a head dim that is not a power of two: mask its padding
     in_k = offs_n < N_K
     for r in tl.static_range(ROWS):
         bh = tl.minimum(pid_g * ROWS + r, BH - 1)
@@ -275,12 +342,10 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
         do_base = DO + b * s_db + h * s_dh
         lse_base = LSE + bh.to(tl.int64) * N_Q
         delta_base = DELTA + bh.to(tl.int64) * N_Q
-        k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
-                    mask=in_k[:, None], other=0.0)
-        v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
-                    mask=in_k[:, None], other=0.0)
-        dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-        dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        k = _load_rows(_tile_ptrs(K, b, h, s_kb, s_kh, offs_n, s_kn, offs_d, s_kd, ALIGN), in_k, d_ok, D_MASK)
+        v = _load_rows(_tile_ptrs(V, b, h, s_vb, s_vh, offs_n, s_vn, offs_d, s_vd, ALIGN), in_k, d_ok, D_MASK)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         if CAUSAL:
             # Queries before start_n see none of these keys; query tiles that start before
             # start_n + BLOCK_N straddle the diagonal and need the causal mask; later ones do not.
@@ -290,8 +355,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
             lo = 0
             mask_to = 0
         dk, dv = _bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, s_qn, s_qd, s_dn, s_dd,
-                                 offs_n, offs_d, lo, mask_to, N_Q, qk_scale,
-                                 BLOCK_M, CAUSAL, DOT_PRECISION)
+                                 offs_n, offs_d, d_ok, lo, mask_to, N_Q, qk_scale,
+                                 BLOCK_M, CAUSAL, DOT_PRECISION, D_MASK, ALIGN)
         if HAS_KPM:
             # A padding key's row of dK and dV only ever collects its own (masked) column of P and dS:
             # zero it once here instead of masking every tile.
@@ -299,29 +364,29 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
             dk = tl.where(kp[:, None] != 0, dk, 0.0)
             dv = tl.where(kp[:, None] != 0, dv, 0.0)
         dk = dk * sm_scale  # K3: dK = dSᵀ Q · scale
-        tl.store(DK + b * s_dkb + h * s_dkh + offs_n[:, None] * s_dkn + offs_d[None, :] * s_dkd,
-                 dk.to(DK.dtype.element_ty), mask=in_k[:, None])
-        tl.store(DV + b * s_dvb + h * s_dvh + offs_n[:, None] * s_dvn + offs_d[None, :] * s_dvd,
-                 dv.to(DV.dtype.element_ty), mask=in_k[:, None])
+        _store_rows(_tile_ptrs(DK, b, h, s_dkb, s_dkh, offs_n, s_dkn, offs_d, s_dkd, ALIGN),
+                    dk.to(DK.dtype.element_ty), in_k, d_ok, D_MASK)
+        _store_rows(_tile_ptrs(DV, b, h, s_dvb, s_dvh, offs_n, s_dvn, offs_d, s_dvd, ALIGN),
+                    dv.to(DV.dtype.element_ty), in_k, d_ok, D_MASK)
 
 
 @triton.jit
 def _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
-                  offs_m, offs_d, hi, mask_from, N_K, qk_scale,
+                  offs_m, offs_d, d_ok, hi, mask_from, N_K, qk_scale,
                   BLOCK_N: tl.constexpr, EVEN_K: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
-                  DOT_PRECISION: tl.constexpr):
+                  DOT_PRECISION: tl.constexpr, D_MASK: tl.constexpr, ALIGN: tl.constexpr):
     """Accumulate dQ of one query tile over the key blocks starting in [0, hi) (K3)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in tl.range(0, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs = k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd
-        v_ptrs = v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd
+        k_ptrs = _rows(k_base, offs_n, s_kn, offs_d, s_kd, ALIGN)
+        v_ptrs = _rows(v_base, offs_n, s_vn, offs_d, s_vd, ALIGN)
         if EVEN_K:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
+            k = _load_full_rows(k_ptrs, d_ok, D_MASK)
+            v = _load_full_rows(v_ptrs, d_ok, D_MASK)
         else:
-            k = tl.load(k_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
-            v = tl.load(v_ptrs, mask=(offs_n < N_K)[:, None], other=0.0)
+            k = _load_rows(k_ptrs, offs_n < N_K, d_ok, D_MASK)
+            v = _load_rows(v_ptrs, offs_n < N_K, d_ok, D_MASK)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # S (BLOCK_M, BLOCK_N)
         if start_n >= mask_from:
             keep = (offs_n < N_K)[None, :]
@@ -343,15 +408,18 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
                    s_qb, s_qh, s_qn, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
                    s_db, s_dh, s_dn, s_dd, s_dqb, s_dqh, s_dqn, s_dqd, s_mb, s_mn,
                    H, BH, N_Q, N_K, N_M_BLOCKS, qk_scale, sm_scale,
-                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-                   CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   ROWS: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, EVEN_K: tl.constexpr,
+                   DOT_PRECISION: tl.constexpr, ALIGN: tl.constexpr):
     """Backward pass for dQ (K3): program p owns query tile p % N_M_BLOCKS and loops over keys."""
     pid = tl.program_id(0)
     pid_m = pid % N_M_BLOCKS
     pid_g = pid // N_M_BLOCKS
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)  # HEAD_DIM padded to a power of two
+    d_ok = offs_d < HEAD_DIM
+    D_MASK: tl.constexpr = BLOCK_D != HEAD_DIM  # a head dim that is not a power of two: mask its padding
     in_q = offs_m < N_Q
     if CAUSAL:  # the same key ranges as the forward kernel
         hi = tl.minimum(N_K, start_m + BLOCK_M)
@@ -366,19 +434,17 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
         k_base = K + b * s_kb + h * s_kh
         v_base = V + b * s_vb + h * s_vh
         kpm_base = KPM + b * s_mb
-        q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd,
-                    mask=in_q[:, None], other=0.0)
-        do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
-                     mask=in_q[:, None], other=0.0)
+        q = _load_rows(_tile_ptrs(Q, b, h, s_qb, s_qh, offs_m, s_qn, offs_d, s_qd, ALIGN), in_q, d_ok, D_MASK)
+        do = _load_rows(_tile_ptrs(DO, b, h, s_db, s_dh, offs_m, s_dn, offs_d, s_dd, ALIGN), in_q, d_ok, D_MASK)
         lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=float("inf"))
         delta = tl.load(DELTA + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=0.0)
-        dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         dq = _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, kpm_base, s_kn, s_kd, s_vn, s_vd, s_mn,
-                           offs_m, offs_d, hi, mask_from, N_K, qk_scale,
-                           BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION)
+                           offs_m, offs_d, d_ok, hi, mask_from, N_K, qk_scale,
+                           BLOCK_N, EVEN_K, CAUSAL, HAS_KPM, DOT_PRECISION, D_MASK, ALIGN)
         dq = dq * sm_scale  # K3: dQ = dS K · scale
-        tl.store(DQ + b * s_dqb + h * s_dqh + offs_m[:, None] * s_dqn + offs_d[None, :] * s_dqd,
-                 dq.to(DQ.dtype.element_ty), mask=in_q[:, None])
+        _store_rows(_tile_ptrs(DQ, b, h, s_dqb, s_dqh, offs_m, s_dqn, offs_d, s_dqd, ALIGN),
+                    dq.to(DQ.dtype.element_ty), in_q, d_ok, D_MASK)
 
 
 @triton.jit
@@ -387,8 +453,9 @@ def _bwd_short_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, KPM,
                       s_ob, s_oh, s_on, s_od, s_db, s_dh, s_dn, s_dd, s_dqb, s_dqh, s_dqn, s_dqd,
                       s_dkb, s_dkh, s_dkn, s_dkd, s_dvb, s_dvh, s_dvn, s_dvd, s_mb, s_mn,
                       H, BH, N_Q, N_K, qk_scale, sm_scale,
-                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
-                      CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      ROWS: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                      ALIGN: tl.constexpr):
     """The whole backward pass (K3) of short sequences, N_q <= BLOCK_M and N_k <= BLOCK_N, in one kernel.
 
     One tile then holds every query and every key of a (batch, head) row, so the program computes
@@ -400,7 +467,9 @@ def _bwd_short_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, KPM,
     pid = tl.program_id(0)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)  # HEAD_DIM padded to a power of two
+    d_ok = offs_d < HEAD_DIM
+    D_MASK: tl.constexpr = BLOCK_D != HEAD_DIM  # a head dim that is not a power of two: mask its padding
     in_q = offs_m < N_Q
     in_k = offs_n < N_K
     keep = in_k[None, :]
@@ -410,16 +479,11 @@ def _bwd_short_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, KPM,
         bh = tl.minimum(pid * ROWS + r, BH - 1)  # the last program may repeat row BH-1: same values again
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
-        q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :] * s_qd,
-                    mask=in_q[:, None], other=0.0)
-        do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :] * s_dd,
-                     mask=in_q[:, None], other=0.0)
-        o = tl.load(O + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :] * s_od,
-                    mask=in_q[:, None], other=0.0)
-        k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
-                    mask=in_k[:, None], other=0.0)
-        v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
-                    mask=in_k[:, None], other=0.0)
+        q = _load_rows(_tile_ptrs(Q, b, h, s_qb, s_qh, offs_m, s_qn, offs_d, s_qd, ALIGN), in_q, d_ok, D_MASK)
+        do = _load_rows(_tile_ptrs(DO, b, h, s_db, s_dh, offs_m, s_dn, offs_d, s_dd, ALIGN), in_q, d_ok, D_MASK)
+        o = _load_rows(_tile_ptrs(O, b, h, s_ob, s_oh, offs_m, s_on, offs_d, s_od, ALIGN), in_q, d_ok, D_MASK)
+        k = _load_rows(_tile_ptrs(K, b, h, s_kb, s_kh, offs_n, s_kn, offs_d, s_kd, ALIGN), in_k, d_ok, D_MASK)
+        v = _load_rows(_tile_ptrs(V, b, h, s_vb, s_vh, offs_n, s_vn, offs_d, s_vd, ALIGN), in_k, d_ok, D_MASK)
         lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=in_q, other=float("inf"))
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # K3: D = rowsum(dO ∘ O)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # S (BLOCK_M, BLOCK_N), log2 units
@@ -434,12 +498,12 @@ def _bwd_short_kernel(Q, K, V, O, DO, LSE, DQ, DK, DV, KPM,
         ds = p * (dp - delta[:, None])  # K3: dS = P ∘ (dP − D)
         dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * sm_scale  # K3: dQ = dS K · scale
         dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION) * sm_scale  # K3: dK = dSᵀ Q · scale
-        tl.store(DQ + b * s_dqb + h * s_dqh + offs_m[:, None] * s_dqn + offs_d[None, :] * s_dqd,
-                 dq.to(DQ.dtype.element_ty), mask=in_q[:, None])
-        tl.store(DK + b * s_dkb + h * s_dkh + offs_n[:, None] * s_dkn + offs_d[None, :] * s_dkd,
-                 dk.to(DK.dtype.element_ty), mask=in_k[:, None])
-        tl.store(DV + b * s_dvb + h * s_dvh + offs_n[:, None] * s_dvn + offs_d[None, :] * s_dvd,
-                 dv.to(DV.dtype.element_ty), mask=in_k[:, None])
+        _store_rows(_tile_ptrs(DQ, b, h, s_dqb, s_dqh, offs_m, s_dqn, offs_d, s_dqd, ALIGN),
+                    dq.to(DQ.dtype.element_ty), in_q, d_ok, D_MASK)
+        _store_rows(_tile_ptrs(DK, b, h, s_dkb, s_dkh, offs_n, s_dkn, offs_d, s_dkd, ALIGN),
+                    dk.to(DK.dtype.element_ty), in_k, d_ok, D_MASK)
+        _store_rows(_tile_ptrs(DV, b, h, s_dvb, s_dvh, offs_n, s_dvn, offs_d, s_dvd, ALIGN),
+                    dv.to(DV.dtype.element_ty), in_k, d_ok, D_MASK)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -461,6 +525,18 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 2
 
+    def __post_init__(self):
+        for name in ("block_m", "block_n"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 16 or v & (v - 1):
+                raise ValueError(f"{name}={v!r} must be a power of two >= 16 (tl.dot needs 16-wide tiles)")
+        for name in ("rows", "num_warps", "num_stages"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if self.num_warps & (self.num_warps - 1):
+            raise ValueError(f"num_warps={self.num_warps} must be a power of two")
+
 
 SHORT_SEQUENCE = 64  # N_q, N_k <= this: the "temporal attention" shape class
 _INTERPRETER_CONFIG = KernelConfig(32, 32, 1, 1, 1)  # the interpreter costs per op: few, larger tiles
@@ -472,6 +548,12 @@ _POISON: list[float] = []
 
 def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+def _block_d(head_dim: int) -> int:
+    """The head dim of the kernels' tiles: D rounded up to a power of two (16, 32, 64 or 128); the lanes past D
+    are masked on every load (read as 0, so they add nothing to Q Kᵀ, P V, ...) and never stored."""
+    return triton.next_power_of_2(head_dim)
 
 
 # Candidate tilings (block_m, block_n, rows, num_warps, num_stages), the heuristic default first. Chosen without
@@ -543,6 +625,7 @@ def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype
     loop over queries; for N_q, N_k <= 64 the tiles of the one-kernel backward, which then replaces
     dK/dV and dQ).
     """
+    head_dim = _block_d(head_dim)  # the tiles' width: a padded D costs what the next power of two does
     bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
     tile = max(bm, bn)
     short_class = max(n_q, n_k) <= SHORT_SEQUENCE
@@ -683,7 +766,8 @@ def _check(q, k, v, causal, key_padding_mask, scale, layout):
         raise ValueError(f"q and k must agree in batch, heads and head dim (layout={layout!r}), "
                          f"got q {tuple(q.shape)} and k {tuple(k.shape)}")
     if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got head_dim={D}")
+        raise ValueError(f"head_dim must be in {SUPPORTED_HEAD_DIMS.start}..{SUPPORTED_HEAD_DIMS.stop - 1}, "
+                         f"got head_dim={D} (q {tuple(q.shape)}, layout={layout!r})")
     if min(B, H, n_q, n_k) < 1:
         raise ValueError(f"batch, heads and sequence lengths must be >= 1, got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}")
@@ -698,7 +782,14 @@ def _check(q, k, v, causal, key_padding_mask, scale, layout):
                              f"got {tuple(key_padding_mask.shape)}")
         if key_padding_mask.device != q.device:
             raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if scale is None:
+        scale = 1.0 / math.sqrt(D)
+    else:
+        if isinstance(scale, torch.Tensor) and scale.numel() == 1 and not scale.requires_grad:
+            scale = scale.item()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a real number (or None for 1/sqrt(head_dim)), got {scale!r}")
+        scale = float(scale)
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     # The environment: compiled kernels need CUDA, the interpreter runs anywhere but without bf16.
@@ -712,6 +803,20 @@ def _check(q, k, v, causal, key_padding_mask, scale, layout):
             "set TRITON_INTERPRET=1 before minivid.kernels.flash_attention is first imported (slow; for "
             "tests), or use minivid.kernels.attention_reference / torch SDPA")
     return B, H, n_q, n_k, D, scale
+
+
+def _stride_align(layout: str, *tensors: torch.Tensor) -> int:
+    """The ``ALIGN`` hint of the kernels (see ``_rows``): 16 when every tensor starts at a multiple of 16 bytes, has
+    a contiguous head dim, and every (b, h, n) stride is a multiple of 16 bytes but not every one a multiple of 16
+    elements (head dims such as 72 or 40); else 1: no hint, because Triton marks arguments divisible by 16
+    itself, or because rows are not 16-byte aligned (then they are loaded in narrower pieces)."""
+    strides = [s for t in tensors for s in _strides(t, layout)[:3]]
+    if all(s % 16 == 0 for s in strides):
+        return 1
+    size = tensors[0].element_size()
+    aligned = (all(t.data_ptr() % 16 == 0 and t.stride(-1) == 1 for t in tensors)
+               and all(s * size % 16 == 0 for s in strides))
+    return 16 if aligned else 1
 
 
 def _mask_args(key_padding_mask, q):
@@ -740,11 +845,12 @@ def _forward(q, k, v, causal, key_padding_mask, scale, layout):
             q, k, v, o, lse, kpm,
             *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(o, layout), s_mb, s_mn,
             H, B * H, n_q, n_k, n_m, scale * LOG2E,
-            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HEAD_DIM=D, BLOCK_D=_block_d(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
             HAS_KPM=key_padding_mask is not None, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=_dot_precision(q.dtype),
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            ALIGN=align, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, key_padding_mask is not None, _bucket(B * H))
+    align = _stride_align(layout, q, k, v, o)
+    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, key_padding_mask is not None, _bucket(B * H), align)
     cfg = _choose("fwd", launch, n_q, n_k, D, q.dtype, key)
     _LAST["fwd"] = cfg
     launch(cfg)
@@ -760,9 +866,9 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
     has_kpm = key_padding_mask is not None
     prec = _dot_precision(q.dtype)
     qk_scale = scale * LOG2E
-    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, has_kpm, _bucket(BH))
-
     dq, dk, dv = _new(q), _new(k), _new(v)
+    align = _stride_align(layout, q, k, v, o, do, dq, dk, dv)
+    key = (_bucket(n_q), _bucket(n_k), D, q.dtype, causal, has_kpm, _bucket(BH), align)
     delta = None
 
     def launch_short(cfg: KernelConfig):
@@ -772,8 +878,8 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
             *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(o, layout),
             *_strides(do, layout), *_strides(dq, layout), *_strides(dk, layout), *_strides(dv, layout), s_mb, s_mn,
             H, BH, n_q, n_k, qk_scale, scale,
-            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
-            HAS_KPM=has_kpm, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            HEAD_DIM=D, BLOCK_D=_block_d(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, DOT_PRECISION=prec, ALIGN=align, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def launch_dkdv(cfg: KernelConfig):
         n_n = triton.cdiv(n_k, cfg.block_n)
@@ -783,8 +889,8 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
             *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(do, layout),
             *_strides(dk, layout), *_strides(dv, layout), s_mb, s_mn,
             H, BH, n_q, n_k, n_n, qk_scale, scale,
-            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
-            HAS_KPM=has_kpm, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            HEAD_DIM=D, BLOCK_D=_block_d(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, DOT_PRECISION=prec, ALIGN=align, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def launch_dq(cfg: KernelConfig):
         n_m = triton.cdiv(n_q, cfg.block_m)
@@ -794,8 +900,9 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
             *_strides(q, layout), *_strides(k, layout), *_strides(v, layout), *_strides(do, layout),
             *_strides(dq, layout), s_mb, s_mn,
             H, BH, n_q, n_k, n_m, qk_scale, scale,
-            HEAD_DIM=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
-            HAS_KPM=has_kpm, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            HEAD_DIM=D, BLOCK_D=_block_d(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
+            HAS_KPM=has_kpm, EVEN_K=n_k % cfg.block_n == 0, DOT_PRECISION=prec, ALIGN=align,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def fused(cfg: KernelConfig) -> bool:
         # Short sequences (the temporal shape class) that one tile covers. On CUDA every candidate of that
@@ -813,7 +920,8 @@ def _backward(do, q, k, v, o, lse, causal, key_padding_mask, scale, layout):
             block = _pow2(n_q, 16, 64)
             n_m = triton.cdiv(n_q, block)
             _bwd_preprocess_kernel[(n_m * BH,)](o, do, delta, *_strides(o, layout), *_strides(do, layout),
-                                                H, n_q, n_m, BLOCK_M=block, HEAD_DIM=D)
+                                                H, n_q, n_m, BLOCK_M=block, HEAD_DIM=D, BLOCK_D=_block_d(D),
+                                                ALIGN=align)
         launch_dkdv(cfg)
 
     cfg = _choose("dkdv", launch_dkdv_or_short, n_q, n_k, D, q.dtype, key)
@@ -839,7 +947,8 @@ class FlashAttentionFunction(torch.autograd.Function):
     """``torch.autograd.Function`` around the Triton kernels: forward K1-K2, backward K3.
 
     Saves q, k, v, O and the log-sum-exp (one float per query row) instead of the N_q × N_k
-    probabilities.
+    probabilities. First derivatives only: differentiating the gradients (``create_graph=True``, a gradient
+    penalty) raises an error instead of silently dropping a term; use the math path for that.
     """
 
     @staticmethod
@@ -850,6 +959,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         return o
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the backward kernels are not themselves differentiable
     def backward(ctx, do):
         q, k, v, o, lse, key_padding_mask = ctx.saved_tensors
         dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, key_padding_mask, ctx.scale, ctx.layout)
@@ -861,7 +971,7 @@ def flash_attention(q, k, v, causal=False, key_padding_mask=None, scale=None, la
 
     Args:
         q: ``(B, H, N_q, D)`` for ``layout="bhnd"`` or ``(B, N_q, H, D)`` for ``layout="bnhd"``; any
-            strides (no copy is made). ``D`` in ``SUPPORTED_HEAD_DIMS`` = (16, 32, 64, 128).
+            strides (no copy is made). ``D`` any integer in 16..128 (``SUPPORTED_HEAD_DIMS``).
         k, v: like ``q`` with ``N_k`` tokens (same B, H, D, dtype and device).
         causal: query i attends to keys j <= i (top-left aligned, as SDPA's ``is_causal``).
         key_padding_mask: optional bool ``(B, N_k)``, **True = keep**, False = padding key. A query
@@ -923,8 +1033,13 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
         config = _candidates({"preprocess": "fwd", "bwd_short": "dkdv"}.get(kind, kind), n, n, head_dim, dtype)[0]
     cfg = config
     elem = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
-    consts = dict(HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, ROWS=cfg.rows, CAUSAL=causal,
-                  HAS_KPM=has_kpm, EVEN_K=even_k, DOT_PRECISION=_dot_precision(dtype))
+    # Contiguous inputs: every (b, h, n) stride is a multiple of D; Triton sees multiples of 16 elements itself, and
+    # the ALIGN hint says 16 bytes where D is not one but D · element size is (e.g. 72 in bf16), as a launch would.
+    nbytes = torch.tensor([], dtype=dtype).element_size()
+    align = 16 if specialize and head_dim % 16 and head_dim * nbytes % 16 == 0 else 1
+    consts = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                  ROWS=cfg.rows, CAUSAL=causal, HAS_KPM=has_kpm, EVEN_K=even_k, DOT_PRECISION=_dot_precision(dtype),
+                  ALIGN=align)
     consts = {name: val for name, val in consts.items() if name in fn.arg_names}
     if specialize:  # unit strides of the contiguous head dim (and of the mask's key axis) become constants
         consts.update({name: 1 for name in fn.arg_names
@@ -945,7 +1060,7 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
             continue  # Triton does not specialise floats
         else:
             signature[name] = "i32"  # strides, sizes
-        if specialize:
+        if specialize and not (name.startswith("s_") and head_dim % 16):  # strides of D = 72: multiples of 8 only
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),

@@ -8,11 +8,12 @@ shape (B, H, N, D) with one of three backends, all with the same semantics:
 - ``"math"``: the plain PyTorch reference (:func:`minivid.kernels.attention_reference`), explicit
   softmax, for teaching and tests;
 - ``"triton"``: minivid's own FlashAttention-2 kernel (:func:`minivid.kernels.flash_attention`, K2-K3),
-  on CUDA tensors.
+  on CUDA tensors (or on the CPU in Triton's interpreter, for tests); head dims 16 to 128.
 
 Masks follow SDPA's boolean convention: ``key_padding_mask`` is (B, N_k) with **True = attend** (False =
-padding, e.g. the unused slots of a text prompt); ``causal`` lets query i see keys j <= i. A query whose
-keys are all masked returns zeros in every backend.
+padding, e.g. the unused slots of a text prompt), bool or integer 0/1 (a float mask is refused: an additive
+-inf/0 mask would read the other way round); ``causal`` lets query i see keys j <= i. A query whose keys are
+all masked returns zeros in every backend.
 
 :class:`Attention` is the module: self- or cross-attention (``context``), optional QK-norm (LayerNorm on
 each head's queries and keys, as CogVideoX does), and an optional ``rope`` callable applied to the
@@ -21,7 +22,6 @@ each head's queries and keys, as CogVideoX does), and an optional ``rope`` calla
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import torch
@@ -34,9 +34,12 @@ from ..kernels.reference import attention_reference
 BACKENDS = ("sdpa", "math", "triton")
 
 
-def _check_backend(backend: str) -> str:
+def _check_backend(backend: str, head_dim: int | None = None) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; allowed: {BACKENDS}")
+    if backend == "triton" and head_dim is not None and not 16 <= head_dim <= 128:
+        raise ValueError(f"backend='triton' needs a head dim in 16..128, this attention has head_dim={head_dim}; "
+                         "use 'sdpa' or 'math'")
     return backend
 
 
@@ -48,28 +51,35 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
         raise ValueError(f"q, k, v must be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if key_padding_mask is not None and key_padding_mask.shape != (k.shape[0], k.shape[2]):
-        raise ValueError(f"key_padding_mask must have shape (B, N_k) = {(k.shape[0], k.shape[2])}, "
-                         f"got {tuple(key_padding_mask.shape)}")
+    if key_padding_mask is not None:
+        if key_padding_mask.shape != (k.shape[0], k.shape[2]):
+            raise ValueError(f"key_padding_mask must have shape (B, N_k) = {(k.shape[0], k.shape[2])}, "
+                             f"got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.dtype.is_floating_point or key_padding_mask.dtype.is_complex:
+            raise ValueError(f"key_padding_mask must be bool (True = attend) or integer 0/1, got "
+                             f"{key_padding_mask.dtype}")
+        key_padding_mask = key_padding_mask.to(torch.bool)  # the same mask for every backend
     if backend == "math":
         return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     if backend == "triton":
-        if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("backend='triton' runs on CUDA tensors (or on the CPU in Triton's interpreter, "
-                             "TRITON_INTERPRET=1 set before triton is imported); use 'sdpa' or 'math' on the CPU")
-        from ..kernels import flash_attention
+        from ..kernels.flash_attention import flash_attention, interpreter_active  # imports triton
+
+        if not q.is_cuda and not interpreter_active():
+            raise ValueError(f"backend='triton' got tensors on {q.device}: it runs on CUDA tensors (or on the CPU in "
+                             "Triton's interpreter, TRITON_INTERPRET=1 set before triton is imported); use 'sdpa' "
+                             "or 'math' on the CPU")
 
         return flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     mask = None
     if key_padding_mask is not None:
-        mask = key_padding_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, N_k), True = attend
+        mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, N_k), True = attend
         if causal:
             n_q, n_k = q.shape[2], k.shape[2]
             mask = mask & torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
             causal = False
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
     if key_padding_mask is not None:  # rows with no key at all: zeros (SDPA may give NaN there)
-        empty = ~key_padding_mask.to(torch.bool).any(dim=1)  # (B,)
+        empty = ~key_padding_mask.any(dim=1)  # (B,)
         if empty.any():
             out = out.masked_fill(empty[:, None, None, None], 0.0)
     return out
@@ -98,7 +108,7 @@ class Attention(nn.Module):
             head_dim = dim // heads
         self.heads, self.head_dim = heads, head_dim
         inner = heads * head_dim
-        self.backend = _check_backend(backend)
+        self.backend = _check_backend(backend, head_dim)
         self.to_q = nn.Linear(dim, inner, bias=qkv_bias)
         self.to_kv = nn.Linear(context_dim or dim, 2 * inner, bias=qkv_bias)
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
@@ -109,7 +119,7 @@ class Attention(nn.Module):
             nn.init.zeros_(self.to_out.bias)
 
     def set_backend(self, backend: str) -> None:
-        self.backend = _check_backend(backend)
+        self.backend = _check_backend(backend, self.head_dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 key_padding_mask: torch.Tensor | None = None, causal: bool = False,
@@ -129,9 +139,12 @@ class Attention(nn.Module):
 
 
 def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
-    """Switch every :class:`Attention` inside ``model`` to ``backend``; returns the model."""
+    """Switch every :class:`Attention` inside ``model`` to ``backend``; returns the model. Every one is checked
+    (e.g. the triton backend's head dims) before any is switched."""
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
     _check_backend(backend)
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.set_backend(backend)
+    for m in layers:
+        _check_backend(backend, m.head_dim)
+    for m in layers:
+        m.set_backend(backend)
     return model

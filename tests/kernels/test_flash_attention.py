@@ -95,7 +95,7 @@ def _random_case(seed: int) -> Case:
     n_q = pick(N_CHOICES)
     n_k = n_q if torch.rand(1, generator=g) < 0.6 else pick(N_CHOICES)  # self- or cross-attention
     return Case(seed=seed, B=pick((1, 2, 3)), H=pick((1, 2, 3)), n_q=n_q, n_k=n_k,
-                D=pick((16, 32, 32, 64, 128)), causal=bool(torch.rand(1, generator=g) < 0.5),
+                D=pick((16, 24, 32, 32, 40, 64, 72, 128)), causal=bool(torch.rand(1, generator=g) < 0.5),
                 mask=pick(("none", "random", "random", "empty")), layout=pick(("bhnd", "bnhd")),
                 fwd=pick(TILINGS), dq=pick(TILINGS), dkdv=pick(TILINGS))
 
@@ -162,10 +162,53 @@ def test_sequence_lengths(n, causal):
                           fwd=tiling, dq=tiling, dkdv=tiling))
 
 
-@pytest.mark.parametrize("D", SUPPORTED_HEAD_DIMS)
+HEAD_DIMS = (16, 17, 24, 32, 40, 48, 64, 72, 80, 96, 100, 127, 128)  # powers of two and the padded ones
+
+
+@pytest.mark.parametrize("D", HEAD_DIMS)
 @pytest.mark.parametrize("layout", ("bhnd", "bnhd"))
 def test_head_dims_and_layouts(D, layout):
+    """Any head dim in 16..128: one that is not a power of two is padded to the next one in the kernels' tiles,
+    its padding lanes masked on every load and store (poisoned outputs show a lane written past D)."""
     _run_and_compare(Case(seed=D, B=2, H=2, n_q=19, n_k=19, D=D, causal=False, mask="random", layout=layout))
+
+
+@pytest.mark.parametrize("D", (24, 72, 100))
+def test_padded_head_dims_in_packed_qkv_and_the_short_backward(D):
+    """Padded head dims where a stray lane would read a neighbour: q, k, v sliced out of one packed
+    (B, N, 3, H, D) tensor (the lanes past D of q are k's), through the one-kernel short backward."""
+    g = torch.Generator().manual_seed(D)
+    qkv = torch.randn(2, 13, 3, 2, D, generator=g).to(DEVICE).requires_grad_()
+    do = torch.randn(2, 13, 2, D, generator=g).to(DEVICE)
+    with kernel_config(fwd=KernelConfig(16, 16), dkdv=KernelConfig(16, 16)):
+        o = flash_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal=True, layout="bnhd")
+        (grad,) = torch.autograd.grad(o, qkv, do)
+    assert "bwd_short" in last_configs()
+    ref = qkv.detach().double().requires_grad_()
+    o64 = attention_reference(ref[:, :, 0], ref[:, :, 1], ref[:, :, 2], causal=True, layout="bnhd")
+    (grad64,) = torch.autograd.grad(o64, ref, do.double())
+    _assert_close(o, o64, RTOL[torch.float32], "O")
+    _assert_close(grad, grad64, RTOL[torch.float32], "d(qkv)")
+
+
+def test_stride_alignment_hint_only_where_it_holds():
+    """The ALIGN hint tells the GPU compiler that rows start 16-byte aligned: given only when every tensor starts
+    at a multiple of 16 bytes and every (b, h, n) stride is a multiple of 16 bytes, and not needed when Triton
+    sees strides that are multiples of 16 elements by itself."""
+    from minivid.kernels.flash_attention import _stride_align
+
+    def x(D, dtype=torch.float16, n=8):
+        return torch.zeros(2, 3, n, D, dtype=dtype)
+
+    assert _stride_align("bhnd", x(64), x(64)) == 1  # Triton marks these itself
+    assert _stride_align("bhnd", x(72), x(72)) == 16  # 144-byte rows
+    assert _stride_align("bhnd", x(72, torch.float32)) == 16  # 288-byte rows
+    assert _stride_align("bhnd", x(20)) == 1  # 40-byte rows: not 16-byte aligned
+    assert _stride_align("bhnd", x(73, n=16)[..., 1:]) == 1  # starts 2 bytes into its storage
+    assert _stride_align("bhnd", x(152)[..., :144]) == 16  # D = 144 would be too wide; the strides are what counts
+    assert _stride_align("bhnd", x(152)[..., :144:2]) == 1  # D = 72 at head-dim stride 2: rows are not contiguous
+    packed = torch.zeros(2, 8, 3, 4, 72, dtype=torch.float16)  # q, k, v of a packed (B, N, 3, H, D) tensor
+    assert _stride_align("bnhd", packed[:, :, 0], packed[:, :, 1], packed[:, :, 2]) == 16
 
 
 @pytest.mark.parametrize("n_q,n_k", ((5, 29), (29, 5), (1, 17), (17, 1)))
@@ -209,15 +252,15 @@ def test_cuda_candidates_choose_the_backward_consistently(dtype):
     """On CUDA the backward's candidate tiles decide the path: for N <= 64 either every candidate covers N (one
     kernel) or none does (split kernels: float32 beyond 16-wide tiles, whose one-kernel backward does not fit in
     registers); never a mix, so the autotuner compares like with like; and no tile is narrower than 16."""
-    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _candidates, _pow2, _short_backward_fits
+    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _block_d, _candidates, _pow2, _short_backward_fits
 
-    for D in SUPPORTED_HEAD_DIMS:
+    for D in SUPPORTED_HEAD_DIMS:  # every D in 16..128
         for n_q in (1, 5, 16, 17, 31, 33, 40, 64, 65, 300):
             for n_k in (1, 16, 17, 40, 64, 65, 300):
                 cands = _candidates("dkdv", n_q, n_k, D, dtype)
                 covers = {max(n_q, n_k) <= SHORT_SEQUENCE and n_q <= c.block_m and n_k <= c.block_n for c in cands}
                 tile = max(_pow2(n_q, 16, 64), _pow2(n_k, 16, 64))
-                want = max(n_q, n_k) <= SHORT_SEQUENCE and _short_backward_fits(dtype, tile, D)
+                want = max(n_q, n_k) <= SHORT_SEQUENCE and _short_backward_fits(dtype, tile, _block_d(D))
                 assert covers == {want}, (D, n_q, n_k, cands)
                 assert all(c.block_m >= 16 and c.block_n >= 16 for c in cands)
     assert _short_backward_fits(dtype, 64, 128) == (dtype != torch.float32)
@@ -349,11 +392,41 @@ def _qkv(shape=(1, 2, 4, 16), dtype=torch.float32, device=DEVICE):
     return tuple(torch.randn(shape, dtype=dtype, device=device) for _ in range(3))
 
 
-@pytest.mark.parametrize("D", (8, 24, 48, 256))
+@pytest.mark.parametrize("D", (1, 8, 15, 129, 256))
 def test_unsupported_head_dim(D):
     q, k, v = _qkv((1, 2, 4, D))
-    with pytest.raises(ValueError, match=rf"head_dim must be one of \(16, 32, 64, 128\), got head_dim={D}"):
+    with pytest.raises(ValueError, match=rf"head_dim must be in 16..128, got head_dim={D} \(q \(1, 2, 4, {D}\)"):
         flash_attention(q, k, v)
+
+
+def test_bad_scale_and_kernel_config():
+    q, k, v = _qkv()
+    for bad in ("abc", [1.0], True):
+        with pytest.raises(TypeError, match=r"scale must be a real number .* got"):
+            flash_attention(q, k, v, scale=bad)
+    with pytest.raises(ValueError, match="scale must be finite, got inf"):
+        flash_attention(q, k, v, scale=float("inf"))
+    ref = flash_attention(q, k, v, scale=0.5)
+    torch.testing.assert_close(flash_attention(q, k, v, scale=torch.tensor(0.5)), ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"block_m=24 must be a power of two >= 16"):
+        KernelConfig(24, 16)
+    with pytest.raises(ValueError, match=r"block_n=8 must be a power of two >= 16"):
+        KernelConfig(16, 8)
+    with pytest.raises(ValueError, match="rows=0 must be a positive integer"):
+        KernelConfig(16, 16, rows=0)
+    with pytest.raises(ValueError, match="num_warps=3 must be a power of two"):
+        KernelConfig(16, 16, num_warps=3)
+
+
+def test_second_derivatives_are_refused_not_silently_wrong():
+    """The backward kernels are first-order: differentiating dQ (a gradient penalty) raises instead of
+    returning a gradient that lacks the penalty's term."""
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(1, 1, 5, 16, generator=g).to(DEVICE).requires_grad_() for _ in range(3))
+    o = flash_attention(q, k, v)
+    (dq,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        (o.sum() + dq.square().sum()).backward()
 
 
 def test_mismatched_shapes():
@@ -415,7 +488,8 @@ def test_cpu_without_interpreter_is_a_clear_error():
 
 def test_kernels_compile_for_hopper():
     """Without a GPU, still check that every kernel compiles for an H100/H200 (sm_90, bf16) with its default
-    tiles (long sequences; the temporal class for the one-kernel short backward), for D = 64 and 128, both plain and causal + padding mask + partial last tile: within shared memory,
+    tiles (long sequences; the temporal class for the one-kernel short backward), for D = 64 and 128 and the padded
+    72 and 40, both plain and causal + padding mask + partial last tile: within shared memory,
     with Hopper's wgmma instructions, loads pipelined (asynchronous copies, as a launch on contiguous inputs
     compiles them), and (ptxas -v) within 255 registers per thread without spilling. A
     tile that cannot fit (128x128 scores and a 128x128 output accumulator in 4 warps: 256 float32 values
@@ -425,7 +499,7 @@ def test_kernels_compile_for_hopper():
         "k = compile_for_gpu('preprocess', torch.bfloat16, 128, causal=True, has_kpm=True, even_k=False)\n"
         "assert k.metadata.shared <= 227 * 1024\n"
         "for kind in ('fwd', 'dkdv', 'dq', 'bwd_short'):\n"
-        "    for d in (64, 128):\n"
+        "    for d in (64, 128, 72, 40):  # 72, 40: padded to 128, 64 (rows 16-byte aligned, not 16-element)\n"
         "        for causal, kpm, even in ((False, False, True), (True, True, False)):\n"
         "            k = compile_for_gpu(kind, torch.bfloat16, d, causal=causal, has_kpm=kpm, even_k=even, arch=90)\n"
         "            r = ptxas_resources(k)\n"
@@ -522,3 +596,42 @@ def test_gpu_half_precision(dtype, shape, causal):
     ref = torch.autograd.grad(o64, (q64, k64, v64), do.double())
     for name, a, e in zip(("O", "dQ", "dK", "dV"), (o, *grads), (o64, *ref)):
         _assert_close(a, e, RTOL[dtype], f"{shape} {dtype} {name}")
+
+
+@gpu
+@pytest.mark.parametrize("dtype,shape,view", (
+    (torch.float32, (1, 2, 300, 64), "plain"),  # the float32 long-sequence tiles (IEEE products)
+    (torch.float32, (512, 2, 16, 128), "plain"),  # float32 short class: split kernels, tiles that never cover N
+    (torch.bfloat16, (1, 4, 1000, 72), "packed"),  # D = 72 padded to 128, 16-byte-aligned rows: the ALIGN hint
+    (torch.bfloat16, (2, 2, 333, 72), "offset"),  # D = 72 starting 2 bytes into its storage: no hint
+    (torch.float16, (4096, 2, 16, 40), "packed"),  # padded D = 40 on the one-kernel short backward
+), ids=("fp32-N300-D64", "fp32-temporal-D128", "bf16-N1000-D72-packed", "bf16-N333-D72-offset",
+        "fp16-temporal-D40-packed"))
+def test_gpu_float32_padded_head_dims_and_determinism(dtype, shape, view):
+    """The compiled paths the half-precision test does not reach, against float64; then a second run must be
+    bit-identical (no atomics)."""
+    from minivid.kernels.flash_attention import _stride_align
+
+    B, H, n, D = shape
+    g = torch.Generator().manual_seed(D)
+    if view == "packed":  # q, k, v sliced out of one (B, N, 3, H, D) tensor
+        qkv = torch.randn(B, n, 3, H, D, generator=g).to("cuda", dtype)
+        q, k, v = qkv.unbind(2)
+    elif view == "offset":  # (B, N, H, D) views whose storage starts one element in: rows not 16-byte aligned
+        q, k, v = (torch.randn(B, n, H, D + 1, generator=g).to("cuda", dtype)[..., 1:] for _ in range(3))
+    else:
+        q, k, v = (torch.randn(B, n, H, D, generator=g).to("cuda", dtype) for _ in range(3))
+    assert _stride_align("bnhd", q, k, v) == {"packed": 16, "offset": 1, "plain": 1}[view]
+    do = torch.randn(B, n, H, D, generator=g).to("cuda", dtype)
+    kpm = (torch.rand(B, n, generator=g) < 0.8).cuda()
+    runs = []
+    for _ in range(2):
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        o = flash_attention(*leaves, causal=True, key_padding_mask=kpm, layout="bnhd")
+        runs.append((o, *torch.autograd.grad(o, leaves, do)))
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    o64 = attention_reference(q64, k64, v64, causal=True, key_padding_mask=kpm, layout="bnhd")
+    ref = (o64, *torch.autograd.grad(o64, (q64, k64, v64), do.double()))
+    for name, a, e in zip(("O", "dQ", "dK", "dV"), runs[0], ref):
+        _assert_close(a, e, RTOL[dtype], f"{shape} {dtype} {view} {name}")
+    assert all(torch.equal(a, b) for a, b in zip(*runs)), "two runs differ"

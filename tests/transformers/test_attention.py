@@ -2,6 +2,9 @@
 they say, and attention is permutation-equivariant in the queries."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,9 @@ import torch
 from minivid.transformers import Attention, attention, set_attention_backend
 
 F64 = torch.float64
+# The triton backend runs compiled on CUDA tensors, or in Triton's CPU interpreter that tests/conftest.py
+# turns on for machines without CUDA: both are the real kernels of minivid.kernels.flash_attention.
+DEVICE = {"triton": "cuda" if torch.cuda.is_available() else "cpu", "sdpa": "cpu", "math": "cpu"}
 
 
 def naive(q, k, v, keep=None):
@@ -20,29 +26,44 @@ def naive(q, k, v, keep=None):
     return p @ v.double()
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("backend", ["sdpa", "math", "triton"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n_q, n_k", [(1, 1), (7, 7), (5, 11)])
 def test_backends_match_an_explicit_softmax(backend, causal, n_q, n_k):
     g = torch.Generator().manual_seed(n_q * 31 + n_k)
-    q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (n_q, n_k, n_k))
+    q, k, v = (torch.randn(2, 3, n, 16, generator=g) for n in (n_q, n_k, n_k))
     kpm = torch.rand(2, n_k, generator=g) > 0.3
     kpm[:, 0] = True
     keep = kpm[:, None, None, :]
     if causal:
         keep = keep & torch.ones(n_q, n_k, dtype=torch.bool).tril()
-    out = attention(q, k, v, key_padding_mask=kpm, causal=causal, backend=backend)
-    torch.testing.assert_close(out.double(), naive(q, k, v, keep), rtol=1e-5, atol=1e-5)
+    dev = DEVICE[backend]
+    out = attention(q.to(dev), k.to(dev), v.to(dev), key_padding_mask=kpm.to(dev), causal=causal, backend=backend)
+    torch.testing.assert_close(out.cpu().double(), naive(q, k, v, keep), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("backend", ["sdpa", "math", "triton"])
 def test_a_row_with_no_keys_gives_zeros(backend):
-    q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    q, k, v = torch.randn(2, 2, 4, 16), torch.randn(2, 2, 5, 16), torch.randn(2, 2, 5, 16)
     kpm = torch.ones(2, 5, dtype=torch.bool)
     kpm[1] = False
-    out = attention(q, k, v, key_padding_mask=kpm, backend=backend)
+    dev = DEVICE[backend]
+    out = attention(q.to(dev), k.to(dev), v.to(dev), key_padding_mask=kpm.to(dev), backend=backend).cpu()
     assert torch.isfinite(out).all() and out[1].abs().max() == 0
     torch.testing.assert_close(out[0].double(), naive(q[:1], k[:1], v[:1])[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math", "triton"])
+def test_integer_masks_mean_the_same_as_bool_in_every_backend_and_float_masks_are_refused(backend):
+    g = torch.Generator().manual_seed(4)
+    dev = DEVICE[backend]
+    q, k, v = (torch.randn(1, 2, 6, 16, generator=g).to(dev) for _ in range(3))
+    kpm = torch.tensor([[1, 1, 0, 1, 0, 1]], device=dev)
+    want = attention(q, k, v, key_padding_mask=kpm.bool(), backend=backend)
+    for dtype in (torch.uint8, torch.int64):
+        torch.testing.assert_close(attention(q, k, v, key_padding_mask=kpm.to(dtype), backend=backend), want)
+    with pytest.raises(ValueError, match=r"key_padding_mask must be bool .* got torch.float32"):
+        attention(q, k, v, key_padding_mask=kpm.float(), backend=backend)
 
 
 def test_padding_keys_are_ignored_and_queries_are_permutation_equivariant():
@@ -88,9 +109,18 @@ def test_zero_init_output_and_bad_input():
         attn(torch.randn(1, 3, 8), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="rope applies to self-attention only"):
         attn(torch.randn(1, 3, 8), torch.randn(1, 2, 8), rope=lambda t: t)
-    if not torch.cuda.is_available():
-        import os
+    with pytest.raises(ValueError, match=r"backend='triton' needs a head dim in 16..128, .* head_dim=4"):
+        Attention(8, heads=2, backend="triton")
+    model = torch.nn.Sequential(Attention(32, heads=2), Attention(8, heads=2))  # head dims 16 and 4
+    with pytest.raises(ValueError, match="head_dim=4"):
+        set_attention_backend(model, "triton")
+    assert [m.backend for m in model] == ["sdpa", "sdpa"]  # checked before any is switched
 
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            with pytest.raises(ValueError, match="backend='triton' runs on CUDA"):
-                attention(*(torch.randn(1, 1, 2, 16) for _ in range(3)), backend="triton")
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-without-interpreter error")
+def test_triton_backend_on_the_cpu_without_the_interpreter_is_a_clear_error():
+    code = ("import torch; from minivid.transformers import attention; x = torch.randn(1, 1, 2, 16)\n"
+            "try:\n    attention(x, x, x, backend='triton')\nexcept ValueError as e:\n"
+            "    assert \"backend='triton' got tensors on cpu\" in str(e), e\nelse:\n    raise SystemExit('no error')")
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
