@@ -479,9 +479,14 @@ def test_import_does_not_need_triton_backend():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-without-interpreter error")
 def test_cpu_without_interpreter_is_a_clear_error():
-    code = ("import torch; from minivid.kernels import flash_attention; x = torch.randn(1, 1, 3, 16)\n"
+    """Compiled kernels (no interpreter) and CPU tensors: flash_attention and the attention module's triton
+    backend both say what to do instead of failing inside Triton."""
+    code = ("import torch; from minivid.kernels import flash_attention; from minivid.transformers import attention\n"
+            "x = torch.randn(1, 1, 3, 16)\n"
             "try:\n    flash_attention(x, x, x)\nexcept RuntimeError as e:\n"
-            "    assert 'TRITON_INTERPRET=1' in str(e), e\nelse:\n    raise SystemExit('no error')")
+            "    assert 'TRITON_INTERPRET=1' in str(e), e\nelse:\n    raise SystemExit('no error')\n"
+            "try:\n    attention(x, x, x, backend='triton')\nexcept ValueError as e:\n"
+            "    assert \"backend='triton' got tensors on cpu\" in str(e), e\nelse:\n    raise SystemExit('no error')")
     env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
 
