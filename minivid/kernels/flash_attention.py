@@ -55,8 +55,8 @@ GPU status: every kernel compiles for sm_90 (H100/H200) with Triton 3.6 and 3.8,
 spills and within shared memory, the key/query loops software-pipelined (asynchronous copies), and the
 defaults on Hopper's ``wgmma`` instructions (``bench/kernel_resources.py`` sweeps the tilings;
 ``tests/kernels`` checks the defaults in CI, for D = 64, 128 and the padded 72 and 40). Float32 (the
-secondary path, no tensor cores) has its own tiles, spill-free except one fallback (the 4-warp 32×32
-backward tile: 16-20 bytes at D = 128). Padded head dims compile like the next power of two when their
+secondary path, no tensor cores) has its own tiles, every candidate spill-free with both Triton versions
+too. Padded head dims compile like the next power of two when their
 rows are 16-byte aligned (D · element size a multiple of 16: 72, 40, 24 in 16-bit types): the ``ALIGN``
 hint tells Triton so, which it cannot learn from strides that are multiples of 8 elements only; without it
 the loads of D = 72 were neither vectorised nor pipelined (the forward at 255 registers, 4 bytes spilled
@@ -572,19 +572,28 @@ _LONG = {
     ("dkdv", 64): [(64, 128, 1, 8, 3), (64, 64, 1, 8, 3), (32, 128, 1, 8, 3), (32, 64, 1, 4, 3), (64, 64, 1, 4, 2)],
     ("dkdv", 128): [(32, 64, 1, 8, 3), (64, 64, 1, 8, 2), (32, 128, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 8, 3)],
 }
-# float32 (IEEE products on FMA units, no tensor cores; every operand at full width): small tiles, and 8 warps first
-# for the backward, whose 4-warp 32x32 tile spills 16-20 bytes at D = 128 (causal + mask, Triton 3.8).
+# float32 (IEEE products on FMA units, no tensor cores; every operand at full width): small tiles, per kernel and
+# head dim, each spill-free and pipelined in both cases with Triton 3.6 and 3.8 (a sweep of 16-64 x 16-64 tiles in
+# 4 and 8 warps; the JSON of the candidates: bench/results/kernel_resources-sm90-triton-*-fp32.json), also after the
+# short class's split backward halves them (16x64 dK/dV at D = 128 would become 16x32 in 8 warps: 24 bytes). Triton 3.6
+# allocates float32 tiles worse than 3.8: the lists chosen with 3.8 alone spilled there (64x32 forward in 4 warps:
+# 12 bytes; 32x32 dK/dV in 4 warps at D = 64: 616 bytes).
 _LONG_FP32 = {
-    "fwd": [(64, 32, 1, 4, 2), (64, 32, 1, 8, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2)],
-    "bwd": [(32, 32, 1, 8, 2), (32, 32, 1, 4, 2), (16, 32, 1, 4, 2), (32, 16, 1, 4, 2)],
+    ("fwd", 64): [(64, 32, 1, 8, 2), (32, 64, 1, 4, 2), (32, 64, 1, 8, 2), (32, 32, 1, 4, 2)],
+    ("fwd", 128): [(32, 64, 1, 8, 2), (64, 16, 1, 8, 2), (32, 32, 1, 8, 2), (32, 32, 1, 4, 2)],
+    ("dq", 64): [(64, 32, 1, 8, 2), (32, 64, 1, 8, 2), (32, 32, 1, 4, 2), (64, 16, 1, 8, 2)],
+    ("dq", 128): [(32, 32, 1, 8, 2), (64, 16, 1, 8, 2), (16, 64, 1, 8, 2), (32, 16, 1, 8, 2)],
+    ("dkdv", 64): [(32, 32, 1, 8, 2), (64, 16, 1, 8, 2), (16, 64, 1, 8, 2), (32, 16, 1, 8, 2)],
+    ("dkdv", 128): [(32, 16, 1, 4, 2), (16, 32, 1, 4, 2), (16, 16, 1, 8, 2), (16, 16, 1, 4, 2)],
 }
 # float32 in the short class, (kind, tile side, D > 64) -> (rows, num_warps, num_stages): one row per program, the
-# warp counts that are spill-free in both cases on sm_90 with Triton 3.8 (the one-kernel backward only where
-# `_short_backward_fits` allows it).
+# warp counts that are spill-free in both cases on sm_90 with Triton 3.6 and 3.8 (the one-kernel backward only
+# where `_short_backward_fits` allows it). No 64-wide forward tile fits at D = 128 in both versions (4 warps: 616-716
+# bytes spilled with 3.6): that forward takes the long-sequence tiles (an empty list).
 _SHORT_FP32 = {
     ("fwd", 16, False): [(1, 4, 1), (1, 8, 1)], ("fwd", 16, True): [(1, 4, 1), (1, 8, 1)],
-    ("fwd", 32, False): [(1, 4, 1)], ("fwd", 32, True): [(1, 8, 1), (1, 4, 1)],
-    ("fwd", 64, False): [(1, 8, 1)], ("fwd", 64, True): [(1, 4, 1)],
+    ("fwd", 32, False): [(1, 4, 1), (1, 2, 1)], ("fwd", 32, True): [(1, 8, 1), (1, 4, 1)],
+    ("fwd", 64, False): [(1, 8, 1)], ("fwd", 64, True): [],
     ("bwd", 16, False): [(1, 4, 1), (1, 8, 1)], ("bwd", 16, True): [(1, 4, 1), (1, 8, 1)],
     ("bwd", 32, False): [(1, 8, 1), (1, 4, 1)],
 }
@@ -614,7 +623,8 @@ _SHORT = {
 def _short_backward_fits(dtype: torch.dtype, tile: int, head_dim: int) -> bool:
     """Whether the one-kernel short backward fits in registers on the GPU. In float32 its eleven tiles of
     full-width values do not fit beyond 16-wide tiles (32 with D <= 64): a 32-wide tile at D = 128 spills
-    176 bytes even in 8 warps, a 64-wide one 1.7-55 KB (sm_90, Triton 3.8); those take the split kernels."""
+    176 bytes even in 8 warps, a 64-wide one 1.7-55 KB (sm_90, Triton 3.8; 3.6 agrees); those take the split
+    kernels."""
     return dtype != torch.float32 or tile == 16 or (tile == 32 and head_dim <= 64)
 
 
@@ -629,13 +639,14 @@ def _candidates(kind: str, n_q: int, n_k: int, head_dim: int, dtype: torch.dtype
     bm, bn = _pow2(n_q, 16, 64), _pow2(n_k, 16, 64)
     tile = max(bm, bn)
     short_class = max(n_q, n_k) <= SHORT_SEQUENCE
+    short = []
     if short_class and (kind == "fwd" or _short_backward_fits(dtype, tile, head_dim)):
-        # temporal attention: one tile covers N; pack (b, h) rows per program
         table = _SHORT_FP32 if dtype == torch.float32 else _SHORT
         short = table[("fwd" if kind == "fwd" else "bwd", tile, head_dim > 64)]
+    if short:  # temporal attention: one tile covers N; pack (b, h) rows per program
         return [KernelConfig(bm, bn, *c) for c in short]
     if dtype == torch.float32:
-        cands = [KernelConfig(*c) for c in _LONG_FP32["fwd" if kind == "fwd" else "bwd"]]
+        cands = [KernelConfig(*c) for c in _LONG_FP32[(kind, 128 if head_dim > 64 else 64)]]
         if short_class and kind != "fwd":  # the split backward: tiles must not cover N, or the fused kernel would run
             cands = [dataclasses.replace(c, block_m=max(16, min(c.block_m, bm // 2)),
                                          block_n=max(16, min(c.block_n, bn // 2))) for c in cands]

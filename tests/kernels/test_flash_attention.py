@@ -266,6 +266,37 @@ def test_cuda_candidates_choose_the_backward_consistently(dtype):
     assert _short_backward_fits(dtype, 64, 128) == (dtype != torch.float32)
 
 
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=("bf16", "fp32"))
+def test_every_cuda_candidate_is_spill_free_in_the_stored_sweeps(dtype):
+    """The candidate tables agree with the register sweeps stored in bench/results/ (bench/kernel_resources.py,
+    sm_90, Triton 3.6 and 3.8): every tiling the autotuner may try, for any length, compiles without spilling in
+    both the plain and the causal + padding mask + partial tile case. Editing a table without sweeping it again
+    fails here."""
+    import json
+    from pathlib import Path
+
+    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _candidates
+
+    suffix = "-fp32" if dtype == torch.float32 else ""
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    for version in ("3.6.0", "3.8.0"):
+        rows = json.loads((results / f"kernel_resources-sm90-triton-{version}{suffix}.json").read_text())["rows"]
+        spills = {}
+        for r in rows:
+            key = (r["kind"], r["head_dim"], r["block_m"], r["block_n"], r["rows"], r["num_warps"], r["num_stages"])
+            spills.setdefault(key, []).append(r.get("spill_stores", "error"))
+        for D in (64, 128):
+            for kind in ("fwd", "dq", "dkdv"):
+                for n in (1, 5, 16, 17, 31, 33, 40, 64, 65, 300, 4096):
+                    for c in _candidates(kind, n, n, D, dtype):
+                        fused = kind != "fwd" and n <= SHORT_SEQUENCE and n <= c.block_m and n <= c.block_n
+                        if fused and kind == "dq":
+                            continue  # the one-kernel backward has no dQ kernel
+                        key = ("bwd_short" if fused else kind, D, c.block_m, c.block_n, c.rows, c.num_warps,
+                               c.num_stages)
+                        assert spills.get(key) == [0, 0], (version, key, spills.get(key))
+
+
 def test_long_sequences_never_take_the_one_kernel_backward():
     """N > 64 keeps the split backward even when a (large) tile would cover it."""
     cfg = KernelConfig(128, 128)
