@@ -21,7 +21,8 @@ On a GPU
     temporal-attention shape N = 16 over a huge batch (B·H = 65536 rows). fp16 and bf16; modes
     ``fwd``, ``bwd`` and ``fwd+bwd``, each timed with ``triton.testing.do_bench`` (median of the runs
     after warm-up, L2 cache flushed between runs). The Triton kernel's first call per shape also
-    picks its tile configuration (``KernelConfig``); the chosen one is recorded.
+    picks its tile configuration (``KernelConfig``); the chosen one is recorded, and its output and gradients
+    are compared with SDPA's on the same inputs (``rel_err_vs_sdpa``, ``matches_sdpa`` per shape).
 
 On a CPU (smoke run)
     Triton kernels run on a CPU only in the interpreter, which is a correctness tool, not a
@@ -159,6 +160,28 @@ def bench_one(prov, shape, dtype, causal, mode, device) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=[q, k, v], return_mode="median")
 
 
+# How far the kernel may be from SDPA on the same inputs (max |difference| / max |SDPA|), per dtype: the
+# rounding of the inputs and outputs, with float32 accumulation in both.
+TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 1e-2, torch.float32: 1e-3}
+
+
+def check_against_sdpa(prov, shape, dtype, causal, device) -> dict:
+    """O, dQ, dK and dV of ``prov`` against PyTorch SDPA (its default backend) on the same random inputs:
+    ``{"O": err, "dQ": err, ...}`` with err = max |difference| / max |SDPA's value|. A benchmark row of a kernel
+    that computes the wrong thing fast is worth nothing, so the GPU run checks each shape it times."""
+    B, H, N, D = shape["B"], shape["H"], shape["N"], shape["D"]
+    gen = torch.Generator(device=device).manual_seed(1)
+    q, k, v, do = (torch.randn(B, H, N, D, device=device, dtype=dtype, generator=gen) for _ in range(4))
+    results = []
+    for fn in (prov, _sdpa(None)):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        o = fn(*x, causal)
+        o.backward(do)
+        results.append((o.detach(), *(t.grad for t in x)))
+    return {name: ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6)).item()
+            for name, a, b in zip(("O", "dQ", "dK", "dV"), *results)}
+
+
 def math_fits(shape, dtype, device) -> bool:
     """The math path holds S and P (float32) and their gradients: skip shapes that would not fit."""
     n_scores = shape["B"] * shape["H"] * shape["N"] ** 2
@@ -264,13 +287,19 @@ def main(argv=None):
                         flops = attention_flops(shape["B"], shape["H"], shape["N"], head_dim=shape["D"],
                                                 causal=causal, mode=mode)  # K4
                         row.update(ms=ms, tflops=flops / (ms * 1e-3) / 1e12)
+                        flag = ""
                         if pname == "triton":
                             from minivid.kernels import last_configs
 
                             row["config"] = {k: dataclasses.asdict(c) for k, c in last_configs().items()}
+                            if mode == modes[0]:  # once per shape: is the kernel that was just timed right?
+                                errs = check_against_sdpa(prov, shape, dtype, causal, device)
+                                row["rel_err_vs_sdpa"] = errs
+                                row["matches_sdpa"] = max(errs.values()) <= TOLERANCE[dtype]
+                                flag = "" if row["matches_sdpa"] else f"  WRONG: {errs}"
                         record(row)
                         print(f"{pname:<15}{row['dtype']:<9}{causal!s:<7}{mode:<8}{shape['kind']:<9}{shape['B']:>6}"
-                              f"{shape['H']:>4}{shape['N']:>7}{shape['D']:>5}{ms:>11.4f}{row['tflops']:>9.2f}")
+                              f"{shape['H']:>4}{shape['N']:>7}{shape['D']:>5}{ms:>11.4f}{row['tflops']:>9.2f}{flag}")
 
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return save(complete=True)

@@ -594,6 +594,24 @@ def test_backward_formulas_equal_autograd(layout):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
+def test_benchmark_checks_the_kernel_against_sdpa():
+    """bench/attention.py's correctness check, run here on the kernel (interpreter on a CPU): small errors for
+    the real kernel, and a large one for a provider that is wrong (non-causal where causal was asked)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_attention",
+                                                  Path(__file__).resolve().parents[2] / "bench" / "attention.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = dict(kind="long", B=1, H=2, N=21, D=32)
+    kernel = lambda q, k, v, causal: flash_attention(q, k, v, causal=causal)  # noqa: E731
+    errs = bench.check_against_sdpa(kernel, shape, torch.float32, True, DEVICE)
+    assert set(errs) == {"O", "dQ", "dK", "dV"} and max(errs.values()) < bench.TOLERANCE[torch.float32], errs
+    wrong = lambda q, k, v, causal: flash_attention(q, k, v, causal=not causal)  # noqa: E731
+    assert bench.check_against_sdpa(wrong, shape, torch.float32, True, DEVICE)["O"] > 0.1
+
+
 def test_flop_count():
     """K4: forward 4·B·H·N²·D, halved if causal; backward 2.5× forward."""
     assert attention_flops(2, 3, 5, head_dim=16) == 4 * 2 * 3 * 5 * 5 * 16
