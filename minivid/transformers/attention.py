@@ -107,6 +107,7 @@ class Attention(nn.Module):
                 raise ValueError(f"dim={dim} must be divisible by heads={heads} (or pass head_dim)")
             head_dim = dim // heads
         self.heads, self.head_dim = heads, head_dim
+        self.dim, self.context_dim = dim, context_dim or dim
         inner = heads * head_dim
         self.backend = _check_backend(backend, head_dim)
         self.to_q = nn.Linear(dim, inner, bias=qkv_bias)
@@ -127,6 +128,9 @@ class Attention(nn.Module):
         """x (B, N, dim); context (B, M, context_dim) or None (self-attention); key_padding_mask (B, M or N)
         True = attend; rope applied to q and k of shape (B, H, N, head_dim) (self-attention only)."""
         ctx = x if context is None else context
+        for name, t, width in (("x", x, self.dim), ("context", ctx, self.context_dim)):
+            if t.ndim != 3 or t.shape[-1] != width:
+                raise ValueError(f"{name} must be (B, N, {width}) for this Attention, got shape {tuple(t.shape)}")
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(ctx), "b m (two h d) -> two b h m d", two=2, h=self.heads)
         q, k = self.q_norm(q), self.k_norm(k)

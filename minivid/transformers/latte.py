@@ -98,6 +98,16 @@ class LatteConfig:
                 raise ValueError(f"{name}={v!r} must be a positive int")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        pair = (self.size, self.size) if isinstance(self.size, int) else self.size
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
+            raise ValueError(f"size={self.size!r} must be a positive int or an (H, W) pair of positive ints")
+        if (isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float))
+                or not int(self.dim * self.mlp_ratio) >= 1):
+            raise ValueError(f"mlp_ratio={self.mlp_ratio!r} must be a positive number with int(dim * mlp_ratio) >= 1 "
+                             f"(the MLP's hidden width; dim={self.dim})")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+            raise ValueError(f"num_classes={self.num_classes!r} must be an int (0 = unconditional)")
         if self.variant in (1, 2) and self.depth % 2:
             raise ValueError(f"depth={self.depth} must be even for variant={self.variant} (spatial and temporal "
                              f"blocks come in equal numbers); allowed: 2, 4, 6, ...")

@@ -104,6 +104,10 @@ def test_zero_init_output_and_bad_input():
         Attention(8, heads=3)
     with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, N_k\) = \(1, 3\)"):
         attn(torch.randn(1, 3, 8), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"x must be \(B, N, 8\) for this Attention, got shape \(1, 3, 6\)"):
+        attn(torch.randn(1, 3, 6))
+    with pytest.raises(ValueError, match=r"context must be \(B, N, 8\) for this Attention, got shape \(1, 2, 5\)"):
+        attn(torch.randn(1, 3, 8), torch.randn(1, 2, 5))
     with pytest.raises(ValueError, match="rope applies to self-attention only"):
         attn(torch.randn(1, 3, 8), torch.randn(1, 2, 8), rope=lambda t: t)
     with pytest.raises(ValueError, match=r"backend='triton' needs a head dim in 16..128, .* head_dim=4"):

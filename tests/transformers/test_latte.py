@@ -51,6 +51,11 @@ def randomise_(module, seed=0, std=0.2):
     (dict(size=(8, 6)), r"width=6 must be a positive multiple of patch_size=4"),
     (dict(temporal_pos="alibi"), r"temporal_pos='alibi' is not supported; allowed: \('sincos', 'rope'\)"),
     (dict(modulation="film"), r"modulation='film' is not supported; allowed:"),
+    (dict(size="32"), r"size='32' must be a positive int or an \(H, W\) pair of positive ints"),
+    (dict(size=(32,)), r"size=\(32,\) must be a positive int or an \(H, W\) pair"),
+    (dict(mlp_ratio=0), r"mlp_ratio=0 must be a positive number with int\(dim \* mlp_ratio\) >= 1"),
+    (dict(mlp_ratio=0.01), r"mlp_ratio=0.01 must be a positive number"),
+    (dict(num_classes=2.0), r"num_classes=2.0 must be an int"),
 ])
 def test_configuration_errors_name_the_argument_the_value_and_what_is_allowed(kw, message):
     with pytest.raises(ValueError, match=message):
