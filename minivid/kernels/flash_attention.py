@@ -1022,8 +1022,10 @@ def compile_for_gpu(kind: str, dtype: torch.dtype = torch.bfloat16, head_dim: in
     integer argument equal to 1 into a constant and marks integers and pointers divisible by 16, and
     that decides whether loads are vectorised and pipelined. Here the head dim is contiguous (every
     ``s_*d`` stride and the mask's ``s_mn`` are 1, in both layouts) and the other strides, the sizes and
-    the pointers are multiples of 16 (true for D >= 16 and sequence lengths that are multiples of 16,
-    as in the benchmark). ``specialize=False``: every integer generic, the slowest code.
+    the pointers are multiples of 16 (true for D a multiple of 16 and sequence lengths that are multiples
+    of 16, as in the benchmark). For other head dims the strides are not marked, and where D · element size
+    is a multiple of 16 bytes (72 or 40 in bf16) the ``ALIGN`` hint is set, as ``_stride_align`` sets it for
+    contiguous inputs. ``specialize=False``: every integer generic, the slowest code.
 
     The tests use it to check on a CPU-only machine that the kernels compile for the GPU; it needs
     the compiled (not interpreted) kernels, i.e. a process without ``TRITON_INTERPRET=1``.
