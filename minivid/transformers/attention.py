@@ -127,6 +127,9 @@ class Attention(nn.Module):
                 rope: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """x (B, N, dim); context (B, M, context_dim) or None (self-attention); key_padding_mask (B, M or N)
         True = attend; rope applied to q and k of shape (B, H, N, head_dim) (self-attention only)."""
+        if context is None and self.context_dim != self.dim:
+            raise ValueError(f"this Attention attends to a context of width {self.context_dim} (context_dim): pass "
+                             "context (B, M, context_dim)")
         ctx = x if context is None else context
         for name, t, width in (("x", x, self.dim), ("context", ctx, self.context_dim)):
             if t.ndim != 3 or t.shape[-1] != width:

@@ -108,6 +108,8 @@ def test_zero_init_output_and_bad_input():
         attn(torch.randn(1, 3, 6))
     with pytest.raises(ValueError, match=r"context must be \(B, N, 8\) for this Attention, got shape \(1, 2, 5\)"):
         attn(torch.randn(1, 3, 8), torch.randn(1, 2, 5))
+    with pytest.raises(ValueError, match=r"context of width 5 \(context_dim\): pass context"):
+        Attention(8, heads=2, context_dim=5)(torch.randn(1, 3, 8))
     with pytest.raises(ValueError, match="rope applies to self-attention only"):
         attn(torch.randn(1, 3, 8), torch.randn(1, 2, 8), rope=lambda t: t)
     with pytest.raises(ValueError, match=r"backend='triton' needs a head dim in 16..128, .* head_dim=4"):
