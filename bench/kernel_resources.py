@@ -64,8 +64,8 @@ def tilings(kind: str, head_dim: int, quick: bool, dtype: torch.dtype = torch.bf
             covers = n <= c.block_m and n <= c.block_n
             if kind == "bwd_short" and not covers:  # float32 past 16-wide tiles: the split kernels run instead
                 continue
-            short.append((c, f"short candidate N<={n}" if kind == "bwd_short" or covers or kind == "fwd"
-                          else f"short split candidate N<={n}"))
+            split = kind in ("dq", "dkdv") and not covers  # the split backward of a short sequence (float32)
+            short.append((c, f"short {'split ' if split else ''}candidate N<={n}"))
     if kind == "bwd_short":  # one tile covers the sequence: configured by the dK/dV kernel's short candidates
         return short
     out = [(c, "long candidate") for c in fa._candidates(kind, 4096, 4096, head_dim, dtype)]

@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from ..data import MiniSprites
-from ..data.minisprites import check_size
 from ..diffusion import NoiseSchedule, check_prediction, dpm_solver_pp_sample, make_timesteps
+from ..diffusion.schedule import _is_int
 from ..diffusion.video_unet import VideoUNet, VideoUNetConfig
 from ..utils.checkpoint import load_weights, save_json, save_state, save_weights
 from ..utils.video import save_frame_grid, write_video
@@ -80,7 +80,6 @@ class DemoConfig:
         if not _is_int(self.size) or not 16 <= self.size <= 512 or self.size % 8:
             raise ValueError(f"size={self.size!r} is invalid: expected an int in [16, 512] divisible by 8 "
                              "(MiniSprites' frame sizes)")
-        check_size(self.size)  # the dataset's own rule, in case it ever becomes stricter than the line above
         f = 2 ** (len(self.model.channel_mults) - 1)
         if self.size % f:
             raise ValueError(f"size={self.size} must be divisible by {f} = 2**(len(channel_mults)-1) for "
@@ -102,10 +101,6 @@ class DemoConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_number(v) -> bool:
