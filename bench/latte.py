@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minivid.diffusion import NoiseSchedule  # noqa: E402
-from minivid.pipeline.trainer import DiffusionTrainer  # noqa: E402
+from minivid.diffusion import DiffusionTrainer  # noqa: E402
 from minivid.transformers import Latte, LatteConfig, set_attention_backend  # noqa: E402
 from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 

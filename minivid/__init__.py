@@ -1,21 +1,24 @@
 """minivid: a notebook-first reference implementation of modern latent video diffusion.
 
-Families (one sub-package each):
+Families (one sub-package each), in floors: a package imports only from the floors below it.
 
-- ``diffusion``: schedules, losses, samplers (D1-D10); the demo's video U-Net; PVDM's plane U-Net,
-  joint training and long-video sampling (P7-P9).
-- ``autoencoders``: the shared autoencoder interface, losses and trainer; PVDM's triplane autoencoder
-  (P1-P6), a per-frame 2D VAE, CogVideoX's causal 3D VAE (C1) and Reducio's VAE (R1-R3).
-- ``transformers``: attention with a backend switch, patch embeddings, sin-cos and RoPE, AdaLN family,
-  DiT blocks and Latte (L1-L8, C3).
-- ``kernels``: FlashAttention-2 forward and backward in Triton and its PyTorch reference (K1-K4).
-- ``metrics``: PSNR and SSIM.
-- ``data``: MiniSprites, the sprite tracker and trajectory error, real-video folders.
-- ``nn``: small layers shared by every model (timestep embeddings).
-- ``pipeline``: the diffusion trainer and the demo (the command line is ``minivid/__main__.py``).
-- ``utils``: video I/O, atomic files, checkpoints, and the device and versions a measurement records.
+- ``utils``, ``nn``, ``kernels``, ``metrics`` (the bottom): video I/O, atomic files, checkpoints, config and argument
+  checks; the layers every model shares (attention with its backend switch, sinusoids and RoPE, modulation, the MLP,
+  the DiT block family, the AdaGN residual block) and the model contract (``Model``, ``save_model``,
+  ``load_model``); FlashAttention-2 in Triton and its PyTorch reference (K1-K4); PSNR, SSIM, trajectory error.
+- ``diffusion``, ``data``: diffusion math (D1-D10) and the training core; MiniSprites, the sprite tracker, real
+  videos.
+- ``autoencoders``, ``unets``, ``transformers`` (the models): PVDM's triplane autoencoder (P1-P6), a per-frame 2D
+  VAE, CogVideoX's causal 3D VAE (C1), Reducio's VAE (R1-R3); the demo's video U-Net and PVDM's plane U-Net (P7);
+  Latte (L1-L8).
+- ``pipeline`` (the top): the demo and PVDM's joint training and long-video sampling (P8-P9); the command line is
+  ``minivid/__main__.py``.
 
-Equation IDs refer to ``docs/equations.md``.
+Every model saves and loads one way: ``minivid.save_model(model, folder)`` / ``minivid.load_model(folder)``.
+docs/architecture.md draws the floors and the import graph; equation IDs refer to ``docs/equations.md``.
 """
 
+from .nn.model import load_model, save_model
+
 __version__ = "0.1.0"
+__all__ = ["save_model", "load_model", "__version__"]

@@ -2,7 +2,9 @@
 ``DiagonalGaussian``, ``DiracLatent``), the losses (``losses``), the trainer (``training``) and the
 convolutional building blocks of the VAEs (``blocks``: C1's causal convolution, residual blocks,
 resampling, encoder/decoder, compression bookkeeping). The PVDM triplane autoencoder (P1-P6), the per-frame
-2D VAE (R2), CogVideoX's causal 3D VAE (C1) and Reducio's VAE (R1-R3) live in their own modules."""
+2D VAE (R2), CogVideoX's causal 3D VAE (C1) and Reducio's VAE (R1-R3) live in their own modules;
+``latents.LatentSpace`` turns a trained one into a diffusion model's latent space (scaled to unit variance).
+Every autoencoder follows the model contract of :mod:`minivid.nn.model` (``minivid.save_model``)."""
 
 from .base import DiagonalGaussian, DiracLatent, VideoAutoencoder
 from .blocks import (
@@ -18,6 +20,7 @@ from .blocks import (
     compression_stats,
 )
 from .causal_vae import CausalVAE, CausalVAEConfig
+from .latents import LatentSpace
 from .losses import (
     PatchDiscriminator2D,
     PatchDiscriminator3D,
@@ -36,6 +39,7 @@ __all__ = [
     "DiagonalGaussian",
     "DiracLatent",
     "AutoencoderTrainer",
+    "LatentSpace",
     "PVDMAutoencoder",
     "PVDMAutoencoderConfig",
     "PerceptualLoss",

@@ -17,7 +17,8 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+
+from ..nn import Model
 
 
 class DiagonalGaussian:
@@ -83,9 +84,10 @@ class DiracLatent:
         return torch.zeros(t.shape[0], device=t.device, dtype=t.dtype)
 
 
-class VideoAutoencoder(nn.Module):
-    """Base class of minivid's autoencoders; subclasses implement ``encode``, ``decode`` and
-    ``latent_shape`` and set ``downsample = (f_t, f_s, f_s)`` and ``latent_channels``."""
+class VideoAutoencoder(Model):
+    """Base class of minivid's autoencoders; subclasses set ``config_class`` (the model contract of
+    :class:`minivid.nn.Model`: built from a config, saved with ``minivid.save_model``), implement ``encode``,
+    ``decode`` and ``latent_shape`` and set ``downsample = (f_t, f_s, f_s)`` and ``latent_channels``."""
 
     downsample: tuple[int, int, int] = (1, 1, 1)
     latent_channels: int = 0

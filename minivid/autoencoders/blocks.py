@@ -32,9 +32,7 @@ halves/doubles space and/or time), two residual blocks in the middle, GroupNorm-
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -429,7 +427,7 @@ class Decoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Compression bookkeeping and save/load shared by the VAEs
+# Compression bookkeeping shared by the VAEs
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -444,36 +442,3 @@ def compression_stats(model: nn.Module, input_shape: Sequence[int]) -> dict[str,
     return {"downsample": f"{f_t}x{f_s}x{f_s2}", "factor": f_t * f_s * f_s2, "latent_channels": latent[1],
             "latent_shape": latent[1:], "latent_elements": lat, "input_elements": inp,
             "element_ratio": inp / lat, "parameters": sum(p.numel() for p in model.parameters())}
-
-
-class SaveLoadMixin:
-    """Save/load for the R2/C1 VAEs: ``save(path)`` writes safetensors weights with the config (JSON) in the
-    header; ``cls.load(path)`` rebuilds the model from it. Subclasses set ``config_class`` and keep their
-    config in ``self.config``."""
-
-    config_class: type
-
-    def save(self, path: str | Path) -> None:
-        from dataclasses import asdict
-
-        from ..utils import save_weights
-
-        save_weights(self, path, metadata={"minivid_class": type(self).__name__,
-                                           "config": json.dumps(asdict(self.config))})
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu"):
-        from safetensors import safe_open
-
-        from ..utils import load_weights
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("minivid_class") != cls.__name__:
-            raise ValueError(f"{path} holds a {meta.get('minivid_class')!r}, not a {cls.__name__}")
-        fields = json.loads(meta["config"])
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        model = cls(cls.config_class(**fields)).to(device)
-        return load_weights(model, path)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nn import ModelConfig
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, check_video_shape, log2_exact, make_transitions
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -36,7 +37,7 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 @dataclass
-class CausalVAEConfig:
+class CausalVAEConfig(ModelConfig):
     """C1 defaults: f_s = 8, f_t = 4, |z| = 16. ``channel_mult`` has log2(max(f_s, f_t)) + 1 entries
     (None: (1, 2, 2, 4, 4, ...) cut to length). CogVideoX uses 128 channels, (1, 2, 2, 4), 3 blocks."""
 
@@ -60,15 +61,15 @@ class CausalVAEConfig:
                              "must be >= 1")
 
 
-class CausalVAE(SaveLoadMixin, VideoAutoencoder):
+class CausalVAE(VideoAutoencoder):
     """CogVideoX's causal 3D VAE (C1). ``encode(video, chunk_frames=None)`` -> :class:`DiagonalGaussian`
     over (B, |z|, k+1, H/f_s, W/f_s); ``decode(z, chunk_frames=None)`` -> (B, 3, 4k+1, H, W)."""
 
     config_class = CausalVAEConfig
 
-    def __init__(self, config: CausalVAEConfig | None = None):
-        super().__init__()
-        self.config = c = config or CausalVAEConfig()
+    def __init__(self, config: CausalVAEConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        c = self.config
         self.downsample = (c.temporal_factor, c.spatial_factor, c.spatial_factor)
         self.latent_channels = c.latent_channels
         common = dict(channels=c.channels, channel_mult=c.channel_mult, num_res_blocks=c.num_res_blocks,

@@ -47,75 +47,21 @@ holds sits in :math:`z^s` and one row/column profile (checked in the tests, meas
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from ..nn import timestep_embedding
-from ..transformers.attention import BACKENDS, Attention
+from ..nn import BACKENDS, DiTBlock, ModelConfig, sincos_1d, sincos_2d
+from ..nn.triplane import Planes, check_planes, pack_planes, plane_shapes, unpack_planes
+from ..utils.validation import check_choice, check_number, check_positive_ints
 from .base import DiracLatent, VideoAutoencoder
 
 GRIDS = ("concat", "sum")
-Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-# --------------------------------------------------------------------------------------------------
-# The triplane latent (P1, P5): shape checks, packing, costs. Shared with minivid.diffusion's plane
-# U-Net and samplers.
-# --------------------------------------------------------------------------------------------------
-
-
-def check_planes(planes, channels: int | None = None, name: str = "planes") -> tuple[int, int, int]:
-    """P1: check that ``planes = (z_s, z_h, z_w)`` are (B, C, H', W'), (B, C, S, W'), (B, C, S, H') with one
-    B, one C (= ``channels`` when given) and consistent S, H', W'. Returns (S, H', W')."""
-    if (not isinstance(planes, (tuple, list)) or len(planes) != 3
-            or not all(isinstance(p, torch.Tensor) for p in planes)):
-        raise ValueError(f"{name} must be a tuple of three tensors (z_s, z_h, z_w), got {type(planes).__name__}"
-                         + (f" of length {len(planes)}" if isinstance(planes, (tuple, list)) else ""))
-    z_s, z_h, z_w = planes
-    shapes = ", ".join(f"{n} {tuple(p.shape)}" for n, p in zip(("z_s", "z_h", "z_w"), planes))
-    if any(p.ndim != 4 for p in planes):
-        raise ValueError(f"{name}: every plane must be 4-D (B, C, ., .); got {shapes}")
-    if len({p.shape[0] for p in planes}) != 1 or len({p.shape[1] for p in planes}) != 1:
-        raise ValueError(f"{name}: the planes must share batch size and channels; got {shapes}")
-    if channels is not None and z_s.shape[1] != channels:
-        raise ValueError(f"{name}: planes have {z_s.shape[1]} channels; expected latent_channels={channels}")
-    hp, wp = z_s.shape[2:]
-    s = z_h.shape[2]
-    if z_h.shape[3] != wp or z_w.shape[2] != s or z_w.shape[3] != hp:
-        raise ValueError(f"{name}: inconsistent plane shapes {shapes}; expected z_s (B, C, H', W'), "
-                         f"z_h (B, C, S, W'), z_w (B, C, S, H') with S = z_h.shape[2]")
-    return s, hp, wp
-
-
-def plane_shapes(batch: int, channels: int, shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    """The three plane shapes for latent size ``shape = (S, H', W')``."""
-    s, hp, wp = shape
-    return (batch, channels, hp, wp), (batch, channels, s, wp), (batch, channels, s, hp)
-
-
-def pack_planes(planes) -> torch.Tensor:
-    """(z_s, z_h, z_w) -> one tensor (B, C, H'W' + SW' + SH'), the planes flattened and concatenated in that
-    order (the release's ``extract`` layout). The samplers of minivid.diffusion work on this tensor."""
-    check_planes(planes)
-    return torch.cat([rearrange(p, "b c i j -> b c (i j)") for p in planes], dim=2)
-
-
-def unpack_planes(x: torch.Tensor, shape: Sequence[int]) -> Planes:
-    """Inverse of :func:`pack_planes` for latent size ``shape = (S, H', W')``."""
-    if len(shape) != 3 or any((not isinstance(v, int)) or v < 1 for v in shape):
-        raise ValueError(f"shape={tuple(shape)!r} must be (S, H', W'), three positive ints")
-    s, hp, wp = shape
-    n = hp * wp + s * wp + s * hp
-    if x.ndim != 3 or x.shape[2] != n:
-        raise ValueError(f"a packed triplane latent for shape (S, H', W') = {tuple(shape)} must be (B, C, {n}); "
-                         f"got {tuple(x.shape)}")
-    z_s, z_h, z_w = x.split([hp * wp, s * wp, s * hp], dim=2)
-    return (rearrange(z_s, "b c (h w) -> b c h w", h=hp), rearrange(z_h, "b c (s w) -> b c s w", s=s),
-            rearrange(z_w, "b c (s h) -> b c s h", s=s))
+__all__ = ["GRIDS", "PVDMAutoencoder", "PVDMAutoencoderConfig", "latent_cost", "triplane_grid", "Planes",
+           "check_planes", "pack_planes", "unpack_planes", "plane_shapes"]  # the triplane layout: minivid.nn.triplane
 
 
 def latent_cost(frames: int, height: int, width: int, patch_size: int, channels: int) -> dict[str, int]:
@@ -147,77 +93,25 @@ def triplane_grid(planes) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """Fixed sinusoidal embedding of integer positions (N,) -> (N, dim) (the Transformer sinusoid)."""
-    return timestep_embedding(positions.float(), dim)
-
-
-def sincos_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
-    """2D sinusoidal positions (H*W, dim): half the channels encode the row, half the column."""
-    if dim % 2:
-        raise ValueError(f"dim={dim} must be even for 2D sinusoidal positions")
-    rows = sincos_1d(torch.arange(height, device=device), dim // 2)  # (H, dim/2)
-    cols = sincos_1d(torch.arange(width, device=device), dim // 2)  # (W, dim/2)
-    return torch.cat([repeat(rows, "h d -> (h w) d", w=width), repeat(cols, "w d -> (h w) d", h=height)], dim=1)
-
-
-class FeedForward(nn.Sequential):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm self-attention + MLP over (N, L, dim) sequences (the axis projectors' layers)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, backend: str):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, backend=backend)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class DividedSpaceTimeBlock(nn.Module):
-    """TimeSformer's divided attention on tokens (B, S, N, dim), N = H'W' patches per frame: attention over
-    the S frames at each patch position, then over the N patches of each frame, then an MLP (pre-norm,
-    residual each). Spatial attention and the MLP act on each frame separately; only the temporal
-    attention moves information between frames."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, backend: str):
-        super().__init__()
-        self.norm_t, self.norm_s, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.time_attn = Attention(dim, heads, backend=backend)
-        self.space_attn = Attention(dim, heads, backend=backend)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        xt = rearrange(x, "b s n d -> (b n) s d")  # one sequence of S frames per patch position
-        xt = xt + self.time_attn(self.norm_t(xt))
-        x = rearrange(xt, "(b n) s d -> (b s) n d", b=b)  # one sequence of N patches per frame
-        x = x + self.space_attn(self.norm_s(x))
-        x = x + self.mlp(self.norm_mlp(x))
-        return rearrange(x, "(b s) n d -> b s n d", b=b)
-
-
 class VideoTransformer(nn.Module):
-    """A stack of divided space-time blocks on a token grid (B, S, H', W', dim), with 2D sinusoidal positions
-    in space (and optionally 1D ones in time) added at the input, and a final LayerNorm."""
+    """P2's TimeSformer: a stack of divided space-time blocks on a token grid (B, S, H', W', dim), with 2D sin-cos
+    positions in space (and optionally 1D ones in time) added at the input, and a final LayerNorm. Each block
+    (:class:`~minivid.nn.DiTBlock`, ``kind="factorised"``, ``temporal_first=True``, no condition) attends over the
+    S frames at each patch position, then over the H'W' patches of each frame, then applies its MLP (pre-norm,
+    residual each): only the temporal attention moves information between frames."""
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, backend: str, temporal_positions: bool):
         super().__init__()
         self.dim, self.temporal_positions = dim, temporal_positions
-        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(dim, heads, mlp_ratio, backend) for _ in range(depth))
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, "factorised", "none", mlp_ratio=mlp_ratio, backend=backend,
+                                             temporal_first=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, hp, wp, d = x.shape
-        x = rearrange(x, "b s h w d -> b s (h w) d") + sincos_2d(hp, wp, d, x.device).to(x.dtype)
+        x = rearrange(x, "b s h w d -> b s (h w) d") + sincos_2d(hp, wp, d).to(x)  # (B, S, H'W', dim)
         if self.temporal_positions:
-            x = x + sincos_1d(torch.arange(s, device=x.device), d).to(x.dtype)[:, None]
+            x = x + sincos_1d(s, d).to(x)[:, None]
         for block in self.blocks:
             x = block(x)
         return rearrange(self.norm(x), "b s (h w) d -> b s h w d", h=hp)
@@ -231,17 +125,18 @@ class AxisProjector(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, backend: str):
         super().__init__()
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, backend) for _ in range(depth))
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, "full", "none", mlp_ratio=mlp_ratio, backend=backend)
+                                    for _ in range(depth))  # plain pre-norm transformer layers over the line
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, lines: torch.Tensor) -> torch.Tensor:
         n, length, d = lines.shape
         cls = self.cls.to(lines.dtype) + lines.mean(dim=1, keepdim=True)  # (N, 1, D): starts as the line's average
         x = torch.cat([cls, lines], dim=1)  # (N, 1 + L, D), class token first
-        x = x + sincos_1d(torch.arange(length + 1, device=x.device), d).to(x.dtype)
+        x = (x + sincos_1d(length + 1, d).to(x))[:, None]  # (N, 1, 1 + L, D): one "frame" per line
         for block in self.blocks:
             x = block(x)
-        return self.norm(x[:, 0])  # (N, D): the class token's output
+        return self.norm(x[:, 0, 0])  # (N, D): the class token's output
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,7 +145,7 @@ class AxisProjector(nn.Module):
 
 
 @dataclass
-class PVDMAutoencoderConfig:
+class PVDMAutoencoderConfig(ModelConfig):
     """Sizes of :class:`PVDMAutoencoder`. The release (256 px, 16 frames) uses patch_size 8, dim 384,
     latent_channels 4, 8 encoder and 8 decoder layers of width 384 with 8 heads, 4-layer projectors with
     4 heads, and ``grid="sum"``."""
@@ -270,25 +165,16 @@ class PVDMAutoencoderConfig:
     attention_backend: str = "sdpa"
 
     def __post_init__(self):
-        for name in ("in_channels", "patch_size", "latent_channels", "dim", "encoder_depth", "decoder_depth",
-                     "projector_depth", "heads", "projector_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} is invalid: expected a positive int")
+        check_positive_ints(self, ("in_channels", "patch_size", "latent_channels", "dim", "encoder_depth",
+                                   "decoder_depth", "projector_depth", "heads", "projector_heads"))
         if self.patch_size < 2:
             raise ValueError(f"patch_size={self.patch_size} is invalid: P1 needs d > 1 (expected an int >= 2)")
-        if self.dim % 2 or self.dim % self.heads or self.dim % self.projector_heads:
-            raise ValueError(f"dim={self.dim} must be even and divisible by heads={self.heads} and "
-                             f"projector_heads={self.projector_heads}")
-        if self.grid not in GRIDS:
-            raise ValueError(f"grid={self.grid!r} is invalid: expected one of {GRIDS}")
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"attention_backend={self.attention_backend!r} is invalid: expected one of {BACKENDS}")
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio={self.mlp_ratio!r} must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        if self.dim % 4 or self.dim % self.heads or self.dim % self.projector_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by 4 (2D sin-cos positions) and by heads={self.heads} "
+                             f"and projector_heads={self.projector_heads}")
+        check_choice("grid", self.grid, GRIDS)
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
+        check_number("mlp_ratio", self.mlp_ratio, 0.0, strict_minimum=True)
 
 
 class PVDMAutoencoder(VideoAutoencoder):
@@ -298,9 +184,11 @@ class PVDMAutoencoder(VideoAutoencoder):
     Any S works, and any H, W divisible by ``patch_size`` (positions are sinusoidal, not learned tables).
     Train with :class:`~minivid.autoencoders.training.AutoencoderTrainer` (P6)."""
 
-    def __init__(self, config: PVDMAutoencoderConfig | None = None, **kwargs):
-        super().__init__()
-        self.config = cfg = config if config is not None else PVDMAutoencoderConfig(**kwargs)
+    config_class = PVDMAutoencoderConfig
+
+    def __init__(self, config: PVDMAutoencoderConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        cfg = self.config
         d, p, c = cfg.dim, cfg.patch_size, cfg.latent_channels
         self.downsample = (1, p, p)
         self.latent_channels = c

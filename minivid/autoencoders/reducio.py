@@ -36,14 +36,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..nn import timestep_embedding
-from ..transformers.attention import Attention
+from ..nn import Attention, ModelConfig, sincos_2d, timestep_embedding
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, check_video_shape, log2_exact, make_transitions
 
 
 @dataclass
-class ReducioConfig:
+class ReducioConfig(ModelConfig):
     """R2 defaults: f_t = 4, f_s = 32 with the content frame, |z| = 16; fusion at H/8 and H/4.
 
     ``channel_mult`` has log2(max(f_s, f_t)) + 1 entries (None: (1, 2, 2, 4, 4, ...)); the content
@@ -94,16 +93,13 @@ class ReducioConfig:
                              "must be >= 1")
 
 
-def spatial_sincos(n_h: int, n_w: int, dim: int, grid: tuple[int, int], device=None) -> torch.Tensor:
-    """minivid's optional R2 extension (``fusion_spatial_pe``): a 2D sin-cos table (n_h·n_w, dim) of
-    pixel-centre positions measured on a common ``grid`` (rows, cols), so that a query map and a content map of
-    different sizes get matching codes where they overlap: half the channels encode the row, half the column."""
-    ys = (torch.arange(n_h, device=device) + 0.5) * grid[0] / n_h  # row centres in grid units
-    xs = (torch.arange(n_w, device=device) + 0.5) * grid[1] / n_w
-    half = dim // 2
-    ey, ex = timestep_embedding(ys, half), timestep_embedding(xs, dim - half)  # (n_h, half), (n_w, dim-half)
-    table = torch.cat([ey[:, None, :].expand(-1, n_w, -1), ex[None, :, :].expand(n_h, -1, -1)], dim=-1)
-    return rearrange(table, "h w c -> (h w) c")
+def spatial_sincos(n_h: int, n_w: int, dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """minivid's optional R2 extension (``fusion_spatial_pe``): the 2D sin-cos table (n_h·n_w, dim) of
+    :func:`minivid.nn.sincos_2d` at pixel-centre positions measured on a common ``grid`` (rows, cols), so that a
+    query map and a content map of different sizes get matching codes where they overlap."""
+    rows = (torch.arange(n_h, dtype=torch.float64) + 0.5) * grid[0] / n_h  # row centres in grid units
+    cols = (torch.arange(n_w, dtype=torch.float64) + 0.5) * grid[1] / n_w
+    return sincos_2d(rows, cols, dim)
 
 
 class ContentFusion(nn.Module):
@@ -120,6 +116,9 @@ class ContentFusion(nn.Module):
 
     def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False):
         super().__init__()
+        if spatial_pe and (dim % 4 or context_dim % 4):
+            raise ValueError(f"spatial_pe=True needs widths divisible by 4 (2D sin-cos code); got dim={dim}, "
+                             f"context_dim={context_dim}")
         heads = max(1, dim // head_dim)
         self.spatial_pe = spatial_pe
         self.norm = nn.LayerNorm(dim)
@@ -133,24 +132,24 @@ class ContentFusion(nn.Module):
         ctx = rearrange(content, "b c h w -> b (h w) c")  # (B, H_c·W_c, C_c) content tokens
         if self.spatial_pe:
             grid = tuple(content.shape[-2:])
-            q_pe = spatial_sincos(hh, ww, c, grid, h.device).to(h.dtype)  # (H·W, C)
-            k_pe = spatial_sincos(*grid, ctx.shape[-1], grid, h.device).to(h.dtype)  # (H_c·W_c, C_c)
+            q_pe = spatial_sincos(hh, ww, c, grid).to(h)  # (H·W, C)
+            k_pe = spatial_sincos(*grid, ctx.shape[-1], grid).to(h)  # (H_c·W_c, C_c)
             q = rearrange(rearrange(self.norm(x), "b (t n) c -> b t n c", t=t) + q_pe, "b t n c -> b (t n) c")
             return rearrange(x + self.attn(q, context=ctx + k_pe), "b (t h w) c -> b c t h w", t=t, h=hh, w=ww)
         x = x + self.attn(self.norm(x), context=ctx)  # LayerNorm, cross-attention, residual
         return rearrange(x, "b (t h w) c -> b c t h w", t=t, h=hh, w=ww)
 
 
-class ReducioVAE(SaveLoadMixin, VideoAutoencoder):
+class ReducioVAE(VideoAutoencoder):
     """Reducio's VAE (R1-R3). ``encode(video)`` -> q(z) over (B, |z|, T/f_t, H/f_s, W/f_s);
     ``decode(z, content=V[:, :, (T-1)//2])`` -> (B, 3, T, H, W); ``conditions(video)`` gives the content
     frame when ``use_content`` (required by ``decode`` then)."""
 
     config_class = ReducioConfig
 
-    def __init__(self, config: ReducioConfig | None = None):
-        super().__init__()
-        self.config = c = config or ReducioConfig()
+    def __init__(self, config: ReducioConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        c = self.config
         self.downsample = (c.temporal_factor, c.spatial_factor, c.spatial_factor)
         self.latent_channels = c.latent_channels
         common = dict(channels=c.channels, channel_mult=c.channel_mult, num_res_blocks=c.num_res_blocks,

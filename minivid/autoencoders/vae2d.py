@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nn import ModelConfig
 from .base import DiagonalGaussian, VideoAutoencoder
-from .blocks import Decoder, Encoder, SaveLoadMixin, check_video_shape, log2_exact, make_transitions
+from .blocks import Decoder, Encoder, check_video_shape, log2_exact, make_transitions
 
 
 @dataclass
-class VAE2DConfig:
+class VAE2DConfig(ModelConfig):
     """SD-VAE layout: f_s = 8 (three halvings), |z| = 4; SD uses 128 channels, (1, 2, 4, 4), 2 blocks and 2 middle
     blocks. Two options for training from scratch at small budgets, both off by default (SD-VAE's layout and init):
 
@@ -51,15 +52,15 @@ class VAE2DConfig:
             raise ValueError(f"num_mid_blocks={self.num_mid_blocks} must be >= 0")
 
 
-class VAE2D(SaveLoadMixin, VideoAutoencoder):
+class VAE2D(VideoAutoencoder):
     """Per-frame VAE: (B, 3, T, H, W) -> q(z) over (B, |z|, T, H/f_s, W/f_s) -> (B, 3, T, H, W).
     Images (B, 3, H, W) are accepted too (as 1-frame videos, returned as images)."""
 
     config_class = VAE2DConfig
 
-    def __init__(self, config: VAE2DConfig | None = None):
-        super().__init__()
-        self.config = c = config or VAE2DConfig()
+    def __init__(self, config: VAE2DConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        c = self.config
         self.downsample = (1, c.spatial_factor, c.spatial_factor)
         self.latent_channels = c.latent_channels
         transitions = make_transitions(c.spatial_factor, 1, True)  # spatial only

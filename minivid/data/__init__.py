@@ -1,5 +1,6 @@
-"""Data: MiniSprites (procedural videos with captions and exact sprite centres), the sprite tracker
-that measures trajectory error on generated samples, and VideoFolder for real clips (UCF-101 layout).
+"""Data: MiniSprites (procedural videos with captions and exact sprite centres), the sprite tracker that recovers
+the centres of generated samples (for :func:`minivid.metrics.trajectory_error`), and VideoFolder for real clips
+(UCF-101 layout).
 """
 
 from .minisprites import (
@@ -17,7 +18,7 @@ from .minisprites import (
     render_scene,
     sample_trajectory,
 )
-from .tracking import track_sprites, trajectory_error
+from .tracking import track_sprites
 from .video_folder import VideoFolder
 
 __all__ = [
@@ -36,5 +37,4 @@ __all__ = [
     "render_scene",
     "sample_trajectory",
     "track_sprites",
-    "trajectory_error",
 ]

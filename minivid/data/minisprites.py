@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..utils.validation import check_int
+
 # ---------------------------------------------------------------- public constants
 COLOR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 # (8, 3) RGB in [0, 1]. Every colour has a channel equal to 1 while every background channel is at
@@ -286,14 +288,6 @@ def sample_trajectory(rng, motion: str, num_frames: int, height: int, width: int
 
 
 # ---------------------------------------------------------------- argument checks
-def _check_int(name, value, lo, hi=None, what=None):
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        allowed = what or (f"an int in [{lo}, {hi}]" if hi is not None else f"an int >= {lo}")
-        raise ValueError(f"{name}={value!r} is invalid: expected {allowed}")
-    return int(value)
-
-
 def check_size(size, name="size"):
     """``size`` -> (H, W): an int or a pair, each in [16, 512] and divisible by 8."""
     what = "an int or (H, W) pair, each an int in [16, 512] divisible by 8"
@@ -301,7 +295,7 @@ def check_size(size, name="size"):
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValueError(f"{name}={size!r} is invalid: expected {what}")
     for v in pair:
-        _check_int(name, v, 16, 512, what)
+        check_int(name, v, 16, 512, what)
         if v % 8:
             raise ValueError(f"{name}={size!r} is invalid: expected {what}")
     return int(pair[0]), int(pair[1])
@@ -341,22 +335,22 @@ class MiniSprites(Dataset):
 
     def __init__(self, num_videos: int = 1000, size=64, num_frames: int = 16, num_sprites=(1, 3),
                  split: str = "train", seed: int = 0, motions=None, shapes=None, speed: float = 1.0):
-        self.num_videos = _check_int("num_videos", num_videos, 1)
+        self.num_videos = check_int("num_videos", num_videos, 1)
         self.height, self.width = check_size(size)
-        self.num_frames = _check_int("num_frames", num_frames, 1)
+        self.num_frames = check_int("num_frames", num_frames, 1)
         n = len(COLOR_NAMES)
         what = f"an int or a (lo, hi) pair with 1 <= lo <= hi <= {n}"
         pair = (num_sprites, num_sprites) if isinstance(num_sprites, (int, np.integer)) else num_sprites
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"num_sprites={num_sprites!r} is invalid: expected {what}")
-        lo_s, hi_s = (_check_int("num_sprites", v, 1, n, what) for v in pair)
+        lo_s, hi_s = (check_int("num_sprites", v, 1, n, what) for v in pair)
         if lo_s > hi_s:
             raise ValueError(f"num_sprites={num_sprites!r} is invalid: expected {what}")
         self.min_sprites, self.max_sprites = lo_s, hi_s
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is invalid: expected one of {SPLITS}")
         self.split = split
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.motions = _check_names("motions", motions, MOTIONS)
         self.shapes = _check_names("shapes", shapes, SHAPES)
         if isinstance(speed, bool) or not isinstance(speed, (int, float, np.floating)) \

@@ -1,4 +1,5 @@
-"""Recover sprite centres from a video, to measure trajectory error on generated samples (Tora, T9).
+"""Recover sprite centres from a video, to measure trajectory error on generated samples (Tora, T9; the error
+itself is :func:`minivid.metrics.trajectory_error`).
 
 A trajectory-conditioned model is asked to move, say, the red circle along a path; to score it we
 need the path it actually drew. MiniSprites makes this easy by construction:
@@ -145,21 +146,3 @@ def track_sprites(video, colors=None, *, tau: float = 0.25, min_pixels: float = 
     rows = [centres_of(c) if c >= 0 else torch.full((T, 2), float("nan")) for c in idx]
     centers = torch.stack(rows) if rows else torch.empty(0, T, 2)
     return centers, torch.tensor(idx, dtype=torch.int64)
-
-
-def trajectory_error(pred_centers, true_centers) -> float:
-    """Mean Euclidean distance in pixels between predicted and true centres (T9).
-
-    Both are arrays of the same shape (..., T, 2), e.g. (K, T, 2) or (B, K, T, 2). The mean runs over
-    every (sprite, frame) where both positions are finite; entries that are NaN in either one (an
-    absent or padded sprite, a frame where the tracker lost it) are left out. Returns NaN when no
-    entry is valid. Units are pixels of the video the centres were measured on.
-    """
-    p = torch.as_tensor(pred_centers, dtype=torch.float64)
-    q = torch.as_tensor(true_centers, dtype=torch.float64)
-    if p.shape != q.shape or p.ndim < 2 or p.shape[-1] != 2:
-        raise ValueError(f"need two (..., T, 2) arrays of one shape, got {tuple(p.shape)} "
-                         f"and {tuple(q.shape)}")
-    dist = (p - q).norm(dim=-1)  # (..., T)
-    valid = torch.isfinite(dist)
-    return float(dist[valid].mean()) if valid.any() else float("nan")

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..utils.video import count_frames, iter_frames
-from .minisprites import _check_int, check_size
+from ..utils.validation import check_int
+from .minisprites import check_size
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
@@ -58,12 +59,12 @@ class VideoFolder(Dataset):
                  extensions=VIDEO_EXTENSIONS, seed: int = 0, random_clip: bool = True,
                  class_folders: bool | None = None, default_caption: str = "a video"):
         self.root = Path(root)
-        self.num_frames = _check_int("num_frames", num_frames, 1)
+        self.num_frames = check_int("num_frames", num_frames, 1)
         if not isinstance(size, (int, np.integer)):
             raise ValueError(f"size={size!r} is invalid: expected an int in [16, 512] divisible by 8")
         self.size = check_size(size)[0]
-        self.frame_stride = _check_int("frame_stride", frame_stride, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.frame_stride = check_int("frame_stride", frame_stride, 1)
+        self.seed = check_int("seed", seed, 0)
         if isinstance(extensions, str) or not extensions:
             raise ValueError(f"extensions={extensions!r} is invalid: expected a tuple such as {VIDEO_EXTENSIONS}")
         self.extensions = tuple("." + e.lower().lstrip(".") for e in extensions)
@@ -93,7 +94,7 @@ class VideoFolder(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random clip starts (call once per epoch, as with a DistributedSampler)."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -1,10 +1,11 @@
-"""Diffusion math (D1-D10): schedules, forward process and posterior, parameterisations, losses,
-timestep samplers and samplers; and PVDM's diffusion side (P7-P9): the plane U-Net (``PlaneUNet``), joint
-conditional/unconditional training (``joint_loss``, ``JointTrainer``) and clip-by-clip sampling
-(``sample_planes``, ``generate_long_video``). The demo's ``VideoUNet`` lives in ``video_unet`` (not
-re-exported). See docs/equations.md for where each equation lives and is tested."""
+"""Diffusion math (D1-D10), the ground floor of every model in minivid: schedules, the forward process and its
+posterior, the eps / x0 / v parameterisations, losses, timestep samplers, samplers, classifier-free guidance, the
+Gaussian oracle, and the training core (:class:`Trainer`, :class:`DiffusionTrainer`). It imports nothing from
+minivid but ``utils`` and ``nn``; models live in ``unets``, ``transformers`` and ``autoencoders``. See
+docs/equations.md for where each equation lives and is tested."""
 
 from .gaussian import GaussianOracle
+from .guidance import classifier_free_guidance, drop_condition
 from .losses import (
     discretized_gaussian_log_likelihood,
     hybrid_loss,
@@ -15,11 +16,10 @@ from .losses import (
     vlb_terms,
     x0_weighted_loss,
 )
-from .plane_unet import PlaneUNet, PlaneUNetConfig
-from .pvdm_sampling import JointTrainer, generate_long_video, joint_loss, sample_planes
-from .samplers import classifier_free_guidance, ddim_sample, ddpm_sample, dpm_solver_pp_sample, randn_like
+from .samplers import ddim_sample, ddpm_sample, dpm_solver_pp_sample, randn_like
 from .schedule import PREDICTIONS, VARIANCES, NoiseSchedule, check_prediction, split_learned_variance
 from .timesteps import SPACINGS, explicit_uniform_timesteps, make_timesteps, uniform_timesteps
+from .training import DiffusionTrainer, Trainer, checkpoints, latest_checkpoint
 
 __all__ = [
     "NoiseSchedule",
@@ -35,6 +35,7 @@ __all__ = [
     "ddim_sample",
     "dpm_solver_pp_sample",
     "classifier_free_guidance",
+    "drop_condition",
     "randn_like",
     "l_simple",
     "x0_weighted_loss",
@@ -45,10 +46,8 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "mean_flat",
     "GaussianOracle",
-    "PlaneUNet",
-    "PlaneUNetConfig",
-    "JointTrainer",
-    "joint_loss",
-    "sample_planes",
-    "generate_long_video",
+    "Trainer",
+    "DiffusionTrainer",
+    "checkpoints",
+    "latest_checkpoint",
 ]

@@ -1,5 +1,5 @@
-r"""Samplers: DDPM ancestral (D5, D6), DDIM with eta (D7), DPM-Solver++(2M) (D8), and
-classifier-free guidance.
+r"""Samplers: DDPM ancestral (D5, D6), DDIM with eta (D7), DPM-Solver++(2M) (D8). Classifier-free guidance wraps a
+model for any of them (:mod:`minivid.diffusion.guidance`).
 
 Every sampler takes ``model(x, t) -> prediction`` with ``t`` a LongTensor of shape (B,) holding the
 schedule index, and a ``prediction`` in {"eps", "v", "x0"} saying what the model outputs. A
@@ -13,7 +13,7 @@ the generator's device and moved to x's device).
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -201,40 +201,3 @@ def ddpm_sample(
         if i > 0:
             x = x + (0.5 * p["log_variance"]).exp() * randn_like(x, generator)
     return x
-
-
-def classifier_free_guidance(
-    model: Callable[..., torch.Tensor],
-    cond: torch.Tensor | Mapping[str, torch.Tensor],
-    uncond: torch.Tensor | Mapping[str, torch.Tensor],
-    guidance_scale: float,
-    guided_channels: int | None = None,
-) -> Model:
-    r"""Wrap a conditional model as ``fn(x, t)`` for the samplers, with classifier-free guidance:
-    :math:`\hat\epsilon = \hat\epsilon(x, \varnothing) + w\,(\hat\epsilon(x, c) - \hat\epsilon(x, \varnothing))`.
-
-    The conditional and unconditional passes run as one batch of 2B. ``cond`` / ``uncond`` are tensors
-    (called as ``model(x, t, cond)``) or dicts of tensors (``model(x, t, **cond)``), each with batch B.
-    ``w = 1`` gives the conditional model, ``w = 0`` the unconditional one. Only the first
-    ``guided_channels`` channels (default: x's) are guided; extra channels (a learned variance, D6) are
-    taken from the conditional pass, as DiT and Latte do.
-    """
-
-    def cat(a, b):
-        if isinstance(a, Mapping):
-            if set(a) != set(b):
-                raise ValueError(f"cond and uncond must have the same keys, got {sorted(a)} and {sorted(b)}")
-            return {k: torch.cat([a[k], b[k]]) for k in a}
-        return torch.cat([a, b])
-
-    both = cat(cond, uncond)
-
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        xx, tt = torch.cat([x, x]), torch.cat([t, t])
-        out = model(xx, tt, **both) if isinstance(both, dict) else model(xx, tt, both)
-        out_c, out_u = out.chunk(2)
-        c = guided_channels or x.shape[1]
-        g = out_u[:, :c] + guidance_scale * (out_c[:, :c] - out_u[:, :c])
-        return torch.cat([g, out_c[:, c:]], dim=1) if out_c.shape[1] > c else g
-
-    return guided

@@ -17,10 +17,11 @@ Notation used in docstrings: :math:`\alpha_t = \sqrt{\bar\alpha_t}`, :math:`\sig
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import torch
+
+from ..utils.validation import check_int
 
 PREDICTIONS = ("eps", "v", "x0")
 VARIANCES = ("beta", "posterior", "learned")
@@ -30,18 +31,6 @@ def check_prediction(prediction: str) -> str:
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction={prediction!r} is not supported; allowed: {PREDICTIONS}")
     return prediction
-
-
-def _is_int(value) -> bool:
-    """Python and NumPy integers (any ``numbers.Integral``), but not bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    """``value`` as a Python int, or a ValueError if it is not an integer >= ``minimum``."""
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(value)
 
 
 class NoiseSchedule:
@@ -89,7 +78,7 @@ class NoiseSchedule:
     @classmethod
     def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
         """DDPM's linear betas (used by PVDM and Latte: 1e-4 to 0.02 over 1000 steps)."""
-        num_steps = _check_int("num_steps", num_steps, 2)
+        num_steps = check_int("num_steps", num_steps, 2)
         cls._check_beta_range(beta_start, beta_end)
         return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64))
 
@@ -98,7 +87,7 @@ class NoiseSchedule:
         cls, num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
     ) -> "NoiseSchedule":
         """Latent-diffusion ("scaled linear") betas: linear in sqrt(beta). CogVideoX's base schedule."""
-        num_steps = _check_int("num_steps", num_steps, 2)
+        num_steps = check_int("num_steps", num_steps, 2)
         cls._check_beta_range(beta_start, beta_end)
         return cls(torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2)
 
@@ -106,7 +95,7 @@ class NoiseSchedule:
     def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         r"""Improved DDPM's cosine schedule: :math:`\bar\alpha(\tau) \propto \cos^2(\frac{\tau/T + s}{1+s}\frac{\pi}{2})`,
         betas clipped at ``max_beta``."""
-        num_steps = _check_int("num_steps", num_steps, 2)
+        num_steps = check_int("num_steps", num_steps, 2)
         if not 0 <= s < 1:
             raise ValueError(f"s={s!r} must lie in [0, 1)")
         if not 0 < max_beta <= 1:

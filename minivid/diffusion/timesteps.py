@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .schedule import NoiseSchedule, _check_int, _is_int
+from ..utils.validation import check_int, is_int
+from .schedule import NoiseSchedule
 
 SPACINGS = ("linspace", "leading", "trailing", "logsnr")
 
@@ -30,7 +31,7 @@ def make_timesteps(schedule: NoiseSchedule, n: int, spacing: str = "linspace") -
     for the spacings. The timesteps the samplers visit: DDIM (D7, any spacing), DPM-Solver++ (D8,
     ``"logsnr"``) and zero-terminal-SNR sampling (D10, ``"trailing"``); see docs/equations.md."""
     T = schedule.num_steps
-    if not _is_int(n) or not 1 <= n <= T:
+    if not is_int(n) or not 1 <= n <= T:
         raise ValueError(f"n={n!r} must be an integer in 1..{T} (the schedule's num_steps)")
     n = int(n)
     if spacing not in SPACINGS:
@@ -73,8 +74,8 @@ def uniform_timesteps(
     batch_size: int, num_steps: int, generator: torch.Generator | None = None, device=None
 ) -> torch.Tensor:
     """i.i.d. t ~ U{0, ..., num_steps - 1}, the standard training draw for D4."""
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_steps = _check_int("num_steps", num_steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    num_steps = check_int("num_steps", num_steps, 1)
     gen_device = generator.device if generator is not None else "cpu"
     t = torch.randint(0, num_steps, (batch_size,), generator=generator, device=gen_device)
     return t.to(device) if device is not None else t
@@ -100,10 +101,10 @@ def explicit_uniform_timesteps(
 
     Returns a LongTensor of shape (batch_size,) in stratum order; shuffle data, not timesteps.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_steps = _check_int("num_steps", num_steps, 1)
-    world_size = _check_int("world_size", world_size, 1)
-    if not _is_int(rank) or not 0 <= rank < world_size:
+    batch_size = check_int("batch_size", batch_size, 1)
+    num_steps = check_int("num_steps", num_steps, 1)
+    world_size = check_int("world_size", world_size, 1)
+    if not is_int(rank) or not 0 <= rank < world_size:
         raise ValueError(f"rank={rank!r} must be an integer in 0..{world_size - 1} (world_size={world_size})")
     rank = int(rank)
     n = batch_size * world_size

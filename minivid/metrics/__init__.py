@@ -1,6 +1,8 @@
-"""Metrics: PSNR and SSIM for reconstructions (trajectory error lives in ``minivid.data.tracking``;
-FVD with real I3D weights arrives with the full system)."""
+"""Metrics: PSNR and SSIM for reconstructions (``image``), trajectory error (``trajectory``, T9), how well the clips
+of a long video join (``video``, P9). FVD with real I3D weights is the evaluation issue's."""
 
 from .image import psnr, ssim
+from .trajectory import trajectory_error
+from .video import clip_join_distances
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "ssim", "trajectory_error", "clip_join_distances"]

@@ -11,7 +11,7 @@ through:
    release adds the temporal table just before the first temporal block; here both tables are added at the
    input, as L1 writes it, so that the four variants treat time alike.
 2. The blocks of ``variant`` (L3), on :math:`z` viewed as (B, n_f, t, d), t = n_h·n_w
-   (:mod:`minivid.transformers.blocks`):
+   (:mod:`minivid.nn.blocks`):
 
    ====== =========================================================================================
    1      interleaved: spatial block, temporal block, spatial, temporal, ... (``depth`` blocks)
@@ -41,25 +41,24 @@ independent images, excluded from temporal attention and from the temporal posit
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from ..nn.embeddings import TimestepEmbedding, check_labels
-from .attention import BACKENDS
-from .blocks import DiTBlock, block_flops
-from .embeddings import PatchDecoder, PatchEmbed, patch_grid, rope_1d, sincos_1d, sincos_2d
-from .modulation import AdaLN, AdaLNSingle, append_condition_tokens, check_modulation, modulate, strip_condition_tokens
+from ..nn import (BACKENDS, MODULATIONS, AdaLN, AdaLNSingle, DiTBlock, Model, ModelConfig, TimestepEmbedding,
+                  append_condition_tokens, block_flops, check_labels, modulate, rope_1d, sincos_1d, sincos_2d,
+                  strip_condition_tokens)
+from ..utils.validation import check_choice, check_int, check_positive_ints, is_int, is_number
+from .embeddings import PatchDecoder, PatchEmbed, patch_grid
 
 VARIANTS = (1, 2, 3, 4)
 TEMPORAL_POSITIONS = ("sincos", "rope")
 
 
 @dataclass
-class LatteConfig:
+class LatteConfig(ModelConfig):
     """Configuration of a :class:`Latte` (and of the :class:`ImageDiT` it can be initialised from).
 
     ``in_channels``/``size``/``num_frames`` describe the input: 3 channels for pixel clips, the latent
@@ -86,28 +85,22 @@ class LatteConfig:
     temporal_pos: str = "sincos"  # L6: "sincos" | "rope"
     rope_theta: float = 10000.0
     qk_norm: bool = False
-    backend: str = "sdpa"
+    attention_backend: str = "sdpa"
     freq_dim: int = 256
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant={self.variant!r} is not supported; allowed: {VARIANTS} (L3)")
-        for name in ("in_channels", "dim", "depth", "heads", "num_frames", "patch_size", "tubelet", "freq_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive int")
+        check_choice("variant", self.variant, VARIANTS)  # L3
+        check_positive_ints(self, ("in_channels", "dim", "depth", "heads", "num_frames", "patch_size", "tubelet",
+                                   "freq_dim"))
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
-        pair = (self.size, self.size) if isinstance(self.size, int) else self.size
-        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
+        pair = (self.size, self.size) if is_int(self.size) else self.size
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_int(v) and v >= 1 for v in pair):
             raise ValueError(f"size={self.size!r} must be a positive int or an (H, W) pair of positive ints")
-        if (isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float))
-                or not int(self.dim * self.mlp_ratio) >= 1):
+        if not is_number(self.mlp_ratio) or not int(self.dim * self.mlp_ratio) >= 1:
             raise ValueError(f"mlp_ratio={self.mlp_ratio!r} must be a positive number with int(dim * mlp_ratio) >= 1 "
                              f"(the MLP's hidden width; dim={self.dim})")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
-            raise ValueError(f"num_classes={self.num_classes!r} must be an int (0 = unconditional)")
+        check_int("num_classes", self.num_classes, 0, what="an int >= 0 (0 = unconditional)")
         if self.variant in (1, 2) and self.depth % 2:
             raise ValueError(f"depth={self.depth} must be even for variant={self.variant} (spatial and temporal "
                              f"blocks come in equal numbers); allowed: 2, 4, 6, ...")
@@ -120,11 +113,8 @@ class LatteConfig:
             raise ValueError(f"temporal_pos={self.temporal_pos!r} is not supported; allowed: {TEMPORAL_POSITIONS}")
         if self.temporal_pos == "rope" and self.head_dim % 2:
             raise ValueError(f"temporal_pos='rope' needs an even head_dim, got dim/heads = {self.head_dim}")
-        check_modulation(self.modulation)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r} is not supported; allowed: {BACKENDS}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes} must be >= 0 (0 = unconditional)")
+        check_choice("modulation", self.modulation, MODULATIONS)  # L5
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
         if not 0 <= self.class_dropout < 1:
             raise ValueError(f"class_dropout={self.class_dropout} must lie in [0, 1)")
         self.grid  # validates num_frames / size against tubelet / patch_size (L4)
@@ -162,16 +152,16 @@ class LatteConfig:
         """Number of blocks with spatial attention: the depth of the matching image DiT (L7)."""
         return sum(k != "temporal" for k in self.block_kinds)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-
-class _DiTBackbone(nn.Module):
+class _DiTBackbone(Model):
     """What Latte and the image DiT share: patch embedding, condition embeddings, blocks, final layer."""
 
-    def __init__(self, config: LatteConfig, kinds: list[str]):
-        super().__init__()
-        self.config = cfg = config
+    config_class = LatteConfig
+
+    def __init__(self, config: LatteConfig | None, kinds_of, **fields):
+        super().__init__(config, **fields)
+        cfg = self.config
+        kinds = kinds_of(cfg)
         d = cfg.dim
         self.patch_embed = PatchEmbed(cfg.in_channels, d, cfg.patch_size, cfg.tubelet)  # L1 / L4
         self.t_embed = TimestepEmbedding(d, cfg.freq_dim)
@@ -179,7 +169,7 @@ class _DiTBackbone(nn.Module):
         branches = 3 if "factorised" in kinds else 2
         self.shared_modulation = AdaLNSingle(d, d, branches) if cfg.modulation == "adaln-single" else None
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, kind, cfg.modulation, d, cfg.mlp_ratio, cfg.qk_norm,
-                                             cfg.backend) for kind in kinds)
+                                             cfg.attention_backend) for kind in kinds)
         self.final_norm = nn.LayerNorm(d, elementwise_affine=cfg.modulation == "tokens", eps=1e-6)
         if cfg.modulation == "adaln-single":  # PixArt: final (shift, scale) = table + c
             self.final_table = nn.Parameter(torch.randn(2, d) / d**0.5)
@@ -280,8 +270,8 @@ class Latte(_DiTBackbone):
     image-video joint training (L7). Returns (B, C_out, F, H, W), C_out = 2C with ``learn_sigma``.
     """
 
-    def __init__(self, config: LatteConfig):
-        super().__init__(config, config.block_kinds)
+    def __init__(self, config: LatteConfig | None = None, **fields):
+        super().__init__(config, lambda cfg: cfg.block_kinds, **fields)
 
     @property
     def variant(self) -> int:
@@ -366,10 +356,14 @@ class ImageDiT(_DiTBackbone):
     (``rearrange(video, "b c f h w -> (b f) c h w")``), then :meth:`Latte.load_image_dit`.
     """
 
-    def __init__(self, config: LatteConfig):
+    def __init__(self, config: LatteConfig | None = None, **fields):
+        super().__init__(config, self._kinds, **fields)
+
+    @staticmethod
+    def _kinds(config: LatteConfig) -> list[str]:
         if config.tubelet != 1:
             raise ValueError(f"an image DiT needs tubelet=1, got tubelet={config.tubelet}")
-        super().__init__(config, ["spatial"] * config.spatial_depth)
+        return ["spatial"] * config.spatial_depth
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4:

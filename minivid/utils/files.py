@@ -26,7 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         _fsync_file(tmp)  # the data is on disk before the rename makes it the file at ``path``
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -38,7 +38,7 @@ def _fsync_file(path: str | os.PathLike) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: str | os.PathLike) -> None:
+def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a folder (makes a rename in it durable), best effort: Windows cannot open a folder this way
     and some file systems refuse to fsync one."""
     try:

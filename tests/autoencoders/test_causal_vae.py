@@ -5,6 +5,7 @@ whole, clear errors, learning, save/load."""
 import pytest
 import torch
 
+from minivid import load_model, save_model
 from minivid.autoencoders.base import DiagonalGaussian, VideoAutoencoder
 from minivid.autoencoders.blocks import compression_stats
 from minivid.autoencoders.causal_vae import CausalVAE, CausalVAEConfig
@@ -150,8 +151,8 @@ def test_a_tiny_causal_vae_learns_and_round_trips(tmp_path):
     after = (m.eval().reconstruct(x) - x).abs().mean()
     assert after < 0.4 * before, (before, after)
     assert m.last_layer is m.decoder.conv_out.conv.weight
-    path = tmp_path / "causal.safetensors"
-    m.save(path)
-    loaded = CausalVAE.load(path)
+    path = save_model(m, tmp_path / "causal")
+    loaded = load_model(path)
+    assert type(loaded) is CausalVAE
     assert loaded.config == m.config
     torch.testing.assert_close(loaded.eval().reconstruct(x), m.eval().reconstruct(x))

@@ -115,8 +115,8 @@ def test_frame_locality_holds_exactly_iff_the_encoder_has_no_temporal_mixing():
     m = tiny(patch_size=4)
     with torch.no_grad():
         for block in m.encoder.blocks:
-            block.time_attn.to_out.weight.zero_()
-            block.time_attn.to_out.bias.zero_()
+            block.attn_t.to_out.weight.zero_()
+            block.attn_t.to_out.bias.zero_()
         (zs1, zh1, zw1), (zs2, zh2, zw2) = m.encode(x).value, m.encode(x2).value
     for a, b in ((zh1, zh2), (zw1, zw2)):
         assert (a[:, :, s0] - b[:, :, s0]).abs().max() > 1e-3

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from minivid import load_model, save_model
 from minivid.autoencoders.blocks import compression_stats
 from minivid.autoencoders.reducio import ContentFusion, ReducioConfig, ReducioVAE
 from minivid.autoencoders.training import AutoencoderTrainer
@@ -189,7 +190,7 @@ def test_a_tiny_reducio_learns_and_round_trips(tmp_path):
         trainer.step(x)
     after = (m.eval().reconstruct(x) - x).abs().mean()
     assert after < 0.4 * before, (before, after)
-    m.save(tmp_path / "reducio.safetensors")
-    loaded = ReducioVAE.load(tmp_path / "reducio.safetensors")
+    loaded = load_model(save_model(m, tmp_path / "reducio"))
+    assert type(loaded) is ReducioVAE
     assert loaded.config == m.config and loaded.config.fusion_factors == (8, 4)
     torch.testing.assert_close(loaded.eval().reconstruct(x), m.eval().reconstruct(x))

@@ -182,7 +182,7 @@ def test_respace_keeps_alpha_bar_at_kept_steps():
          r"t must have shape \(\) or \(B,\)=\(4,\) .*got \(2,\)"),
         (lambda: NoiseSchedule.linear(10).q_sample(torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.long)),
          r"t must have shape \(\) or \(B,\)=\(4,\) .*got \(4, 1\)"),
-        (lambda: NoiseSchedule.linear(np.float64(10)), r"num_steps=np.float64\(10.0\) must be an integer >= 2"),
+        (lambda: NoiseSchedule.linear(np.float64(10)), r"num_steps=np.float64\(10.0\) is invalid: expected an integer >= 2"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, match):

@@ -1,4 +1,5 @@
-"""The demo end to end at a tiny scale: outputs exist and are right, weights reload, resume continues."""
+"""The demo end to end at a tiny scale: outputs exist and are right, weights reload (minivid.load_model), resume
+continues from the training core's checkpoints."""
 
 import json
 
@@ -7,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from minivid import load_model
 from minivid.__main__ import main
-from minivid.diffusion.video_unet import VideoUNetConfig
 from minivid.pipeline.demo import DemoConfig, load_demo_model, run_demo, sample
+from minivid.unets import VideoUNet, VideoUNetConfig
 from minivid.utils.video import read_video
 
-TINY_MODEL = VideoUNetConfig(base_channels=8, channel_mults=(1, 2), attention_heads=2, groups=4)
+TINY_MODEL = VideoUNetConfig(channels=8, channel_mult=(1, 2), heads=2, norm_groups=4)
 
 
 def tiny(**kw):
@@ -30,7 +32,10 @@ def test_demo_writes_its_outputs_and_the_weights_reload(tmp_path):
     grid = np.asarray(Image.open(tmp_path / "frames.png"))
     assert grid.ndim == 3 and grid.shape[2] in (3, 4)
     model, cfg2 = load_demo_model(tmp_path)
-    assert cfg2 == cfg
+    assert cfg2 == cfg and type(model) is VideoUNet and model.config == cfg.model
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000006"]  # keeps the latest
+    ema = load_model(tmp_path / "checkpoints" / "step-00000006" / "ema")  # the same EMA weights as model/
+    assert all(torch.equal(p, q) for p, q in zip(ema.state_dict().values(), model.state_dict().values()))
     a, b = sample(model, cfg2, torch.device("cpu"), seed=0), sample(model, cfg2, torch.device("cpu"), seed=0)
     assert torch.equal(a, b) and a.shape == (2, 3, 4, 16, 16)
     assert json.loads((tmp_path / "metrics.json").read_text())["parameters"] > 0
@@ -40,30 +45,30 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     """A longer budget continues the saved run (model, EMA, optimizer, step, loss log); a different model
     or data config is refused."""
     run_demo(tiny(steps=3), tmp_path, device="cpu", progress=False)
-    first = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    first = torch.load(tmp_path / "checkpoints" / "step-00000003" / "train_state.pt", weights_only=True)
     m = run_demo(tiny(steps=6), tmp_path, device="cpu", progress=False, resume=True)
-    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
-    assert m["steps"] == 6 and state["trainer"]["num_updates"] == 6 and len(state["trainer"]["losses"]) == 6
-    assert state["trainer"]["losses"][:3] == first["trainer"]["losses"]
+    state = torch.load(tmp_path / "checkpoints" / "step-00000006" / "train_state.pt", weights_only=True)
+    assert m["steps"] == 6 and state["num_updates"] == 6 and len(state["history"]) == 6
+    assert state["history"][:3] == first["history"]
     with pytest.raises(ValueError, match=r"different config \(\['lr'\]\): lr: 0.001 -> 0.0003"):
         run_demo(tiny(steps=9, lr=3e-4), tmp_path, device="cpu", progress=False, resume=True)
 
 
 def test_finished_work_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path, monkeypatch):
-    """Without --resume an OUT holding train_state.pt is refused; --resume without one is refused too; both
+    """Without --resume an OUT holding a checkpoint is refused; --resume without one is refused too; both
     before any work (the model is never built)."""
     from minivid.pipeline import demo as demo_module
 
-    (tmp_path / "run").mkdir()
-    torch.save({"trainer": {"num_updates": 7}, "config": tiny().to_dict()}, tmp_path / "run" / "train_state.pt")
+    (tmp_path / "run" / "checkpoints" / "step-00000007").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text(json.dumps(tiny().to_dict()))
     monkeypatch.setattr(demo_module, "VideoUNet", None)  # building a model would fail: the checks come first
-    with pytest.raises(ValueError, match=r"train_state.pt exists \(step 7\); pass --resume to continue or choose"):
+    with pytest.raises(ValueError, match=r"step-00000007 exists \(step 7\); pass --resume to continue or choose"):
         run_demo(tiny(), tmp_path / "run", device="cpu", progress=False)
-    with pytest.raises(ValueError, match=r"cannot resume: .*train_state.pt does not exist"):
+    with pytest.raises(ValueError, match=r"cannot resume: .* holds no checkpoint"):
         run_demo(tiny(), tmp_path / "new", device="cpu", progress=False, resume=True)
     assert not (tmp_path / "new").exists()
-    with pytest.raises(ValueError, match=r"model.base_channels: 8 -> 16"):
-        run_demo(tiny(model=VideoUNetConfig(base_channels=16, channel_mults=(1, 2), attention_heads=2, groups=4)),
+    with pytest.raises(ValueError, match=r"model.channels: 8 -> 16"):
+        run_demo(tiny(model=VideoUNetConfig(channels=16, channel_mult=(1, 2), heads=2, norm_groups=4)),
                  tmp_path / "run", device="cpu", progress=False, resume=True)
 
 
@@ -77,8 +82,8 @@ def test_demo_config_checks_everything_before_work():
                       (dict(prediction="epsilon"), r"prediction='epsilon' is not supported; allowed: \('eps', 'v', 'x0'\)"),
                       (dict(batch_size=100), r"batch_size=100 is larger than the dataset \(num_videos=64 clips\): use a "
                                              r"batch size of at most 64"),
-                      (dict(size=24, model=VideoUNetConfig(base_channels=8, channel_mults=(1, 1, 1, 1, 1), groups=4)),
-                       r"size=24 must be divisible by 16 = 2\*\*\(len\(channel_mults\)-1\)")]:
+                      (dict(size=24, model=VideoUNetConfig(channels=8, channel_mult=(1, 1, 1, 1, 1), norm_groups=4)),
+                       r"size=24 must be divisible by 16 = 2\*\*\(len\(channel_mult\)-1\)")]:
         with pytest.raises(ValueError, match=match):
             tiny(**kw)
 
@@ -98,11 +103,11 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--device", "cpu", "--out", str(tmp_path / "missing"), "--resume"])
-    assert "train_state.pt does not exist" in capsys.readouterr().err
-    torch.save({"trainer": {"num_updates": 7}, "config": {}}, tmp_path / "train_state.pt")
+    assert "holds no checkpoint" in capsys.readouterr().err
+    (tmp_path / "checkpoints" / "step-00000007").mkdir(parents=True)
     with pytest.raises(SystemExit):
         main(["demo", "--device", "cpu", "--out", str(tmp_path)])
-    assert "train_state.pt exists (step 7); pass --resume to continue or choose another --out" in capsys.readouterr().err
+    assert "step-00000007 exists (step 7); pass --resume to continue or choose another --out" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
         main(["demo", "--device", "cuda"])
@@ -113,46 +118,3 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             main(["demo", "--device", bad])
         assert f"--device {bad!r}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
-
-
-def test_trainer_learns_a_gaussian_and_its_ema_follows():
-    """DiffusionTrainer on data x0 ~ N(0.5, 0.3^2): a per-timestep linear eps-model can represent the optimal
-    predictor exactly, so training must approach the closed-form minimum of L_simple."""
-    from minivid.diffusion import GaussianOracle, NoiseSchedule, l_simple
-    from minivid.pipeline.trainer import DiffusionTrainer
-
-    s = NoiseSchedule.linear(100, 1e-3, 0.1)
-
-    class PerStepLinear(torch.nn.Module):  # eps_hat = a_t * x + b_t: the family the optimum lives in
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Parameter(torch.zeros(100)), torch.nn.Parameter(torch.zeros(100))
-
-        def forward(self, x, t):
-            return self.a[t][:, None] * x + self.b[t][:, None]
-
-    g = torch.Generator().manual_seed(0)
-    trainer = DiffusionTrainer(PerStepLinear(), s, prediction="eps", lr=0.05, warmup_steps=1, ema_decay=0.9)
-    for _ in range(400):
-        trainer.step(0.5 + 0.3 * torch.randn(256, 8, generator=g))
-    oracle = GaussianOracle(s, 0.5, 0.3)
-    x0 = 0.5 + 0.3 * torch.randn(4096, 8, generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    t = torch.randint(0, 100, (4096,), generator=g)
-    xt = s.q_sample(x0, t, noise)
-    best = l_simple(s, oracle(xt, t), x0, noise, t).mean()
-    ours = l_simple(s, trainer.ema(xt, t), x0, noise, t).mean()
-    assert ours < best * 1.05, (float(ours), float(best))
-    assert trainer.num_updates == 400 and trainer.losses[-1] < trainer.losses[0]
-
-
-def test_trainer_rejects_options_that_would_silently_stop_learning():
-    from minivid.diffusion import NoiseSchedule
-    from minivid.pipeline.trainer import DiffusionTrainer
-
-    s, model = NoiseSchedule.linear(10), torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=r"grad_clip=0 must be > 0, or None"):  # clip to norm 0: no update at all
-        DiffusionTrainer(model, s, grad_clip=0)
-    with pytest.raises(ValueError, match="warmup_steps=-5 must be >= 0"):
-        DiffusionTrainer(model, s, warmup_steps=-5)
-    DiffusionTrainer(model, s, grad_clip=None, warmup_steps=0)  # no clipping, no warm-up: both allowed

@@ -5,10 +5,10 @@ null condition, and clear errors."""
 import pytest
 import torch
 
-from minivid.autoencoders.pvdm import pack_planes
-from minivid.diffusion.plane_unet import PlaneUNet, PlaneUNetConfig, axis_position_embedding
+from minivid.nn.triplane import pack_planes
+from minivid.unets import PlaneUNet, PlaneUNetConfig, axis_position_embedding
 
-TINY = dict(latent_channels=3, base_channels=8, channel_mults=(1, 2), heads=2, groups=4)
+TINY = dict(in_channels=3, channels=8, channel_mult=(1, 2), heads=2, norm_groups=4)
 
 
 def randomised(model: PlaneUNet) -> PlaneUNet:
@@ -126,5 +126,5 @@ def test_clear_errors():
         m(z, torch.tensor([1]))
     with pytest.raises(ValueError, match="unconditional"):
         PlaneUNet(PlaneUNetConfig(conditional=False, **TINY))(z, t, cond=z)
-    with pytest.raises(ValueError, match="channel_mults"):
-        PlaneUNetConfig(channel_mults=())
+    with pytest.raises(ValueError, match="channel_mult"):
+        PlaneUNetConfig(channel_mult=())

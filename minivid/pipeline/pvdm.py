@@ -3,9 +3,10 @@ r"""Diffusion on PVDM's triplanes: the joint conditional/unconditional loss (P8)
 
 The latent of :class:`~minivid.autoencoders.pvdm.PVDMAutoencoder` is a tuple of three planes of different
 shapes. Nothing in the diffusion math cares about the shape, so the planes are packed into one tensor
-(B, C, H'W' + SW' + SH') (:func:`~minivid.autoencoders.pvdm.pack_planes`) and minivid.diffusion's own
-``training_losses``, ``DiffusionTrainer`` and ``ddim_sample`` run on it unchanged; :class:`PlaneUNet`
-unpacks it with ``shape=(S, H', W')``. Nothing here re-implements D3, D4 or D7.
+(B, C, H'W' + SW' + SH') (:func:`~minivid.nn.triplane.pack_planes`) and minivid.diffusion's own
+``training_losses``, ``DiffusionTrainer`` and ``ddim_sample`` run on it unchanged; the plane U-Net
+(:class:`~minivid.unets.PlaneUNet`) unpacks it with ``shape=(S, H', W')``. Nothing here re-implements D3, D4
+or D7. How well the clips of a long video join is measured by :func:`minivid.metrics.clip_join_distances`.
 
 **P8** (joint training). With consecutive clips :math:`x^1, x^2`, :math:`z^i_0 = f_\phi(x^i_0)` and
 :math:`z^2_t = \sqrt{\bar\alpha_t} z^2_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`,
@@ -15,7 +16,7 @@ unpacks it with ``shape=(S, H', W')``. Nothing here re-implements D3, D4 or D7.
 
 :func:`joint_loss` computes it either exactly (both terms, two network calls) or, as in training, with one
 call per sample whose condition is kept with probability λ and replaced by zeros otherwise
-(:func:`drop_condition`): an unbiased estimate of the same expectation. **[code]** The release keeps the
+(:func:`minivid.diffusion.drop_condition`): an unbiased estimate of the same expectation. **[code]** The release keeps the
 condition with probability 0.3 (UCF-101) / 0.2 (SkyTimelapse), one coin per batch; here one coin per sample.
 
 **P9** (long videos): :math:`x^1 \sim p_\theta(x)` (null condition), then :math:`x^{l+1} \sim
@@ -29,35 +30,22 @@ import functools
 from typing import Sequence
 
 import torch
-from einops import rearrange
 
-from ..autoencoders.pvdm import check_planes, pack_planes, plane_shapes, unpack_planes
-from .losses import training_losses
-from .samplers import ddim_sample, randn_like
-from .schedule import NoiseSchedule
-from .timesteps import make_timesteps
+from ..diffusion import DiffusionTrainer, NoiseSchedule, ddim_sample, drop_condition, make_timesteps, randn_like
+from ..diffusion import training_losses
+from ..nn.triplane import check_planes, pack_planes, plane_shapes, unpack_planes
+from ..utils.validation import check_choice, check_int, check_number
 
 ESTIMATORS = ("exact", "sample")
 
 
 def _check_lambda(lam: float) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
-        raise ValueError(f"lam={lam!r} is invalid: expected a probability in [0, 1] (P8's lambda)")
-    return float(lam)
+    return check_number("lam", lam, 0.0, 1.0)  # P8's lambda, a probability
 
 
 def _as_packed(z, name: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Planes -> (packed tensor, (S, H', W'))."""
     return pack_planes(z), check_planes(z, name=name)
-
-
-def drop_condition(cond: torch.Tensor, lam: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """P8's null condition: keep each sample's condition with probability ``lam``, replace it by zeros
-    otherwise. ``cond`` (B, ...) (planes packed, or any tensor); the coins come from ``generator`` (CPU)."""
-    lam = _check_lambda(lam)
-    u = torch.rand(cond.shape[0], generator=generator, device=generator.device if generator else "cpu")
-    keep = (u < lam).to(device=cond.device, dtype=cond.dtype)
-    return cond * keep.reshape(-1, *([1] * (cond.ndim - 1)))
 
 
 def joint_loss(model, schedule: NoiseSchedule, z2, z1, t: torch.Tensor, noise: torch.Tensor | None = None,
@@ -70,8 +58,7 @@ def joint_loss(model, schedule: NoiseSchedule, z2, z1, t: torch.Tensor, noise: t
     keeps each sample's condition with probability λ (one network call; unbiased for the same value).
     With λ = 1 or 0 both give exactly the conditional or the unconditional L_simple (D4)."""
     lam = _check_lambda(lam)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator={estimator!r} is invalid: expected one of {ESTIMATORS}")
+    check_choice("estimator", estimator, ESTIMATORS)
     x0, shape = _as_packed(z2, "z2")
     c, shape1 = _as_packed(z1, "z1")
     if c.shape != x0.shape or shape1 != shape:
@@ -88,31 +75,20 @@ def joint_loss(model, schedule: NoiseSchedule, z2, z1, t: torch.Tensor, noise: t
     return sum(terms)
 
 
-class JointTrainer:
-    """P8 training with minivid's :class:`~minivid.pipeline.trainer.DiffusionTrainer` (timesteps D9, L_simple
-    D4 with eps-prediction, AdamW, EMA): ``step(z2, z1)`` packs the planes, keeps each sample's condition
-    z1 with probability ``lam`` (zeros otherwise) and takes one optimiser step. ``z1=None`` trains the
-    unconditional term only. The EMA model is ``self.ema``."""
+class JointTrainer(DiffusionTrainer):
+    """P8 training on minivid's diffusion trainer (timesteps D9, L_simple D4 with eps-prediction, AdamW, EMA):
+    ``step(z2, z1)`` packs the planes, keeps each sample's condition z1 with probability ``lam`` (zeros otherwise)
+    and takes one optimiser step. ``z1=None`` trains the unconditional term only. The EMA model is ``self.ema``."""
 
     def __init__(self, model, schedule: NoiseSchedule, lam: float = 0.3, seed: int = 0, **trainer_kwargs):
-        self.lam = _check_lambda(lam)
-        if trainer_kwargs.get("prediction", "eps") != "eps":
+        lam = _check_lambda(lam)
+        if trainer_kwargs.pop("prediction", "eps") != "eps":
             raise ValueError("PVDM's denoiser predicts eps (prediction='eps')")
-        # imported here, not at the top: minivid.pipeline imports minivid.diffusion
-        from ..pipeline.trainer import DiffusionTrainer
+        super().__init__(model, schedule, prediction="eps", seed=seed, **trainer_kwargs)
+        self.lam = lam
+        self.coins = torch.Generator().manual_seed(seed + 1)  # condition coins, separate from the trainer's
 
-        self.trainer = DiffusionTrainer(model, schedule, prediction="eps", seed=seed, **trainer_kwargs)
-        self.generator = torch.Generator().manual_seed(seed + 1)  # condition coins, separate from the trainer's
-
-    @property
-    def ema(self):
-        return self.trainer.ema
-
-    @property
-    def losses(self) -> list[float]:
-        return self.trainer.losses
-
-    def step(self, z2, z1=None) -> float:
+    def step(self, z2, z1=None) -> dict[str, float]:
         x0, shape = _as_packed(z2, "z2")
         if z1 is None:
             cond = torch.zeros_like(x0)
@@ -121,15 +97,14 @@ class JointTrainer:
             if c.shape != x0.shape or shape1 != shape:
                 raise ValueError(f"z1 planes {[tuple(p.shape) for p in z1]} must have the shapes of z2 "
                                  f"{[tuple(p.shape) for p in z2]}")
-            cond = drop_condition(c, self.lam, self.generator)
-        return self.trainer.step(x0, cond=cond, shape=shape)
+            cond = drop_condition(c, self.lam, self.coins)
+        return super().step(x0, cond=cond, shape=shape)
 
-    def state_dict(self) -> dict:
-        return {"trainer": self.trainer.state_dict(), "generator": self.generator.get_state(), "lam": self.lam}
+    def extra_state(self) -> dict:
+        return {"coins": self.coins.get_state(), "lam": self.lam}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.trainer.load_state_dict(state["trainer"])
-        self.generator.set_state(state["generator"])
+    def load_extra_state(self, state: dict) -> None:
+        self.coins.set_state(state["coins"])
         self.lam = state["lam"]
 
 
@@ -162,8 +137,7 @@ def generate_long_video(model, autoencoder, schedule: NoiseSchedule, num_clips: 
     """P9: a first clip from the null condition, then ``num_clips - 1`` clips each conditioned on the planes of
     the one before, decoded and concatenated along time. ``shape = (S, H', W')`` is the latent size of one
     clip. Returns ``video`` (B, 3, num_clips * S, H, W) and the list of each clip's ``planes``."""
-    if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
-        raise ValueError(f"num_clips={num_clips!r} is invalid: expected an int >= 1")
+    check_int("num_clips", num_clips, 1)
     channels = autoencoder.latent_channels
     planes, clips, prev = [], [], None
     for l in range(num_clips):
@@ -173,46 +147,3 @@ def generate_long_video(model, autoencoder, schedule: NoiseSchedule, num_clips: 
         clips.append(autoencoder.decode(z))  # (B, 3, S, H, W)
         prev = z  # x^{l+1} ~ p(x^{l+1} | x^l): condition on the clip just sampled
     return {"video": torch.cat(clips, dim=2), "planes": planes}
-
-
-def clip_join_distances(video: torch.Tensor, clip_length: int, generator: torch.Generator | None = None) -> dict:
-    """How well consecutive clips of a long video join (P9), as per-frame RMS distances in pixel space.
-
-    For each boundary between clip l and l+1 of every video in the batch: ``join`` = d(last frame of clip l,
-    first frame of clip l+1); ``within`` = d between consecutive frames inside the clips (the typical step);
-    ``random_same`` = d(first frame of clip l+1, a random frame of the same video outside the two frames at
-    the boundary); ``random_other`` = d(first frame of clip l+1, a random frame of another video of the
-    batch, when B > 1). Returns the means (floats) and the per-boundary tensors."""
-    if video.ndim != 5 or video.shape[2] % clip_length:
-        raise ValueError(f"video {tuple(video.shape)} must be (B, C, L*clip_length, H, W) "
-                         f"with clip_length={clip_length}")
-    b, _, total, _, _ = video.shape
-    n = total // clip_length
-    if n < 2:
-        raise ValueError(f"need at least two clips of {clip_length} frames; got {total} frames")
-    frames = rearrange(video.float(), "b c t h w -> b t (c h w)")
-
-    def d(a, c):
-        return (a - c).pow(2).mean(-1).sqrt()
-
-    g = generator or torch.Generator().manual_seed(0)
-    ends = torch.arange(1, n) * clip_length  # first frame index of clips 2..L
-    join = d(frames[:, ends - 1], frames[:, ends])  # (B, L-1)
-    inner = torch.ones(total - 1, dtype=torch.bool)
-    inner[ends - 1] = False
-    within = d(frames[:, :-1], frames[:, 1:])[:, inner]  # (B, L*(S-1))
-    rand_same = torch.empty(b, n - 1)
-    rand_other = torch.empty(b, n - 1)
-    for i in range(b):
-        for k, e in enumerate(ends.tolist()):
-            choices = [j for j in range(total) if j not in (e - 1, e)]
-            j = choices[int(torch.randint(len(choices), (1,), generator=g))]
-            rand_same[i, k] = d(frames[i, j], frames[i, e])
-            if b > 1:
-                other = (i + 1 + int(torch.randint(b - 1, (1,), generator=g))) % b
-                rand_other[i, k] = d(frames[other, int(torch.randint(total, (1,), generator=g))], frames[i, e])
-    out = {"join": join, "within": within, "random_same": rand_same}
-    if b > 1:
-        out["random_other"] = rand_other
-    out.update({f"{k}_mean": float(v.mean()) for k, v in list(out.items())})
-    return out

@@ -16,106 +16,74 @@ The network predicts :math:`\epsilon` for each plane.
 
 minivid additions, both switchable (the release has neither): a learned embedding of which plane a
 feature map is (added to the timestep embedding: the three planes have different statistics and share the
-weights), and, inside the cross-plane attention, fixed sinusoidal positions of every token's coordinates on
-the axes its plane has (s, h, w; one third of the channels per axis), so that attention can line up
-:math:`z^s_{hw}` with the column w of :math:`z^h` and the row h of :math:`z^w`.
+weights), and, inside the cross-plane attention, fixed sin-cos positions (:func:`minivid.nn.sincos_axes`) of
+every token's coordinates on the axes its plane has (s, h, w; one third of the channels per axis), so that
+attention can line up :math:`z^s_{hw}` with the column w of :math:`z^h` and the row h of :math:`z^w`.
 
 Inputs and outputs: a tuple of planes ``(z_s, z_h, z_w)``, or the packed tensor (B, C, H'W' + SW' + SH') of
-:func:`minivid.autoencoders.pvdm.pack_planes` together with ``shape=(S, H', W')`` (what the samplers of
+:func:`minivid.nn.triplane.pack_planes` together with ``shape=(S, H', W')`` (what the samplers of
 minivid.diffusion work on); the output has the input's form.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..autoencoders.pvdm import Planes, check_planes, pack_planes, unpack_planes
-from ..nn import TimestepEmbedding, timestep_embedding
-from ..transformers.attention import BACKENDS, Attention
+from ..nn import BACKENDS, AdaGNResBlock, Attention, Model, ModelConfig, TimestepEmbedding, sincos_axes
+from ..nn.triplane import Planes, check_planes, pack_planes, unpack_planes
+from ..utils.validation import check_choice, check_int_tuple, check_number, check_positive_ints
 
 PLANE_AXES = (("h", "w"), ("s", "w"), ("s", "h"))  # the axes of z^s, z^h, z^w (rows, columns)
 
 
 @dataclass
-class PlaneUNetConfig:
-    latent_channels: int = 4  # C of the planes
+class PlaneUNetConfig(ModelConfig):
+    in_channels: int = 4  # C of the planes (the autoencoder's latent_channels)
     conditional: bool = True  # P8: previous clip's planes concatenated on channels (input 2C channels)
-    base_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2)
+    channels: int = 64  # width of the first level; level i has channels * channel_mult[i]
+    channel_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     heads: int = 4
     cross_plane_attention: bool = True  # P7
     plane_embedding: bool = True  # minivid addition (see module docstring)
     axis_positions: bool = True  # minivid addition (see module docstring)
-    groups: int = 8
+    norm_groups: int = 8
     dropout: float = 0.0
     attention_backend: str = "sdpa"
 
     def __post_init__(self):
-        self.channel_mults = tuple(self.channel_mults)
-        for name in ("latent_channels", "base_channels", "num_res_blocks", "heads", "groups"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} is invalid: expected a positive int")
-        if not self.channel_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
-                                         for m in self.channel_mults):
-            raise ValueError(f"channel_mults={self.channel_mults!r} is invalid: "
-                             "expected a non-empty tuple of positive ints")
-        for m in self.channel_mults:
-            c = self.base_channels * m
-            if c % self.groups or c % self.heads:
-                raise ValueError(f"base_channels * mult = {c} must be divisible by groups={self.groups} "
+        self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
+        check_positive_ints(self, ("in_channels", "channels", "num_res_blocks", "heads", "norm_groups"))
+        check_number("dropout", self.dropout, 0.0, 1.0)
+        for m in self.channel_mult:
+            c = self.channels * m
+            if c % self.norm_groups or c % self.heads:
+                raise ValueError(f"channels * mult = {c} must be divisible by norm_groups={self.norm_groups} "
                                  f"and heads={self.heads}")
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"attention_backend={self.attention_backend!r} is invalid: expected one of {BACKENDS}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class ResBlock2D(nn.Module):
-    """GN -> SiLU -> 3x3 conv -> AdaGN(emb) -> SiLU -> 3x3 conv (zero-initialised), plus a skip (ADM's block)."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
-        super().__init__()
-        self.norm1, self.norm2 = nn.GroupNorm(groups, c_in), nn.GroupNorm(groups, c_out)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * c_out)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, i, j)
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
 
 
 def axis_position_embedding(axes: tuple[str, str], rows: int, cols: int, dim: int, stride: int,
                             device=None) -> torch.Tensor:
-    """Sinusoidal positions (rows*cols, dim) of a plane's tokens on the shared (s, h, w) axes: channels split
-    in three equal even chunks for s, h, w; the chunk of the axis the plane lacks is zero. Coordinates are in
-    units of the full-resolution latent (index * stride), so the same token position means the same place at
-    every stage."""
+    """Sin-cos positions (rows*cols, dim) of a plane's tokens on the shared (s, h, w) axes
+    (:func:`minivid.nn.sincos_axes`): channels split in three equal even chunks for s, h, w; the chunk of the axis
+    the plane lacks is zero. Coordinates are in units of the full-resolution latent (index * stride), so the same
+    token position means the same place at every stage."""
     k = 2 * (dim // 6)  # channels per axis, even
-    out = torch.zeros(rows, cols, dim, device=device)
     if k == 0:
-        return out.flatten(0, 1)
-    r = timestep_embedding(torch.arange(rows, device=device).float() * stride, k)  # (rows, k)
-    c = timestep_embedding(torch.arange(cols, device=device).float() * stride, k)  # (cols, k)
-    for axis, emb in zip(axes, (r[:, None, :].expand(rows, cols, k), c[None, :, :].expand(rows, cols, k))):
-        i = "shw".index(axis)
-        out[:, :, i * k:(i + 1) * k] = emb
-    return rearrange(out, "i j d -> (i j) d")
+        return torch.zeros(rows * cols, dim, device=device)
+    i, j = torch.meshgrid(torch.arange(rows) * stride, torch.arange(cols) * stride, indexing="ij")
+    coords = dict(zip(axes, (i.flatten(), j.flatten())))  # the plane's two axes
+    table = sincos_axes([coords[a] for a in axes], (k, k))  # (rows*cols, 2k)
+    chunks = {a: table[:, n * k:(n + 1) * k] for n, a in enumerate(axes)}
+    zero = torch.zeros(rows * cols, k)
+    out = torch.cat([chunks.get(a, zero) for a in "shw"] + [torch.zeros(rows * cols, dim - 3 * k)], dim=1)
+    return out.to(device)
 
 
 class CrossPlaneAttention(nn.Module):
@@ -142,19 +110,21 @@ class CrossPlaneAttention(nn.Module):
         return [rearrange(t, "b (i j) c -> b c i j", i=p.shape[2]) for t, p in zip(x.split(sizes, dim=1), planes)]
 
 
-class PlaneUNet(nn.Module):
+class PlaneUNet(Model):
     """``model(z_t, t, cond=None, shape=None) -> eps`` on triplanes (P7, P8); see the module docstring.
 
-    Every side of every plane (S, H', W') must be divisible by 2 ** (len(channel_mults) - 1)."""
+    Every side of every plane (S, H', W') must be divisible by 2 ** (len(channel_mult) - 1)."""
 
-    def __init__(self, config: PlaneUNetConfig | None = None, **kwargs):
-        super().__init__()
-        self.config = cfg = config if config is not None else PlaneUNetConfig(**kwargs)
-        c0, groups, drop = cfg.base_channels, cfg.groups, cfg.dropout
+    config_class = PlaneUNetConfig
+
+    def __init__(self, config: PlaneUNetConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        cfg = self.config
+        c0, groups, drop = cfg.channels, cfg.norm_groups, cfg.dropout
         emb_dim = 4 * c0
         self.time_embed = TimestepEmbedding(emb_dim, freq_dim=c0)
         self.plane_embed = nn.Embedding(3, emb_dim) if cfg.plane_embedding else None
-        in_ch = cfg.latent_channels * (2 if cfg.conditional else 1)  # P8: [z_t, z^1_0] on channels
+        in_ch = cfg.in_channels * (2 if cfg.conditional else 1)  # P8: [z_t, z^1_0] on channels
         self.stem = nn.Conv2d(in_ch, c0, 3, padding=1)
 
         def xattn(c):
@@ -163,36 +133,36 @@ class PlaneUNet(nn.Module):
 
         # Each entry: (kind, module, cross-plane attention or None). Attention follows every res block.
         self.down, skips, c = nn.ModuleList(), [c0], c0
-        for level, mult in enumerate(cfg.channel_mults):
+        for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleDict({"res": ResBlock2D(c, c0 * mult, emb_dim, groups, drop)}))
+                self.down.append(nn.ModuleDict({"res": AdaGNResBlock(c, c0 * mult, emb_dim, groups, drop)}))
                 c = c0 * mult
                 if cfg.cross_plane_attention:
                     self.down[-1]["attn"] = xattn(c)
                 skips.append(c)
-            if level < len(cfg.channel_mults) - 1:
+            if level < len(cfg.channel_mult) - 1:
                 self.down.append(nn.ModuleDict({"downsample": nn.Conv2d(c, c, 3, stride=2, padding=1)}))
                 skips.append(c)
-        self.mid = nn.ModuleDict({"res1": ResBlock2D(c, c, emb_dim, groups, drop),
-                                  "res2": ResBlock2D(c, c, emb_dim, groups, drop)})
+        self.mid = nn.ModuleDict({"res1": AdaGNResBlock(c, c, emb_dim, groups, drop),
+                                  "res2": AdaGNResBlock(c, c, emb_dim, groups, drop)})
         if cfg.cross_plane_attention:
             self.mid["attn"] = xattn(c)
         self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(nn.ModuleDict({"res": ResBlock2D(c + skips.pop(), c0 * mult, emb_dim, groups, drop)}))
+                self.up.append(nn.ModuleDict({"res": AdaGNResBlock(c + skips.pop(), c0 * mult, emb_dim, groups, drop)}))
                 c = c0 * mult
                 if cfg.cross_plane_attention:
                     self.up[-1]["attn"] = xattn(c)
             if level > 0:
                 self.up.append(nn.ModuleDict({"upsample": nn.Conv2d(c, c, 3, padding=1)}))
-        self.head = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, cfg.latent_channels, 3, padding=1))
+        self.head = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
     @property
     def factor(self) -> int:
-        return 2 ** (len(self.config.channel_mults) - 1)
+        return 2 ** (len(self.config.channel_mult) - 1)
 
     @staticmethod
     def _shared(fn, hs: list[torch.Tensor], *per_plane: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -214,11 +184,11 @@ class PlaneUNet(nn.Module):
     def forward(self, z, t: torch.Tensor, cond=None, shape=None):
         cfg = self.config
         planes, packed = self._planes(z, shape, "z")
-        s, hp, wp = check_planes(planes, cfg.latent_channels, name="z")
+        s, hp, wp = check_planes(planes, cfg.in_channels, name="z")
         b = planes[0].shape[0]
         if any(n % self.factor for n in (s, hp, wp)):
             raise ValueError(f"plane sides (S, H', W') = {(s, hp, wp)} must be divisible by "
-                             f"{self.factor} = 2 ** (len(channel_mults) - 1) for this config")
+                             f"{self.factor} = 2 ** (len(channel_mult) - 1) for this config")
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         if cfg.conditional:
@@ -226,7 +196,7 @@ class PlaneUNet(nn.Module):
                 cond = tuple(torch.zeros_like(p) for p in planes)
             else:
                 cond, _ = self._planes(cond, shape, "cond")
-                check_planes(cond, cfg.latent_channels, name="cond")
+                check_planes(cond, cfg.in_channels, name="cond")
                 if any(c.shape != p.shape for c, p in zip(cond, planes)):
                     raise ValueError(f"cond planes {[tuple(c.shape) for c in cond]} must have the shapes of z "
                                      f"{[tuple(p.shape) for p in planes]}")

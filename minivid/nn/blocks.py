@@ -1,4 +1,5 @@
-r"""The DiT block family for video tokens (L2, L3, L5), shared by Latte and the later video transformers.
+r"""The DiT block family for video tokens (L2, L3, L5), shared by every transformer in minivid: Latte's
+variants, PVDM's divided space-time transformers and axis projectors, and the later video transformers.
 
 A block works on the token grid ``z`` of shape (B, n_f, t, d), t = n_h·n_w tokens per frame, and differs
 only in *who attends to whom* (``kind``, see :data:`BLOCK_KINDS`):
@@ -8,15 +9,19 @@ only in *who attends to whom* (``kind``, see :data:`BLOCK_KINDS`):
 - ``"temporal"``: attention across frames at each spatial position, over
   :math:`z_t \in \mathbb R^{t\times n_f\times d}` (L2), ``(b t) n_f d`` sequences of length n_f;
 - ``"factorised"`` (Latte variant 3, L3): one block = spatial MHA, then temporal MHA, then the MLP;
+  ``temporal_first=True`` puts the temporal MHA first, as TimeSformer's divided space-time attention and
+  PVDM's encoder and decoder do (P2);
 - ``"split"`` (Latte variant 4, L3): one MHA whose heads are split in two halves: H/2 heads attend
   spatially, H/2 temporally; the temporal result is reshaped back to (n_f, t, d) and **added** to the
-  spatial one. Each half is an :class:`~minivid.transformers.Attention` with H/2 heads of d/H channels;
+  spatial one. Each half is an :class:`~minivid.nn.Attention` with H/2 heads of d/H channels;
   the sum of their output projections is one projection of the concatenated heads;
 - ``"full"``: 3D attention over all n_f·t tokens (the CogVideoX style, C5), the reference the factorised
   kinds approximate.
 
 Each residual branch is pre-normalised and conditioned by one of the modulations of
-:mod:`minivid.transformers.modulation` (L5): ``x + α_c · f(γ_c · LN(x) + β_c)``.
+:mod:`minivid.nn.modulation` (L5): ``x + α_c · f(γ_c · LN(x) + β_c)``; ``modulation="none"`` gives the plain
+pre-norm block ``x + f(LN(x))`` of a transformer without a condition (PVDM's autoencoder). The patterns
+themselves (:func:`~minivid.nn.attention.spatial_attention`, ...) live in :mod:`minivid.nn.attention`.
 
 Image-video joint training (L7): with ``num_video_frames = n`` < n_f, frames n.. are images appended to
 the clip; they are excluded from temporal attention (a ``"temporal"`` block passes them through untouched,
@@ -25,58 +30,25 @@ as Latte's release does; in ``"factorised"`` / ``"split"`` blocks they get no te
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from einops import rearrange
 from torch import nn
 
-from .attention import Attention
+from .attention import Attention, Rope, full_attention, spatial_attention, temporal_attention
+from .mlp import MLP
 from .modulation import AdaLN, gate, make_block_modulation, modulate
 
 BLOCK_KINDS = ("spatial", "temporal", "factorised", "split", "full")
-Rope = Callable[[torch.Tensor], torch.Tensor] | None
-
-
-class MLP(nn.Module):
-    """The transformer feed-forward network: Linear -> GELU (tanh approximation, as DiT) -> Linear."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 # ---------------------------------------------------------------------------------------------------
-# The three attention patterns (L2) on z (B, n_f, t, d)
+# The block
 # ---------------------------------------------------------------------------------------------------
 
 
-def spatial_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
-    r"""L2: attention within each frame, on :math:`z_s \in \mathbb R^{n_f\times t\times d}`."""
-    z_s = rearrange(h, "b n_f t d -> (b n_f) t d")
-    return rearrange(attn(z_s, rope=rope), "(b n_f) t d -> b n_f t d", b=h.shape[0])
-
-
-def temporal_attention(attn: Attention, h: torch.Tensor, num_video_frames: int | None = None,
-                       rope: Rope = None) -> torch.Tensor:
-    r"""L2: attention across frames at each position, on :math:`z_t \in \mathbb R^{t\times n_f\times d}`.
-    Frames from ``num_video_frames`` on (appended images, L7) take no part and get zeros."""
-    n = h.shape[1] if num_video_frames is None else num_video_frames
-    z_t = rearrange(h[:, :n], "b n_f t d -> (b t) n_f d")
-    out = rearrange(attn(z_t, rope=rope), "(b t) n_f d -> b n_f t d", b=h.shape[0])
-    if n < h.shape[1]:
-        out = torch.cat([out, torch.zeros_like(h[:, n:])], dim=1)  # L7: images excluded from temporal attention
-    return out
-
-
-def full_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
-    """3D full attention over all n_f·t tokens of a clip (C5)."""
-    n_f = h.shape[1]
-    z = rearrange(h, "b n_f t d -> b (n_f t) d")
-    return rearrange(attn(z, rope=rope), "b (n_f t) d -> b n_f t d", n_f=n_f)
+def _check_kind(kind: str) -> str:
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"kind={kind!r} is not supported; allowed: {BLOCK_KINDS}")
+    return kind
 
 
 def attention_pattern(kind: str, n_f: int, t: int, num_video_frames: int | None = None) -> torch.Tensor:
@@ -84,8 +56,7 @@ def attention_pattern(kind: str, n_f: int, t: int, num_video_frames: int | None 
     entry [i, j] is True when token i's output depends on token j after one block of this kind.
     ``"factorised"`` composes spatial then temporal attention, so after one block every token reaches
     every other; ``"split"`` is the union of the spatial and temporal patterns."""
-    if kind not in BLOCK_KINDS:
-        raise ValueError(f"kind={kind!r} is not supported; allowed: {BLOCK_KINDS}")
+    _check_kind(kind)
     n = n_f if num_video_frames is None else num_video_frames
     f = torch.arange(n_f).repeat_interleave(t)  # frame of each token
     p = torch.arange(t).repeat(n_f)  # spatial position of each token
@@ -104,27 +75,19 @@ def attention_pattern(kind: str, n_f: int, t: int, num_video_frames: int | None 
     return torch.ones(n_f * t, n_f * t, dtype=torch.bool)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The block
-# ---------------------------------------------------------------------------------------------------
-
-
-def _check_kind(kind: str) -> str:
-    if kind not in BLOCK_KINDS:
-        raise ValueError(f"kind={kind!r} is not supported; allowed: {BLOCK_KINDS}")
-    return kind
-
-
 class DiTBlock(nn.Module):
     """A pre-norm transformer block on z (B, n_f, t, d) with conditioning by ``modulation`` (L5).
 
     Args:
         dim, heads: token width d and number of heads H (head_dim = d / H).
         kind: one of :data:`BLOCK_KINDS` (attention pattern, see the module docstring).
-        modulation: one of :data:`~minivid.transformers.modulation.MODULATIONS`.
+        modulation: one of :data:`~minivid.nn.modulation.BLOCK_MODULATIONS` (the conditioned ones of
+            :data:`~minivid.nn.modulation.MODULATIONS`, or ``"none"``).
         cond_dim: width of the condition c (default d).
         mlp_ratio: MLP hidden width / d.
         qk_norm, backend: passed to every :class:`Attention`.
+        temporal_first: for ``"factorised"``, the temporal MHA before the spatial one (TimeSformer, PVDM's P2)
+            rather than after it (Latte's variant 3).
 
     Residual branches and their modulation, in order: attention (spatial / temporal / full / split),
     MLP, and for ``"factorised"`` a third, temporal attention (so the first 6·d rows of its 9·d adaLN
@@ -132,13 +95,16 @@ class DiTBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, kind: str = "spatial", modulation: str = "adaln-zero",
-                 cond_dim: int | None = None, mlp_ratio: float = 4.0, qk_norm: bool = False, backend: str = "sdpa"):
+                 cond_dim: int | None = None, mlp_ratio: float = 4.0, qk_norm: bool = False, backend: str = "sdpa",
+                 temporal_first: bool = False):
         super().__init__()
         self.kind, self.dim, self.heads = _check_kind(kind), dim, heads
         if heads < 1 or dim % heads:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
-        self.head_dim = dim // heads
-        affine = modulation == "tokens"  # with AdaLN the modulation replaces LayerNorm's own affine
+        if temporal_first and kind != "factorised":
+            raise ValueError(f"temporal_first=True orders the two attentions of a 'factorised' block; kind={kind!r}")
+        self.head_dim, self.temporal_first = dim // heads, temporal_first
+        affine = modulation in ("tokens", "none")  # with AdaLN the modulation replaces LayerNorm's own affine
         kw = dict(qk_norm=qk_norm, backend=backend)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
         if kind == "split":
@@ -160,7 +126,7 @@ class DiTBlock(nn.Module):
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None, num_video_frames: int | None = None,
                 rope_s: Rope = None, rope_t: Rope = None, rope_full: Rope = None) -> torch.Tensor:
         """z (B, n_f, t, d) -> (B, n_f, t, d). ``cond``: the condition c (B, cond_dim), the shared
-        adaLN-single modulation (B, 3k, d), or None for ``"tokens"``. ``rope_s`` / ``rope_t`` / ``rope_full``:
+        adaLN-single modulation (B, 3k, d), or None for ``"tokens"`` and ``"none"``. ``rope_s`` / ``rope_t`` / ``rope_full``:
         RoPE callables for the spatial (length t), temporal (length num_video_frames) and full sequences."""
         if z.ndim != 4 or z.shape[-1] != self.dim:
             raise ValueError(f"z must be (B, n_f, t, {self.dim}), got {tuple(z.shape)}")
@@ -174,6 +140,8 @@ class DiTBlock(nn.Module):
 
     def _forward(self, z, cond, n, rope_s, rope_t, rope_full):
         m_attn, m_mlp, *m_rest = self.modulation(cond)  # L5: one (shift, scale, gate) per branch
+        if self.kind == "factorised" and self.temporal_first:  # TimeSformer / P2: temporal MHA first
+            z = self._temporal_branch(z, m_rest[0], n, rope_t)
         h = modulate(self.norm1(z), m_attn.shift, m_attn.scale)  # L5: gamma_c LN(z) + beta_c
         if self.kind in ("spatial", "factorised"):
             a = spatial_attention(self.attn, h, rope_s)
@@ -184,16 +152,19 @@ class DiTBlock(nn.Module):
         else:  # L3 variant 4: H/2 heads spatial + H/2 heads temporal, temporal result reshaped and added
             a = spatial_attention(self.attn, h, rope_s) + temporal_attention(self.attn_t, h, n, rope_t)
         z = z + gate(a, m_attn.gate)  # L5: alpha_c before the residual
-        if self.kind == "factorised":  # L3 variant 3: then temporal MHA in the same block
-            (m_t,) = m_rest
-            h = modulate(self.norm_t(z), m_t.shift, m_t.scale)
-            z = z + gate(temporal_attention(self.attn_t, h, n, rope_t), m_t.gate)
+        if self.kind == "factorised" and not self.temporal_first:  # L3 variant 3: then temporal MHA
+            z = self._temporal_branch(z, m_rest[0], n, rope_t)
         h = modulate(self.norm2(z), m_mlp.shift, m_mlp.scale)
         return z + gate(self.mlp(h), m_mlp.gate)
 
+    def _temporal_branch(self, z, m_t, n, rope_t):
+        """The third branch of a ``"factorised"`` block: z + α · TemporalMHA(γ LN(z) + β)."""
+        h = modulate(self.norm_t(z), m_t.shift, m_t.scale)
+        return z + gate(temporal_attention(self.attn_t, h, n, rope_t), m_t.gate)
+
     def flops(self, batch: int, n_f: int, t: int, num_video_frames: int | None = None) -> dict[str, float]:
         """Forward matmul FLOPs of this block on (batch, n_f, t, d) tokens: see :func:`block_flops`."""
-        per_block = isinstance(self.modulation, AdaLN)  # adaLN-single / tokens: no per-block regression
+        per_block = isinstance(self.modulation, AdaLN)  # adaLN-single / tokens / none: no per-block regression
         return block_flops(self.kind, self.dim, self.heads, batch, n_f, t, num_video_frames,
                            mlp_hidden=self.mlp.fc1.out_features,
                            modulation=self.modulation.kind if per_block else "tokens",

@@ -1,24 +1,17 @@
 """Diffusion on PVDM's planes: the P8 loss against independently computed L_simple (lambda = 1, 0 and in
-between, exact and sampled), the condition coins, the JointTrainer's wiring into DiffusionTrainer, DDIM on
-packed planes against the exact Gaussian flow map with the condition routed through, and P9's long videos."""
+between, exact and sampled), the JointTrainer's wiring into DiffusionTrainer, DDIM on packed planes against the
+exact Gaussian flow map with the condition routed through, and P9's long videos."""
 
 import math
 
 import pytest
 import torch
 
-from minivid.autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig, pack_planes, unpack_planes
-from minivid.diffusion import GaussianOracle, NoiseSchedule
-from minivid.diffusion.plane_unet import PlaneUNet, PlaneUNetConfig
-from minivid.diffusion.pvdm_sampling import (
-    JointTrainer,
-    clip_join_distances,
-    drop_condition,
-    generate_long_video,
-    joint_loss,
-    sample_planes,
-)
-from minivid.pipeline.trainer import DiffusionTrainer
+from minivid.autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
+from minivid.diffusion import DiffusionTrainer, GaussianOracle, NoiseSchedule
+from minivid.nn.triplane import pack_planes, unpack_planes
+from minivid.pipeline.pvdm import JointTrainer, generate_long_video, joint_loss, sample_planes
+from minivid.unets import PlaneUNet, PlaneUNetConfig
 
 SHAPE = (4, 4, 4)  # (S, H', W')
 C = 3
@@ -33,7 +26,7 @@ def planes(b, seed=0, shape=SHAPE):
 
 def tiny_unet():
     torch.manual_seed(0)
-    m = PlaneUNet(PlaneUNetConfig(latent_channels=C, base_channels=8, channel_mults=(1, 2), heads=2, groups=4))
+    m = PlaneUNet(PlaneUNetConfig(in_channels=C, channels=8, channel_mult=(1, 2), heads=2, norm_groups=4))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
@@ -78,20 +71,6 @@ def test_p8_with_lambda_one_and_zero_is_the_conditional_and_unconditional_l_simp
     assert abs(frac - 0.3) < 4 * math.sqrt(0.3 * 0.7 / b)  # binomial, 4 standard deviations
 
 
-def test_drop_condition():
-    c = torch.ones(2000, 3, 5)
-    g = torch.Generator().manual_seed(0)
-    out = drop_condition(c, 0.25, g)
-    kept = out.flatten(1).amax(1)
-    assert set(kept.unique().tolist()) <= {0.0, 1.0}
-    assert bool((out.flatten(1).amin(1) == kept).all())  # a sample is kept or zeroed whole
-    assert abs(kept.mean().item() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 2000)
-    assert torch.equal(drop_condition(c, 1.0, g), c) and drop_condition(c, 0.0, g).abs().max() == 0
-    for bad in (-0.1, 1.5, True):
-        with pytest.raises(ValueError, match="lam=.* expected a probability in \\[0, 1\\]"):
-            drop_condition(c, bad)
-
-
 def test_joint_trainer_is_diffusion_trainer_with_the_condition_dropped():
     """With lam = 1, JointTrainer.step(z2, z1) is DiffusionTrainer.step on the packed planes with the packed
     condition (same seeds -> same loss and weights); with z1=None it trains the null condition."""
@@ -100,19 +79,19 @@ def test_joint_trainer_is_diffusion_trainer_with_the_condition_dropped():
     a = JointTrainer(tiny_unet().train(), s, lam=1.0, seed=0, warmup_steps=1)
     b = DiffusionTrainer(tiny_unet().train(), s, seed=0, warmup_steps=1)
     for _ in range(2):
-        la = a.step(z2, z1)
-        lb = b.step(pack_planes(z2), cond=pack_planes(z1), shape=SHAPE)
+        la = a.step(z2, z1)["loss"]
+        lb = b.step(pack_planes(z2), cond=pack_planes(z1), shape=SHAPE)["loss"]
         assert la == pytest.approx(lb, rel=1e-6)
     for pa, pb in zip(a.ema.parameters(), b.ema.parameters()):
         torch.testing.assert_close(pa, pb)
     c = JointTrainer(tiny_unet().train(), s, lam=0.5, seed=0, warmup_steps=1)
     d = DiffusionTrainer(tiny_unet().train(), s, seed=0, warmup_steps=1)
-    assert c.step(z2) == pytest.approx(d.step(pack_planes(z2), cond=torch.zeros_like(pack_planes(z2)), shape=SHAPE),
-                                       rel=1e-6)
+    assert c.step(z2)["loss"] == pytest.approx(
+        d.step(pack_planes(z2), cond=torch.zeros_like(pack_planes(z2)), shape=SHAPE)["loss"], rel=1e-6)
     state = c.state_dict()
     c.step(z2, z1)
     c.load_state_dict(state)
-    assert c.trainer.num_updates == 1
+    assert c.num_updates == 1 and len(c.history) == 1
     with pytest.raises(ValueError, match="must have the shapes of z2"):
         c.step(z2, planes(4, shape=(8, 4, 4)))
 
@@ -171,19 +150,3 @@ def test_long_video_chains_clips_through_the_condition():
     torch.testing.assert_close(out["video"][:, :, SHAPE[0]:2 * SHAPE[0]], ae.decode(out["planes"][1]))
     with pytest.raises(ValueError, match="num_clips=0 is invalid"):
         generate_long_video(oracle, ae, s, num_clips=0, shape=SHAPE)
-
-
-def test_clip_join_distances():
-    """A video whose frames drift smoothly joins well; one whose clips restart does not."""
-    t = torch.arange(12).float()
-    smooth = (t / 12)[None, None, :, None, None].expand(2, 3, 12, 4, 4).clone()
-    smooth[1] += 0.5
-    d = clip_join_distances(smooth, 4, torch.Generator().manual_seed(0))
-    assert d["join"].shape == (2, 2) and d["within"].shape == (2, 9)
-    torch.testing.assert_close(d["join"], torch.full((2, 2), 1 / 12))
-    assert d["join_mean"] <= d["random_same_mean"] and d["join_mean"] < d["random_other_mean"]
-    restart = ((t % 4) / 4)[None, None, :, None, None].expand(1, 3, 12, 4, 4)
-    d = clip_join_distances(restart, 4)
-    assert d["join_mean"] > d["random_same_mean"] and "random_other" not in d
-    with pytest.raises(ValueError, match="clip_length=5"):
-        clip_join_distances(smooth, 5)

@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .. import kernels
 from ..kernels.reference import attention_reference
 
 BACKENDS = ("sdpa", "math", "triton")
+Rope = Callable[[torch.Tensor], torch.Tensor] | None  # a RoPE applied to (B, H, N, D) queries and keys
 
 
 def _check_backend(backend: str, head_dim: int | None = None) -> str:
@@ -62,14 +64,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
     if backend == "math":
         return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     if backend == "triton":
-        from ..kernels.flash_attention import flash_attention, interpreter_active  # imports triton
-
-        if not q.is_cuda and not interpreter_active():
+        if not q.is_cuda and not kernels.interpreter_active():  # the first use of the kernels imports triton
             raise ValueError(f"backend='triton' got tensors on {q.device}: it runs on CUDA tensors (or on the CPU in "
                              "Triton's interpreter, TRITON_INTERPRET=1 set before triton is imported); use 'sdpa' "
                              "or 'math' on the CPU")
 
-        return flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+        return kernels.flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, N_k), True = attend
@@ -155,3 +155,34 @@ def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
     for m in layers:
         m.set_backend(backend)
     return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# Video attention patterns (L2) on z (B, n_f, t, d): who attends to whom. Shared by the DiT blocks
+# (Latte's variants, PVDM's divided space-time transformers) and the U-Nets' space-time attention.
+# ---------------------------------------------------------------------------------------------------
+
+
+def spatial_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+    r"""L2: attention within each frame, on :math:`z_s \in \mathbb R^{n_f\times t\times d}`."""
+    z_s = rearrange(h, "b n_f t d -> (b n_f) t d")
+    return rearrange(attn(z_s, rope=rope), "(b n_f) t d -> b n_f t d", b=h.shape[0])
+
+
+def temporal_attention(attn: Attention, h: torch.Tensor, num_video_frames: int | None = None,
+                       rope: Rope = None) -> torch.Tensor:
+    r"""L2: attention across frames at each position, on :math:`z_t \in \mathbb R^{t\times n_f\times d}`.
+    Frames from ``num_video_frames`` on (appended images, L7) take no part and get zeros."""
+    n = h.shape[1] if num_video_frames is None else num_video_frames
+    z_t = rearrange(h[:, :n], "b n_f t d -> (b t) n_f d")
+    out = rearrange(attn(z_t, rope=rope), "(b t) n_f d -> b n_f t d", b=h.shape[0])
+    if n < h.shape[1]:
+        out = torch.cat([out, torch.zeros_like(h[:, n:])], dim=1)  # L7: images excluded from temporal attention
+    return out
+
+
+def full_attention(attn: Attention, h: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+    """3D full attention over all n_f·t tokens of a clip (C5)."""
+    n_f = h.shape[1]
+    z = rearrange(h, "b n_f t d -> b (n_f t) d")
+    return rearrange(attn(z, rope=rope), "b (n_f t) d -> b n_f t d", n_f=n_f)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from minivid.diffusion.video_unet import VideoUNet, VideoUNetConfig
+from minivid.unets import VideoUNet, VideoUNetConfig
 
-TINY = dict(base_channels=8, channel_mults=(1, 2), attention_heads=2, groups=4)
+TINY = dict(channels=8, channel_mult=(1, 2), heads=2, norm_groups=4)
 
 
 def randomised(model: VideoUNet) -> VideoUNet:
@@ -53,8 +53,8 @@ def test_information_flows_across_frames_and_batch_items_stay_separate():
     [
         ({}, (1, 4, 2, 8, 8), "x must have shape"),
         ({}, (1, 3, 2, 9, 9), "divisible by 2"),
-        ({"channel_mults": ()}, None, "channel_mults"),
-        ({"base_channels": 6}, None, "groups=4"),
+        ({"channel_mult": ()}, None, "channel_mult"),
+        ({"channels": 6}, None, "norm_groups=4"),
     ],
 )
 def test_bad_input(kwargs, x_shape, match):

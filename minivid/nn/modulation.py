@@ -18,6 +18,9 @@ enters in one of five ways, all in :data:`MODULATIONS`:
 - ``"tokens"`` (L5): no modulation; the timestep and class embeddings are appended to the token
   sequence as extra tokens (:func:`append_condition_tokens`), and blocks use plain LayerNorms.
 
+A block without any condition (PVDM's autoencoder transformers) uses ``"none"`` (:data:`BLOCK_MODULATIONS`):
+plain LayerNorms and ungated residuals, like ``"tokens"`` but with nothing appended.
+
 Per-block modules return one :class:`Modulation` (shift, scale, gate) per branch; ``None`` entries mean
 "no shift / scale" or "gate 1".
 """
@@ -30,12 +33,13 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-MODULATIONS = ("adaln", "s-adaln", "adaln-zero", "adaln-single", "tokens")
+MODULATIONS = ("adaln", "s-adaln", "adaln-zero", "adaln-single", "tokens")  # how a condition enters (L5)
+BLOCK_MODULATIONS = MODULATIONS + ("none",)  # "none": a block with no condition at all
 
 
-def check_modulation(kind: str) -> str:
-    if kind not in MODULATIONS:
-        raise ValueError(f"modulation={kind!r} is not supported; allowed: {MODULATIONS}")
+def check_modulation(kind: str, allowed: tuple[str, ...] = MODULATIONS) -> str:
+    if kind not in allowed:
+        raise ValueError(f"modulation={kind!r} is not supported; allowed: {allowed}")
     return kind
 
 
@@ -47,18 +51,23 @@ class Modulation(NamedTuple):
     gate: torch.Tensor | None
 
 
-def _broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(B, d) -> (B, 1, ..., 1, d) to broadcast over x's token axes."""
+def _broadcast(v: torch.Tensor, x: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+    """(B, d) -> (B, 1, ..., 1, d) to broadcast over x's token axes, or (B, d, 1, ..., 1) over the spatial axes of a
+    feature map (B, d, ...) when ``channels_first``."""
+    if channels_first:
+        return v.reshape(*v.shape, *([1] * (x.ndim - 2)))
     return v.reshape(v.shape[0], *([1] * (x.ndim - 2)), v.shape[-1])
 
 
-def modulate(h: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
+def modulate(h: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None,
+             channels_first: bool = False) -> torch.Tensor:
     r"""L5: :math:`\gamma_c \odot h + \beta_c` with :math:`\gamma_c = 1 + \text{scale}`, :math:`\beta_c =
-    \text{shift}`; h (B, ..., d) (already layer-normalised), shift / scale (B, d) or None."""
+    \text{shift}`; h (B, ..., d) (already normalised), shift / scale (B, d) or None. ``channels_first``: h is a
+    feature map (B, d, ...) (AdaGN in the U-Nets' residual blocks)."""
     if scale is not None:
-        h = h * (1 + _broadcast(scale, h))  # L5: gamma_c = 1 + scale_c
+        h = h * (1 + _broadcast(scale, h, channels_first))  # L5: gamma_c = 1 + scale_c
     if shift is not None:
-        h = h + _broadcast(shift, h)  # L5: + beta_c
+        h = h + _broadcast(shift, h, channels_first)  # L5: + beta_c
     return h
 
 
@@ -127,7 +136,8 @@ class AdaLNSingleTable(nn.Module):
 
 
 class NoModulation(nn.Module):
-    """``"tokens"``: blocks with plain LayerNorms and ungated residuals (the condition travels as tokens)."""
+    """``"tokens"`` and ``"none"``: blocks with plain LayerNorms and ungated residuals (the condition travels as
+    tokens, or there is none)."""
 
     def __init__(self, branches: int = 2):
         super().__init__()
@@ -138,11 +148,11 @@ class NoModulation(nn.Module):
 
 
 def make_block_modulation(kind: str, dim: int, cond_dim: int | None = None, branches: int = 2) -> nn.Module:
-    """The per-block modulation module for ``kind`` (one of :data:`MODULATIONS`)."""
-    check_modulation(kind)
+    """The per-block modulation module for ``kind`` (one of :data:`BLOCK_MODULATIONS`)."""
+    check_modulation(kind, BLOCK_MODULATIONS)
     if kind == "adaln-single":
         return AdaLNSingleTable(dim, branches)
-    if kind == "tokens":
+    if kind in ("tokens", "none"):
         return NoModulation(branches)
     return AdaLN(dim, cond_dim, branches, kind)
 
