@@ -22,7 +22,8 @@ On a GPU
     ``fwd``, ``bwd`` and ``fwd+bwd``, each timed with ``triton.testing.do_bench`` (median of the runs
     after warm-up, L2 cache flushed between runs). The Triton kernel's first call per shape also
     picks its tile configuration (``KernelConfig``); the chosen one is recorded, and its output and gradients
-    are compared with SDPA's on the same inputs (``rel_err_vs_sdpa``, ``matches_sdpa`` per shape).
+    are compared with SDPA's on the same inputs (``rel_err_vs_sdpa``, ``matches_sdpa`` per shape, from
+    ``minivid.kernels.check_against_sdpa`` and its ``SDPA_TOLERANCE``).
 
 On a CPU (smoke run)
     Triton kernels run on a CPU only in the interpreter, which is a correctness tool, not a
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minivid.kernels import attention_flops, attention_reference  # noqa: E402
+from minivid.kernels import SDPA_TOLERANCE, attention_flops, attention_reference, check_against_sdpa  # noqa: E402
 from minivid.utils.files import atomic_path  # noqa: E402
 from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
@@ -158,28 +159,6 @@ def bench_one(prov, shape, dtype, causal, mode, device) -> float:
     import triton.testing
 
     return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=[q, k, v], return_mode="median")
-
-
-# How far the kernel may be from SDPA on the same inputs (max |difference| / max |SDPA|), per dtype: the
-# rounding of the inputs and outputs, with float32 accumulation in both.
-TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 1e-2, torch.float32: 1e-3}
-
-
-def check_against_sdpa(prov, shape, dtype, causal, device) -> dict:
-    """O, dQ, dK and dV of ``prov`` against PyTorch SDPA (its default backend) on the same random inputs:
-    ``{"O": err, "dQ": err, ...}`` with err = max |difference| / max |SDPA's value|. A benchmark row of a kernel
-    that computes the wrong thing fast is worth nothing, so the GPU run checks each shape it times."""
-    B, H, N, D = shape["B"], shape["H"], shape["N"], shape["D"]
-    gen = torch.Generator(device=device).manual_seed(1)
-    q, k, v, do = (torch.randn(B, H, N, D, device=device, dtype=dtype, generator=gen) for _ in range(4))
-    results = []
-    for fn in (prov, _sdpa(None)):
-        x = [t.clone().requires_grad_() for t in (q, k, v)]
-        o = fn(*x, causal)
-        o.backward(do)
-        results.append((o.detach(), *(t.grad for t in x)))
-    return {name: ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6)).item()
-            for name, a, b in zip(("O", "dQ", "dK", "dV"), *results)}
 
 
 def math_fits(shape, dtype, device) -> bool:
@@ -295,7 +274,7 @@ def main(argv=None):
                             if mode == modes[0]:  # once per shape: is the kernel that was just timed right?
                                 errs = check_against_sdpa(prov, shape, dtype, causal, device)
                                 row["rel_err_vs_sdpa"] = errs
-                                row["matches_sdpa"] = max(errs.values()) <= TOLERANCE[dtype]
+                                row["matches_sdpa"] = max(errs.values()) <= SDPA_TOLERANCE[dtype]
                                 flag = "" if row["matches_sdpa"] else f"  WRONG: {errs}"
                         record(row)
                         print(f"{pname:<15}{row['dtype']:<9}{causal!s:<7}{mode:<8}{shape['kind']:<9}{shape['B']:>6}"

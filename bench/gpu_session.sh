@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one lent-machine session, prepared so that they fit its device time (15 minutes in all,
 # a machine start included), in order of value:
-#   1. the compiled Triton kernel against a float64 reference: tests/kernels' GPU tests (fp16/bf16/fp32, causal,
-#      key padding, long and temporal shapes, padded head dims, determinism; skipped on machines without CUDA),
+#   1. the compiled Triton kernel against a float64 reference: the GPU tests of tests/kernels/test_flash.py (fp16/bf16/
+#      fp32, causal, key padding, long and temporal shapes, padded head dims, determinism; skipped without CUDA),
 #      with the first (heuristic) tile of each shape class: MINIVID_FLASH_AUTOTUNE=0 spares the compile time of
 #      every candidate;
 #   2. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
@@ -30,6 +30,6 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1;
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
     > "$DEST/gpu_session.txt"
-step 170 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash_attention.py -k gpu -rs
+step 170 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
 step 300 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 100 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"

@@ -5,11 +5,11 @@
     python bench/kernel_resources.py --quick --dtype fp32     # float32's own candidate lists
     python bench/kernel_resources.py --quick --head-dims 72 40 --out ...   # padded head dims
 
-Each kernel of ``minivid.kernels.flash_attention`` (forward, dQ, dK/dV, and the one-kernel backward of
+Each kernel of ``minivid.kernels.triton_kernels`` (forward, dQ, dK/dV, and the one-kernel backward of
 short sequences) is compiled ahead of time for
-compute capability 9.0 with :func:`~minivid.kernels.flash_attention.compile_for_gpu`, and the ``ptxas``
+compute capability 9.0 with :func:`~minivid.kernels.compile.compile_for_gpu`, and the ``ptxas``
 that Triton ships reports its registers per thread and the bytes it spills to local memory
-(:func:`~minivid.kernels.flash_attention.ptxas_resources`). A tile that does not fit in the 255
+(:func:`~minivid.kernels.compile.ptxas_resources`). A tile that does not fit in the 255
 registers a thread can have spills: part of the running output or of the score tile goes through L1/L2
 on every key block. This is what a CPU-only machine can say about the GPU kernels before they run; which
 tiling is fastest is measured on a GPU by ``bench/attention.py`` (whose autotuner times the candidates).
@@ -27,7 +27,6 @@ whether the key/query loop is software-pipelined.
 from __future__ import annotations
 
 import argparse
-import importlib
 import concurrent.futures as cf
 import datetime as _dt
 import itertools
@@ -44,10 +43,11 @@ os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interprete
 import torch  # noqa: E402
 import triton  # noqa: E402
 
+from minivid.kernels.compile import compile_for_gpu, ptxas_resources  # noqa: E402
+from minivid.kernels.flash import SUPPORTED_HEAD_DIMS  # noqa: E402
+from minivid.kernels.tiles import KernelConfig, _candidates  # noqa: E402
 from minivid.utils.files import atomic_path  # noqa: E402
 from minivid.utils.machine import device_name  # noqa: E402
-
-fa = importlib.import_module("minivid.kernels.flash_attention")  # the package re-exports a function of that name
 
 RESULTS = ROOT / "bench" / "results"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -56,11 +56,11 @@ CASES = {"plain": dict(causal=False, has_kpm=False, even_k=True),
 
 
 def tilings(kind: str, head_dim: int, quick: bool, dtype: torch.dtype = torch.bfloat16
-            ) -> list[tuple[fa.KernelConfig, str]]:
+            ) -> list[tuple[KernelConfig, str]]:
     """(config, where it comes from): the candidate lists first, then the sweep grid."""
     short = []
     for n in (16, 32, 64):
-        for c in fa._candidates("dkdv" if kind == "bwd_short" else kind, n, n, head_dim, dtype):
+        for c in _candidates("dkdv" if kind == "bwd_short" else kind, n, n, head_dim, dtype):
             covers = n <= c.block_m and n <= c.block_n
             if kind == "bwd_short" and not covers:  # float32 past 16-wide tiles: the split kernels run instead
                 continue
@@ -68,12 +68,12 @@ def tilings(kind: str, head_dim: int, quick: bool, dtype: torch.dtype = torch.bf
             short.append((c, f"short {'split ' if split else ''}candidate N<={n}"))
     if kind == "bwd_short":  # one tile covers the sequence: configured by the dK/dV kernel's short candidates
         return short
-    out = [(c, "long candidate") for c in fa._candidates(kind, 4096, 4096, head_dim, dtype)]
+    out = [(c, "long candidate") for c in _candidates(kind, 4096, 4096, head_dim, dtype)]
     # Short sequences: the forward's tiles; and the split backward's where the one-kernel one does not fit (fp32)
     out += [(c, origin) for c, origin in short if kind == "fwd" or "split" in origin]
     if not quick:
         for bm, bn, warps, stages in itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (2, 3)):
-            out.append((fa.KernelConfig(bm, bn, 1, warps, stages), "grid"))
+            out.append((KernelConfig(bm, bn, 1, warps, stages), "grid"))
     unique = {}
     for cfg, origin in out:
         unique.setdefault(cfg, origin)  # first origin wins
@@ -85,8 +85,8 @@ def measure(job: tuple) -> dict:
     row = dict(kind=kind, head_dim=head_dim, dtype=dtype, case=case, origin=origin, **vars(cfg))
     t0 = time.perf_counter()
     try:
-        compiled = fa.compile_for_gpu(kind, DTYPES[dtype], head_dim, config=cfg, arch=90, **CASES[case])
-        row.update(fa.ptxas_resources(compiled, arch=90))
+        compiled = compile_for_gpu(kind, DTYPES[dtype], head_dim, config=cfg, arch=90, **CASES[case])
+        row.update(ptxas_resources(compiled, arch=90))
         row["wgmma"] = "wgmma" in compiled.asm["ptx"]
         # Loads issued as asynchronous copies into shared memory: the loop is software-pipelined (num_stages).
         row["async_copies"] = compiled.asm["ttgir"].count("async_copy_global_to_local")
@@ -104,9 +104,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    bad = [d for d in args.head_dims if d not in fa.SUPPORTED_HEAD_DIMS]
+    bad = [d for d in args.head_dims if d not in SUPPORTED_HEAD_DIMS]
     if bad:
-        parser.error(f"--head-dims {bad}: allowed {fa.SUPPORTED_HEAD_DIMS.start}..{fa.SUPPORTED_HEAD_DIMS.stop - 1}")
+        parser.error(f"--head-dims {bad}: allowed {SUPPORTED_HEAD_DIMS.start}..{SUPPORTED_HEAD_DIMS.stop - 1}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     suffix = "" if args.dtype == "bf16" else f"-{args.dtype}"

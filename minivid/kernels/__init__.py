@@ -1,18 +1,28 @@
 """Attention kernels (K1-K4 of ``docs/equations.md``).
 
-* :func:`attention_reference` (``reference.py``): the math path in plain PyTorch, plus the same
-  algorithm block by block (:func:`attention_blockwise`, K2; :func:`attention_backward_reference`,
-  K3) and the cost model (:func:`attention_flops`, K4; :func:`attention_bytes`). No Triton needed.
-* :func:`flash_attention` (``flash_attention.py``): FlashAttention-2 forward and backward in Triton.
-  Imported lazily, on first use of the name, because importing it imports Triton and fixes whether
-  the kernels are compiled for CUDA or run in Triton's CPU interpreter (``TRITON_INTERPRET=1``,
-  which must be set before that first use). Importing ``minivid.kernels`` itself never imports
-  Triton.
+Plain PyTorch, no Triton needed:
+
+* ``reference.py``: :func:`attention_reference`, the math path, plus the same algorithm block by block
+  (:func:`attention_blockwise`, K2; :func:`attention_backward_reference`, K3) and the cost model
+  (:func:`attention_flops`, K4; :func:`attention_bytes`).
+* ``verify.py``: :func:`check_against_sdpa`, an implementation's output and gradients against PyTorch's SDPA.
+
+FlashAttention-2 forward and backward in Triton, one concern per file:
+
+* ``triton_kernels.py``: the ``@triton.jit`` kernels (K1-K3) and :func:`interpreter_active`;
+* ``tiles.py``: :class:`KernelConfig`, the candidate tiles per shape class and the autotuner
+  (:func:`kernel_config`, :func:`last_configs`);
+* ``flash.py``: argument checks, launches and autograd: :func:`flash_attention`, :func:`flash_attention_forward`,
+  :class:`FlashAttentionFunction`, :func:`poisoned_outputs`;
+* ``compile.py``: the kernels compiled ahead of time for sm_90 without a GPU (:func:`compile_for_gpu`,
+  :func:`ptxas_resources`).
+
+Their names are imported lazily, on first use, because importing them imports Triton and fixes whether
+the kernels are compiled for CUDA or run in Triton's CPU interpreter (``TRITON_INTERPRET=1``, which must
+be set before that first use). Importing ``minivid.kernels`` itself never imports Triton.
 """
 
 import importlib
-import sys
-import types
 
 from .reference import (
     LAYOUTS,
@@ -23,19 +33,22 @@ from .reference import (
     attention_reference,
     attention_scores,
 )
+from .verify import SDPA_TOLERANCE, check_against_sdpa
 
+# name -> the submodule that defines it (each of them imports triton)
 _LAZY = {
-    "flash_attention",
-    "flash_attention_forward",
-    "FlashAttentionFunction",
-    "compile_for_gpu",
-    "KernelConfig",
-    "SUPPORTED_HEAD_DIMS",
-    "SUPPORTED_DTYPES",
-    "interpreter_active",
-    "kernel_config",
-    "last_configs",
-    "poisoned_outputs",
+    "flash_attention": "flash",
+    "flash_attention_forward": "flash",
+    "FlashAttentionFunction": "flash",
+    "SUPPORTED_HEAD_DIMS": "flash",
+    "SUPPORTED_DTYPES": "flash",
+    "poisoned_outputs": "flash",
+    "interpreter_active": "triton_kernels",
+    "KernelConfig": "tiles",
+    "kernel_config": "tiles",
+    "last_configs": "tiles",
+    "compile_for_gpu": "compile",
+    "ptxas_resources": "compile",
 }
 
 __all__ = [
@@ -46,37 +59,20 @@ __all__ = [
     "attention_backward_reference",
     "attention_flops",
     "attention_bytes",
+    "SDPA_TOLERANCE",
+    "check_against_sdpa",
     *sorted(_LAZY),
 ]
 
 
-def _flash_module():
-    return importlib.import_module(".flash_attention", __name__)  # imports triton on first use
-
-
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(_flash_module(), name)
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)  # imports triton on first use
+        value = getattr(module, name)
+        globals()[name] = value  # later look-ups find it directly
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY)
-
-
-class _KernelsPackage(types.ModuleType):
-    """The submodule ``flash_attention.py`` and the function ``flash_attention`` share a name. Importing
-    a submodule makes Python set it as an attribute of its package, which would hide the function;
-    this property keeps ``minivid.kernels.flash_attention`` the function. The module stays reachable
-    as ``from minivid.kernels.flash_attention import ...`` (or ``sys.modules``)."""
-
-    @property
-    def flash_attention(self):
-        return _flash_module().flash_attention
-
-    @flash_attention.setter
-    def flash_attention(self, value):
-        pass  # the import system recording the submodule: keep the function visible instead
-
-
-sys.modules[__name__].__class__ = _KernelsPackage
+    return sorted(set(globals()) | set(_LAZY))

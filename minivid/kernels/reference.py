@@ -3,7 +3,7 @@ what it costs (K4).
 
 Everything here is readable PyTorch with no Triton, so it runs anywhere. It serves three readers:
 
-* the tests of :mod:`minivid.kernels.flash_attention`, which compare the kernel with
+* the tests of the Triton kernel (:mod:`minivid.kernels.flash`), which compare it with
   :func:`attention_reference` computed in float64;
 * notebook ``07_triton_attention``, which builds the online softmax (K2) cell by cell and then asserts
   against :func:`attention_blockwise` and :func:`attention_backward_reference`;

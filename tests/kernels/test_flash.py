@@ -1,16 +1,17 @@
-"""Tests of minivid.kernels (K1-K4): the Triton FlashAttention-2 kernel against the math path.
+"""Tests of minivid.kernels.flash (K1-K3): the Triton FlashAttention-2 kernels, launched through
+``flash_attention``, against the math path.
 
 On a machine without CUDA the kernels run in Triton's interpreter (see conftest.py), which is slow,
 so the shapes are small but many: every case draws fresh random inputs from its own seed, compares
 the forward output and all three gradients with ``attention_reference`` computed in float64, and runs
-with every kernel output buffer poisoned (NaN) first, so that an element a kernel forgets to write
-fails the comparison. Tests marked ``gpu`` need CUDA and are skipped without it.
+with every kernel output buffer poisoned (NaN) first (conftest.py), so that an element a kernel forgets to write
+fails the comparison. Tests named ``gpu`` need CUDA and are skipped without it (``bench/gpu_session.sh`` runs them
+with ``-k gpu``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import subprocess
 import sys
@@ -20,22 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from minivid.kernels import (
-    attention_backward_reference,
-    attention_blockwise,
-    attention_bytes,
-    attention_flops,
-    attention_reference,
-)
-from minivid.kernels.flash_attention import (
-    SUPPORTED_HEAD_DIMS,
     KernelConfig,
+    attention_reference,
     flash_attention,
     flash_attention_forward,
     interpreter_active,
     kernel_config,
     last_configs,
-    poisoned_outputs,
 )
+from minivid.kernels.flash import _new, _stride_align
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = interpreter_active()
@@ -52,13 +46,6 @@ TILINGS = (
     KernelConfig(64, 32),
 )
 N_CHOICES = (1, 2, 3, 5, 7, 13, 16, 17, 23, 31, 32, 37, 48, 61)  # 1, primes, non-multiples of blocks
-
-
-@pytest.fixture(autouse=True)
-def _poison_kernel_outputs():
-    """Every buffer the kernels write starts as NaN in every test of this file."""
-    with poisoned_outputs(float("nan")):
-        yield
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,8 +182,6 @@ def test_stride_alignment_hint_only_where_it_holds():
     """The ALIGN hint tells the GPU compiler that rows start 16-byte aligned: given only when every tensor starts
     at a multiple of 16 bytes and every (b, h, n) stride is a multiple of 16 bytes, and not needed when Triton
     sees strides that are multiples of 16 elements by itself."""
-    from minivid.kernels.flash_attention import _stride_align
-
     def x(D, dtype=torch.float16, n=8):
         return torch.zeros(2, 3, n, D, dtype=dtype)
 
@@ -245,59 +230,6 @@ def test_short_sequences_take_the_one_kernel_backward(n_q, n_k, causal, mask, ro
         assert "bwd_short" not in last_configs() and {"dq", "dkdv"} <= set(last_configs())
         for a, b in zip(g1, g2):
             _assert_close(a, b, RTOL[dtype], "one-kernel vs three-kernel backward")
-
-
-@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16, torch.float32), ids=("bf16", "fp16", "fp32"))
-def test_cuda_candidates_choose_the_backward_consistently(dtype):
-    """On CUDA the backward's candidate tiles decide the path: for N <= 64 either every candidate covers N (one
-    kernel) or none does (split kernels: float32 beyond 16-wide tiles, whose one-kernel backward does not fit in
-    registers); never a mix, so the autotuner compares like with like; and no tile is narrower than 16."""
-    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _block_d, _candidates, _pow2, _short_backward_fits
-
-    for D in SUPPORTED_HEAD_DIMS:  # every D in 16..128
-        for n_q in (1, 5, 16, 17, 31, 33, 40, 64, 65, 300):
-            for n_k in (1, 16, 17, 40, 64, 65, 300):
-                cands = _candidates("dkdv", n_q, n_k, D, dtype)
-                covers = {max(n_q, n_k) <= SHORT_SEQUENCE and n_q <= c.block_m and n_k <= c.block_n for c in cands}
-                tile = max(_pow2(n_q, 16, 64), _pow2(n_k, 16, 64))
-                want = max(n_q, n_k) <= SHORT_SEQUENCE and _short_backward_fits(dtype, tile, _block_d(D))
-                assert covers == {want}, (D, n_q, n_k, cands)
-                assert all(c.block_m >= 16 and c.block_n >= 16 for c in cands)
-    assert _short_backward_fits(dtype, 64, 128) == (dtype != torch.float32)
-
-
-@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=("bf16", "fp32"))
-def test_every_cuda_candidate_is_spill_free_in_the_stored_sweeps(dtype):
-    """The candidate tables agree with the register sweeps stored in bench/results/ (bench/kernel_resources.py,
-    sm_90, Triton 3.6 and 3.8): every tiling the autotuner may try, for any length, compiles without spilling in
-    both the plain and the causal + padding mask + partial tile case (bf16 also at the padded D = 72, 40, 24).
-    Editing a table without sweeping it again fails here."""
-    import json
-    from pathlib import Path
-
-    from minivid.kernels.flash_attention import SHORT_SEQUENCE, _candidates
-
-    suffix = "-fp32" if dtype == torch.float32 else ""
-    results = Path(__file__).resolve().parents[2] / "bench" / "results"
-    for version in ("3.6.0", "3.8.0"):
-        files = [f"kernel_resources-sm90-triton-{version}{suffix}.json"]
-        if dtype == torch.bfloat16:
-            files.append(f"kernel_resources-sm90-triton-{version}-d72-d40-d24.json")
-        rows = [r for f in files for r in json.loads((results / f).read_text())["rows"]]
-        spills = {}
-        for r in rows:
-            key = (r["kind"], r["head_dim"], r["block_m"], r["block_n"], r["rows"], r["num_warps"], r["num_stages"])
-            spills.setdefault(key, []).append(r.get("spill_stores", "error"))
-        for D in (64, 128) if dtype == torch.float32 else (64, 128, 72, 40, 24):
-            for kind in ("fwd", "dq", "dkdv"):
-                for n in (1, 5, 16, 17, 31, 33, 40, 64, 65, 300, 4096):
-                    for c in _candidates(kind, n, n, D, dtype):
-                        fused = kind != "fwd" and n <= SHORT_SEQUENCE and n <= c.block_m and n <= c.block_n
-                        if fused and kind == "dq":
-                            continue  # the one-kernel backward has no dQ kernel
-                        key = ("bwd_short" if fused else kind, D, c.block_m, c.block_n, c.rows, c.num_warps,
-                               c.num_stages)
-                        assert spills.get(key) == [0, 0], (version, key, spills.get(key))
 
 
 def test_long_sequences_never_take_the_one_kernel_backward():
@@ -405,9 +337,7 @@ def test_deterministic():
 
 
 def test_poisoned_outputs_fill_buffers():
-    from minivid.kernels.flash_attention import _new
-
-    assert torch.isnan(_new((3, 4), torch.float32, "cpu")).all()  # the autouse fixture is active
+    assert torch.isnan(_new((3, 4), torch.float32, "cpu")).all()  # conftest.py's autouse fixture is active
 
 
 def test_custom_scale():
@@ -504,18 +434,11 @@ def test_bfloat16_rejected_by_interpreter():
         flash_attention(q, k, v)
 
 
-def test_import_does_not_need_triton_backend():
-    """`import minivid.kernels` does not import triton; the reference works without it."""
-    code = ("import sys, torch, minivid.kernels as mk; assert 'triton' not in sys.modules; "
-            "x = torch.randn(1, 1, 3, 16); mk.attention_reference(x, x, x); assert 'triton' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-without-interpreter error")
 def test_cpu_without_interpreter_is_a_clear_error():
     """Compiled kernels (no interpreter) and CPU tensors: flash_attention and the attention module's triton
     backend both say what to do instead of failing inside Triton."""
-    code = ("import torch; from minivid.kernels import flash_attention; from minivid.transformers import attention\n"
+    code = ("import torch; from minivid.kernels import flash_attention; from minivid.nn import attention\n"
             "x = torch.randn(1, 1, 3, 16)\n"
             "try:\n    flash_attention(x, x, x)\nexcept RuntimeError as e:\n"
             "    assert 'TRITON_INTERPRET=1' in str(e), e\nelse:\n    raise SystemExit('no error')\n"
@@ -523,111 +446,6 @@ def test_cpu_without_interpreter_is_a_clear_error():
             "    assert \"backend='triton' got tensors on cpu\" in str(e), e\nelse:\n    raise SystemExit('no error')")
     env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
-
-
-def test_kernels_compile_for_hopper():
-    """Without a GPU, still check that every kernel compiles for an H100/H200 (sm_90, bf16) with its default
-    tiles (long sequences; the temporal class for the one-kernel short backward), for D = 64 and 128 and the padded
-    72 and 40, both plain and causal + padding mask + partial last tile: within shared memory,
-    with Hopper's wgmma instructions, loads pipelined (asynchronous copies, as a launch on contiguous inputs
-    compiles them), and (ptxas -v) within 255 registers per thread without spilling. A
-    tile that cannot fit (128x128 scores and a 128x128 output accumulator in 4 warps: 256 float32 values
-    per thread before anything else) must be reported as spilling, so the check can fail."""
-    code = (
-        "import torch; from minivid.kernels.flash_attention import compile_for_gpu, ptxas_resources, KernelConfig\n"
-        "k = compile_for_gpu('preprocess', torch.bfloat16, 128, causal=True, has_kpm=True, even_k=False)\n"
-        "assert k.metadata.shared <= 227 * 1024\n"
-        "for kind in ('fwd', 'dkdv', 'dq', 'bwd_short'):\n"
-        "    for d in (64, 128, 72, 40):  # 72, 40: padded to 128, 64 (rows 16-byte aligned, not 16-element)\n"
-        "        for causal, kpm, even in ((False, False, True), (True, True, False)):\n"
-        "            k = compile_for_gpu(kind, torch.bfloat16, d, causal=causal, has_kpm=kpm, even_k=even, arch=90)\n"
-        "            r = ptxas_resources(k)\n"
-        "            assert r['shared'] <= 227 * 1024, (kind, d, causal, r)  # H100/H200: 227 KiB per block\n"
-        "            # Hopper's tensor-core instructions; not for the memory-bound short-sequence kernel (2 warps)\n"
-        "            assert kind == 'bwd_short' or 'wgmma' in k.asm['ptx'], (kind, d, causal)\n"
-        "            assert r['registers'] <= 255 and r['spill_stores'] == 0, (kind, d, causal, r)\n"
-        "            if kind != 'bwd_short':  # the key / query loop is software-pipelined: asynchronous copies\n"
-        "                assert 'async_copy_global_to_local' in k.asm['ttgir'], (kind, d, causal)\n"
-        "big = compile_for_gpu('fwd', torch.bfloat16, 128, config=KernelConfig(128, 128, 1, 4, 2), causal=False,\n"
-        "                      has_kpm=False, even_k=True)\n"
-        "r = ptxas_resources(big)\n"
-        "assert r['registers'] == 255 and r['spill_stores'] > 0 and r['spill_loads'] > 0, r\n"
-    )
-    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env=env)
-
-
-# --------------------------------------------------------------------------------------------------
-# The math-path helpers: K2 and K3 in plain PyTorch, K4
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("block_n", (1, 3, 16))
-@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
-def test_blockwise_online_softmax_equals_softmax(block_n, causal):
-    """K2 in plain PyTorch (what the kernel does per tile) equals the one-shot softmax (K1)."""
-    g = torch.Generator().manual_seed(block_n)
-    q, k, v = (torch.randn(2, 2, 10, 16, generator=g, dtype=torch.float64) for _ in range(3))
-    kpm = torch.rand(2, 10, generator=g) < 0.6
-    kpm[0] = False
-    o, lse = attention_blockwise(q, k, v, causal=causal, key_padding_mask=kpm, block_n=block_n)
-    o_ref, lse_ref = attention_reference(q, k, v, causal=causal, key_padding_mask=kpm, return_lse=True)
-    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(lse, lse_ref, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("layout", ("bhnd", "bnhd"))
-def test_backward_formulas_equal_autograd(layout):
-    """K3 written out (D = rowsum(dO∘O), dS = P∘(dP − D), ...) equals autograd of the math path."""
-    g = torch.Generator().manual_seed(4)
-    q, k, v = (torch.randn(2, 7, 3, 16, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
-    if layout == "bhnd":
-        q, k, v = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
-    kpm = torch.rand(2, 7, generator=g) < 0.7
-    kpm[1] = False
-    o, lse = attention_reference(q, k, v, causal=True, key_padding_mask=kpm, layout=layout, return_lse=True)
-    do = torch.randn(o.shape, generator=g, dtype=torch.float64)
-    expected = torch.autograd.grad(o, (q, k, v), do)
-    got = attention_backward_reference(q, k, v, o.detach(), do, lse, causal=True, key_padding_mask=kpm,
-                                       layout=layout)
-    for a, e in zip(got, expected):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-
-
-def test_benchmark_checks_the_kernel_against_sdpa():
-    """bench/attention.py's correctness check, run here on the kernel (interpreter on a CPU): small errors for
-    the real kernel, and a large one for a provider that is wrong (non-causal where causal was asked)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("bench_attention",
-                                                  Path(__file__).resolve().parents[2] / "bench" / "attention.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    shape = dict(kind="long", B=1, H=2, N=21, D=32)
-    kernel = lambda q, k, v, causal: flash_attention(q, k, v, causal=causal)  # noqa: E731
-    errs = bench.check_against_sdpa(kernel, shape, torch.float32, True, DEVICE)
-    assert set(errs) == {"O", "dQ", "dK", "dV"} and max(errs.values()) < bench.TOLERANCE[torch.float32], errs
-    wrong = lambda q, k, v, causal: flash_attention(q, k, v, causal=not causal)  # noqa: E731
-    assert bench.check_against_sdpa(wrong, shape, torch.float32, True, DEVICE)["O"] > 0.1
-
-
-def test_flop_count():
-    """K4: forward 4·B·H·N²·D, halved if causal; backward 2.5× forward."""
-    assert attention_flops(2, 3, 5, head_dim=16) == 4 * 2 * 3 * 5 * 5 * 16
-    assert attention_flops(2, 3, 5, head_dim=16, causal=True) == 2 * 2 * 3 * 5 * 5 * 16
-    assert attention_flops(1, 1, 8, 4, head_dim=64) == 4 * 8 * 4 * 64
-    assert attention_flops(1, 1, 8, head_dim=64, mode="bwd") == 2.5 * attention_flops(1, 1, 8, head_dim=64)
-    assert attention_flops(1, 1, 8, head_dim=64, mode="fwd+bwd") == 3.5 * attention_flops(1, 1, 8, head_dim=64)
-    with pytest.raises(ValueError):
-        attention_flops(1, 1, 8, mode="backward")
-
-
-def test_bytes_model_quadratic_vs_linear():
-    small, big = (attention_bytes(1, 1, n, 64, method="math") for n in (1024, 2048))
-    assert 3.5 < big / small <= 4  # N² dominates the math path
-    small, big = (attention_bytes(1, 1, n, 64, method="flash-ideal") for n in (1024, 2048))
-    assert math.isclose(big / small, 2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -667,8 +485,6 @@ def test_gpu_half_precision(dtype, shape, causal):
 def test_gpu_float32_padded_head_dims_and_determinism(dtype, shape, view):
     """The compiled paths the half-precision test does not reach, against float64; then a second run must be
     bit-identical (no atomics)."""
-    from minivid.kernels.flash_attention import _stride_align
-
     B, H, n, D = shape
     g = torch.Generator().manual_seed(D)
     if view == "packed":  # q, k, v sliced out of one (B, N, 3, H, D) tensor
