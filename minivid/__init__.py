@@ -1,17 +1,19 @@
 """minivid: a notebook-first reference implementation of modern latent video diffusion.
 
-Families (one sub-package each), in floors: a package imports only from the floors below it.
+Families (one sub-package each), in floors: a package imports only from the floors below it (the floors are
+``minivid.utils.imports.FLOORS``; ``tests/test_layout.py`` enforces them).
 
-- ``utils``, ``nn``, ``kernels``, ``metrics`` (the bottom): video I/O, atomic files, checkpoints, config and argument
-  checks; the layers every model shares (attention with its backend switch, sinusoids and RoPE, modulation, the MLP,
-  the DiT block family, the AdaGN residual block) and the model contract (``Model``, ``save_model``,
-  ``load_model``); FlashAttention-2 in Triton and its PyTorch reference (K1-K4); PSNR, SSIM, trajectory error.
-- ``diffusion``, ``data``: diffusion math (D1-D10) and the training core; MiniSprites, the sprite tracker, real
+- ``utils`` (floor 0): video I/O, atomic files, checkpoints, config JSON round trip, argument checks, the import
+  graph. ``kernels``, ``metrics`` (floor 1): FlashAttention-2 in Triton and its PyTorch reference (K1-K4); PSNR,
+  SSIM, trajectory error, clip joins. ``nn`` (floor 2): the layers every model shares (attention with its backend
+  switch, sinusoids and RoPE, modulation, the MLP, the DiT block family, the AdaGN residual block, the triplane
+  layout) and the model contract (``Model``, ``save_model``, ``load_model``).
+- ``diffusion``, ``data`` (floor 3): diffusion math (D1-D10) and the training core; MiniSprites, the sprite tracker, real
   videos.
-- ``autoencoders``, ``unets``, ``transformers`` (the models): PVDM's triplane autoencoder (P1-P6), a per-frame 2D
+- ``autoencoders``, ``unets``, ``transformers`` (floor 4, the models; they never import each other): PVDM's triplane autoencoder (P1-P6), a per-frame 2D
   VAE, CogVideoX's causal 3D VAE (C1), Reducio's VAE (R1-R3); the demo's video U-Net and PVDM's plane U-Net (P7);
   Latte (L1-L8).
-- ``pipeline`` (the top): the demo and PVDM's joint training and long-video sampling (P8-P9); the command line is
+- ``pipeline`` (floor 6; floor 5 is the conditioning encoders of the next issues): the demo and PVDM's joint training and long-video sampling (P8-P9); the command line is
   ``minivid/__main__.py``.
 
 Every model saves and loads one way: ``minivid.save_model(model, folder)`` / ``minivid.load_model(folder)``.

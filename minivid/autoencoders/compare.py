@@ -37,11 +37,8 @@ def build_compression_models(channels: int = 8, num_res_blocks: int = 1, frames:
     where ``frames`` is the clip length the model trains on (the causal VAE takes ``frames + 1``: C1's 4k+1).
     ``spatial_pe`` switches on minivid's optional 2D position code in Reducio's content fusion.
 
-    GroupNorm uses ``min(channels, 32)`` groups: one channel per group at the CPU width 8. Measured (64x64, batches of
-    4 clips, lr 3e-3, 300 updates): the causal VAE stalls at training L1 0.17 / held-out 17.7 dB with 8 groups and
-    reaches L1 0.13 / 18.6 dB with 2 groups of 4 (SD-VAE's ratio), but at 200 updates 2 groups cost Reducio with
-    content 0.6 dB and most of its content-frame advantage (0.27 dB instead of 1.3). The table keeps one setting for
-    all four models."""
+    GroupNorm uses ``min(channels, 32)`` groups: one channel per group at the CPU width 8, the same setting for all
+    four models (fewer, wider groups help one model and hurt another: bench/results/measurements.md)."""
     if channels < 1 or num_res_blocks < 1:
         raise ValueError(f"channels={channels} and num_res_blocks={num_res_blocks} must be >= 1")
     if frames < 4 or frames % 4:

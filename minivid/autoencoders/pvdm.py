@@ -19,9 +19,8 @@ token; the class token's output is the plane value, followed by a 1x1 conv to C 
 planes lie in (-1, 1)). (The release appends the class token at the end of the line but reads output
 position 0, i.e. the first element of the line; minivid reads the class token itself.) minivid's class
 token starts from the line's average plus the learned token, so that at initialisation each projection is an
-average pooling along its axis (z^s the time average of u) rather than a constant; with the notebook's short
-CPU budgets this shortens the plateau before the decoder starts using the planes (one measurement at 200
-steps: 18.8 against 18.0 dB PSNR).
+average pooling along its axis (z^s the time average of u) rather than a constant, which shortens the plateau
+before the decoder starts using the planes at short CPU budgets (bench/results/measurements.md).
 
 The decoder rebuilds a 3D grid (P4) :math:`v_{shw} = [z^s_{hw}, z^h_{sw}, z^w_{sh}] \in \mathbb R^{3C}` and a
 second video transformer maps v back to pixels. ``grid="concat"`` builds v literally and embeds its 3C

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..nn import Attention, ModelConfig, sincos_2d, timestep_embedding
+from ..nn import BACKENDS, Attention, ModelConfig, sincos_2d, timestep_embedding
+from ..utils.validation import check_choice
 from .base import DiagonalGaussian, VideoAutoencoder
 from .blocks import Decoder, Encoder, check_video_shape, log2_exact, make_transitions
 
@@ -67,6 +68,7 @@ class ReducioConfig(ModelConfig):
     fusion_head_dim: int = 64
     fusion_spatial_pe: bool = False
     normalize_latent: bool = True
+    attention_backend: str = "sdpa"  # of the content fusion's cross-attention
 
     def __post_init__(self):
         s = log2_exact(self.spatial_factor, "spatial_factor")
@@ -88,6 +90,7 @@ class ReducioConfig(ModelConfig):
             if len(self.content_channel_mult) != c + 1:
                 raise ValueError(f"content_channel_mult needs {c + 1} levels to reach H/{max(self.fusion_factors)}, "
                                  f"got {self.content_channel_mult}")
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
         if self.latent_channels < 1 or self.num_res_blocks < 1:
             raise ValueError(f"latent_channels={self.latent_channels} and num_res_blocks={self.num_res_blocks} "
                              "must be >= 1")
@@ -114,7 +117,8 @@ class ContentFusion(nn.Module):
     match positions from the start.
     """
 
-    def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False):
+    def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False,
+                 backend: str = "sdpa"):
         super().__init__()
         if spatial_pe and (dim % 4 or context_dim % 4):
             raise ValueError(f"spatial_pe=True needs widths divisible by 4 (2D sin-cos code); got dim={dim}, "
@@ -122,7 +126,8 @@ class ContentFusion(nn.Module):
         heads = max(1, dim // head_dim)
         self.spatial_pe = spatial_pe
         self.norm = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads=heads, head_dim=min(head_dim, dim), context_dim=context_dim, qkv_bias=False)
+        self.attn = Attention(dim, heads=heads, head_dim=min(head_dim, dim), context_dim=context_dim, qkv_bias=False,
+                              backend=backend)
 
     def forward(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         b, c, t, hh, ww = h.shape
@@ -170,7 +175,7 @@ class ReducioVAE(VideoAutoencoder):
                 content_level = log2_exact(f, "fusion factor")
                 self.fusion_levels[level] = content_level
                 fusions[level] = ContentFusion(widths[level], c.content_channels * c.content_channel_mult[content_level],
-                                               c.fusion_head_dim, c.fusion_spatial_pe)
+                                               c.fusion_head_dim, c.fusion_spatial_pe, c.attention_backend)
         self.decoder = Decoder(c.in_channels, c.latent_channels, transitions=dec_transitions, fusions=fusions,
                                **common)
 

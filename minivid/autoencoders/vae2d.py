@@ -22,13 +22,12 @@ class VAE2DConfig(ModelConfig):
     """SD-VAE layout: f_s = 8 (three halvings), |z| = 4; SD uses 128 channels, (1, 2, 4, 4), 2 blocks and 2 middle
     blocks. Two options for training from scratch at small budgets, both off by default (SD-VAE's layout and init):
 
-    - ``num_mid_blocks=0`` removes the middle blocks: a shallower net that learns faster (measured on 32x32
-      MiniSprites frames, width 16, f_s = 4, deterministic latents: 24.9 dB after 300 updates against 21.4 dB
-      with the two middle blocks);
+    - ``num_mid_blocks=0`` removes the middle blocks: a shallower net that learns faster at small budgets;
     - ``init_logvar`` sets the initial bias of the posterior's log-variance channels. With the default init the
-      posterior starts at std ~1, as large as the latent signal, so the decoder first learns to ignore z;
-      ``init_logvar=-6`` (std 0.05) measured 25.6 dB after 400 updates of 32 frames against 21.3 dB (same
-      model, seed and batches). Notebook 04's latent space uses both."""
+      posterior starts at std ~1, as large as the latent signal, so the decoder first learns to ignore z; a small
+      initial std (``init_logvar=-6``: 0.05) lets it use z from the start.
+
+    Notebook 04's latent space uses both; what each is worth is measured in bench/results/measurements.md."""
 
     in_channels: int = 3
     latent_channels: int = 4

@@ -15,8 +15,8 @@ pixels tell where (and whether) the colour is. The centre of colour c in frame t
 estimated coverage of each pixel rather than 0/1 (``subpixel=True``). An anti-aliased edge pixel mixes
 the sprite colour s with the background b, p = a s + (1 - a) b; b is smooth, so its mean over a ring
 2-3 px outside the sprite estimates it, and a = <p - b, s - b> / |s - b|^2 (clipped to [0, 1]). With
-0/1 weights the centroid jumps as edge pixels cross the threshold (0.07-0.26 px mean, up to 0.65 px);
-with coverage weights it moves smoothly, to ~0.02 px.
+0/1 weights the centroid jumps as edge pixels cross the threshold; with coverage weights it moves smoothly
+(the sizes of both errors: ``tests/data/test_tracking.py`` and bench/results/measurements.md).
 
 Because every MiniSprites shape's centre is its area centroid, this recovers the generator's centres
 to a small fraction of a pixel wherever the sprite is fully visible. Two honest limits: where sprites

@@ -9,6 +9,8 @@
 - :mod:`~minivid.nn.modulation`: AdaLN, S-AdaLN, adaLN-Zero, adaLN-single, condition tokens (L5).
 - :mod:`~minivid.nn.mlp`: the transformer MLP. :mod:`~minivid.nn.blocks`: the DiT block family (L2, L3).
 - :mod:`~minivid.nn.resblock`: the U-Nets' residual block with AdaGN, 2D or (2+1)D.
+- :mod:`~minivid.nn.triplane`: PVDM's triplane latent as a tensor layout (shape checks, packing; P1), shared by
+  the autoencoder that makes it, the U-Net that denoises it and the pipeline between them.
 """
 
 from .attention import (BACKENDS, Attention, attention, full_attention, set_attention_backend, spatial_attention,
@@ -23,6 +25,7 @@ from .modulation import (BLOCK_MODULATIONS, MODULATIONS, AdaLN, AdaLNSingle, Ada
                          modulate, strip_condition_tokens)
 from .resblock import AdaGNResBlock
 from .rope import RotaryEmbedding, apply_rope, rope_1d, rope_3d, rope_axes_dims, rope_frequencies
+from .triplane import Planes, check_planes, pack_planes, plane_shapes, unpack_planes
 
 __all__ = [
     # the model contract
@@ -39,4 +42,6 @@ __all__ = [
     "strip_condition_tokens",
     # blocks
     "MLP", "BLOCK_KINDS", "DiTBlock", "attention_pattern", "block_flops", "AdaGNResBlock",
+    # the triplane layout
+    "Planes", "check_planes", "pack_planes", "unpack_planes", "plane_shapes",
 ]

@@ -84,6 +84,10 @@ def sincos_axes(coords: Sequence, dims: Sequence[int], base: float = 10000.0) ->
     order -> (N, sum(dims))."""
     if len(coords) != len(dims):
         raise ValueError(f"coords has {len(coords)} axes but dims={tuple(dims)} has {len(dims)}")
+    coords = [_positions(c) for c in coords]
+    if len({len(c) for c in coords}) > 1:
+        raise ValueError(f"coords must hold one coordinate per token on every axis; got lengths "
+                         f"{[len(c) for c in coords]}")
     return torch.cat([sincos_1d(c, d, base) for c, d in zip(coords, dims)], dim=1)
 
 

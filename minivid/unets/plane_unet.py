@@ -161,7 +161,8 @@ class PlaneUNet(Model):
         nn.init.zeros_(self.head[-1].bias)
 
     @property
-    def factor(self) -> int:
+    def downsample_factor(self) -> int:
+        """How much the U-Net halves every plane side in all: 2 ** (len(channel_mult) - 1)."""
         return 2 ** (len(self.config.channel_mult) - 1)
 
     @staticmethod
@@ -186,9 +187,9 @@ class PlaneUNet(Model):
         planes, packed = self._planes(z, shape, "z")
         s, hp, wp = check_planes(planes, cfg.in_channels, name="z")
         b = planes[0].shape[0]
-        if any(n % self.factor for n in (s, hp, wp)):
+        if any(n % self.downsample_factor for n in (s, hp, wp)):
             raise ValueError(f"plane sides (S, H', W') = {(s, hp, wp)} must be divisible by "
-                             f"{self.factor} = 2 ** (len(channel_mult) - 1) for this config")
+                             f"{self.downsample_factor} = 2 ** (len(channel_mult) - 1) for this config")
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         if cfg.conditional:

@@ -129,14 +129,15 @@ class VideoUNet(Model):
         nn.init.zeros_(self.head[-1].bias)
 
     @property
-    def spatial_factor(self) -> int:
+    def downsample_factor(self) -> int:
+        """How much the U-Net halves H and W in all: 2 ** (len(channel_mult) - 1)."""
         return 2 ** (len(self.config.channel_mult) - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have shape (B, {cfg.in_channels}, T, H, W), got {tuple(x.shape)}")
-        f = self.spatial_factor
+        f = self.downsample_factor
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"H and W must be divisible by {f} for this config, got {tuple(x.shape[-2:])}")
         if t.shape != (x.shape[0],):

@@ -1,7 +1,11 @@
-"""Utilities shared by notebooks, the CLI and the data sets: video I/O (``minivid.utils.video``), atomic
-file writes (``minivid.utils.files``) and checkpoints (``minivid.utils.checkpoint``)."""
+"""Utilities, the ground floor (they import nothing else from minivid): video I/O (``video``), atomic file writes
+(``files``), checkpoints (``checkpoint``), config dataclasses that round-trip through JSON (``config``), argument
+checks that name the argument, its value and what is allowed (``validation``), the device and versions a
+measurement records (``machine``), and the package's import graph and floors (``imports``, for the layout test
+and docs/architecture.md)."""
 
 from .checkpoint import load_weights, save_json, save_state, save_weights
+from .config import Config
 from .files import atomic_path
 from .video import (
     count_frames,
@@ -15,6 +19,7 @@ from .video import (
 )
 
 __all__ = [
+    "Config",
     "atomic_path",
     "count_frames",
     "frame_grid",

@@ -119,3 +119,22 @@ def test_block_flops_match_torch_flop_counter(kind, modulation):
         blk(z, cond, num_video_frames=3)
     ours = blk.flops(3, N_F, T, num_video_frames=3)
     assert counter.get_total_flops() == ours["linear"] + ours["attention"]
+
+
+def test_temporal_first_is_timesformer_order_and_none_is_a_plain_pre_norm_block():
+    """``temporal_first`` (PVDM's P2, TimeSformer) computes z + T(LN z) first, then the spatial branch, then the MLP,
+    written out here with the block's own modules; ``modulation="none"``: no condition, affine LayerNorms, no
+    gates. Latte's order (spatial first) gives a different function on the same weights."""
+    blk = randomise_(DiTBlock(D, H, "factorised", "none", temporal_first=True).double())
+    z = torch.randn(2, N_F, T, D, dtype=torch.float64)
+    from minivid.nn import temporal_attention
+
+    h = z + temporal_attention(blk.attn_t, blk.norm_t(z))
+    h = h + spatial_attention(blk.attn, blk.norm1(h))
+    expected = h + blk.mlp(blk.norm2(h))
+    torch.testing.assert_close(blk(z), expected)
+    assert blk.norm1.weight is not None and not any("modulation" in n for n, _ in blk.named_parameters())
+    blk.temporal_first = False
+    assert not torch.allclose(blk(z), expected)
+    with pytest.raises(ValueError, match="temporal_first=True orders the two attentions of a 'factorised' block"):
+        DiTBlock(D, H, "spatial", temporal_first=True)
