@@ -31,8 +31,8 @@ from typing import Sequence
 
 import torch
 
-from ..diffusion import DiffusionTrainer, NoiseSchedule, ddim_sample, drop_condition, make_timesteps, randn_like
-from ..diffusion import training_losses
+from ..diffusion import (DiffusionTrainer, NoiseSchedule, ddim_sample, drop_condition, make_timesteps, randn_like,
+                         training_losses)
 from ..nn.triplane import check_planes, pack_planes, plane_shapes, unpack_planes
 from ..utils.validation import check_choice, check_int, check_number
 
