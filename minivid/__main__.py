@@ -50,7 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--resume", action="store_true",
                       help="continue from OUT/train_state.pt (without it, an OUT that holds one is refused)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train = sub.add_parser("train", help="train one model of the zoo (data/pretrained/NAME) with its recipe",
+                           description="Train one model of the zoo with its recipe (minivid.pipeline.zoo): fixed steps "
+                                       "on MiniSprites, held-out metrics against baselines, the folder and card.json "
+                                       "written to --out (default data/pretrained/NAME).")
+    train.add_argument("name", help="recipe name: vae2d, causal-vae, reducio-vae, pvdm-ae, pvdm-unet, latte")
+    train.add_argument("--out", default=None, help="output folder (default: data/pretrained/NAME)")
+    train.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from .pipeline.zoo import RECIPES, train_zoo_model
+
+        if args.name not in RECIPES:
+            parser.error(f"train {args.name!r}: not a zoo recipe; allowed: {', '.join(sorted(RECIPES))}")
+        if args.steps is not None and args.steps < 1:
+            parser.error(f"--steps {args.steps}: must be a positive integer")
+        if args.threads is not None and args.threads < 1:
+            parser.error(f"--threads {args.threads}: must be a positive integer")
+        card = train_zoo_model(args.name, args.out, steps=args.steps, progress=not args.no_progress,
+                               threads=args.threads)
+        print(json.dumps(card, indent=2))
+        return 0
 
     if args.command == "demo":
         import torch

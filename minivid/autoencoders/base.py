@@ -101,6 +101,19 @@ class VideoAutoencoder(Model):
     def latent_shape(self, input_shape: tuple[int, ...]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def init_posterior(self, init_logvar: float | None) -> None:
+        """Set the initial bias of the encoder's log-variance channels (``encoder.conv_out``'s second half).
+
+        With the default init a VAE's posterior starts at std ~1, as large as the latent signal, so the decoder
+        first learns to ignore z and PSNR stalls at the average frame; ``init_logvar=-6`` (std 0.05) lets it use z
+        from the first step (bench/results/measurements.md). None keeps the default init (the papers')."""
+        if init_logvar is None:
+            return
+        conv = self.encoder.conv_out
+        conv = getattr(conv, "conv", conv)  # a CausalConv3d wraps its Conv3d
+        with torch.no_grad():
+            conv.bias[self.latent_channels:] = float(init_logvar)
+
     def conditions(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         """What ``decode`` needs from the input video besides the latent (none by default)."""
         return {}

@@ -49,6 +49,7 @@ class CausalVAEConfig(ModelConfig):
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int = 2
     norm_groups: int = 32
+    init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
 
     def __post_init__(self):
         s = log2_exact(self.spatial_factor, "spatial_factor")
@@ -78,6 +79,7 @@ class CausalVAE(VideoAutoencoder):
                                transitions=make_transitions(c.spatial_factor, c.temporal_factor, True), **common)
         self.decoder = Decoder(c.in_channels, c.latent_channels,
                                transitions=make_transitions(c.spatial_factor, c.temporal_factor, False), **common)
+        self.init_posterior(c.init_logvar)
 
     # ------------------------------------------------------------------ shapes (C1)
     def valid_frames(self, n: int = 5) -> list[int]:

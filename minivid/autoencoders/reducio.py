@@ -69,6 +69,7 @@ class ReducioConfig(ModelConfig):
     fusion_spatial_pe: bool = False
     normalize_latent: bool = True
     attention_backend: str = "sdpa"  # of the content fusion's cross-attention
+    init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
 
     def __post_init__(self):
         s = log2_exact(self.spatial_factor, "spatial_factor")
@@ -178,6 +179,7 @@ class ReducioVAE(VideoAutoencoder):
                                                c.fusion_head_dim, c.fusion_spatial_pe, c.attention_backend)
         self.decoder = Decoder(c.in_channels, c.latent_channels, transitions=dec_transitions, fusions=fusions,
                                **common)
+        self.init_posterior(c.init_logvar)
 
     # ------------------------------------------------------------------ shapes (R1)
     def check_input(self, shape: tuple[int, ...]) -> None:

@@ -68,9 +68,7 @@ class VAE2D(VideoAutoencoder):
                       per_frame_norm=True, mid_blocks=c.num_mid_blocks)
         self.encoder = Encoder(c.in_channels, 2 * c.latent_channels, **common)
         self.decoder = Decoder(c.in_channels, c.latent_channels, **common)
-        if c.init_logvar is not None:  # conv_out's channels are (mean, log-variance), |z| each
-            with torch.no_grad():
-                self.encoder.conv_out.bias[c.latent_channels:] = c.init_logvar
+        self.init_posterior(c.init_logvar)  # conv_out's channels are (mean, log-variance), |z| each
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """R1 with f_t = 1: any T >= 1; raise a ValueError (before any work) if H, W are not divisible by f_s."""

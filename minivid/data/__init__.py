@@ -18,7 +18,7 @@ from .minisprites import (
     render_scene,
     sample_trajectory,
 )
-from .tracking import track_sprites
+from .tracking import sprite_check, sprite_check_rate, track_sprites
 from .video_folder import VideoFolder
 
 __all__ = [

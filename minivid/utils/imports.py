@@ -33,6 +33,7 @@ FLOORS = {
     "unets": 4,
     "transformers": 4,
     "conditioning": 5,
+    "pretrained": 5,
     "pipeline": 6,
     "__main__": 7,
 }

@@ -1,0 +1,388 @@
+"""The recipes that make the model zoo (:mod:`minivid.pretrained`): ``python -m minivid train <name>``.
+
+Each recipe trains one model for a fixed number of steps on MiniSprites (fresh clips from a pre-rendered pool,
+never a wall-clock budget), evaluates it on held-out clips of the test split against trivial baselines, and
+writes ``data/pretrained/<name>/`` (``minivid.save_model`` + ``card.json``) through a temporary folder renamed at
+the end, so an interrupted run never leaves half an entry. The defaults are the CPU recipes that made the
+shipped zoo (2 cores, under about an hour each); ``--steps`` shortens one for a smoke test.
+
+Recipes (``RECIPES``), in dependency order:
+
+- ``vae2d``: the per-frame 2D VAE (R2's SD-VAE baseline), f_s = 4, |z| = 4 on 32 px frames; the demo's and
+  Latte's latent space.
+- ``causal-vae``: CogVideoX's causal 3D VAE (C1), 4 x 8 x 8, |z| = 16, on 64 px clips of 9 frames.
+- ``reducio-vae``: Reducio's VAE (R1-R2) with the content frame, 4 x 32 x 32, |z| = 16, on 64 px clips of 8 frames.
+- ``pvdm-ae``: PVDM's triplane autoencoder (P1-P4, P6), 32 px clips of 8 frames.
+- ``pvdm-unet``: PVDM's plane U-Net (P7-P8) on ``pvdm-ae``'s planes.
+- ``latte``: Latte (variant 1, L1-L8) with v-prediction on ``vae2d``'s latents, class-conditional with the null
+  label for classifier-free guidance; ``python -m minivid demo`` trains the same model from scratch and
+  ``--pretrained`` samples this one.
+
+An autoencoder's card reports held-out PSNR/SSIM beside the latent-free baselines (clip mean colour, average
+frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.data.sprite_check`) of its samples
+beside real clips (the ceiling) and noise (the floor).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from ..autoencoders import (AutoencoderTrainer, CausalVAE, CausalVAEConfig, LatentSpace, ReducioConfig, ReducioVAE,
+                            VAE2D, VAE2DConfig)
+from ..autoencoders.compare import evaluate, reference_psnr
+from ..autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
+from ..data import MiniSprites, sprite_check, track_sprites
+from ..diffusion import (DiffusionTrainer, NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample,
+                         make_timesteps)
+from ..nn import save_model
+from ..pretrained import CARD_FILE, card as read_card, load as load_pretrained, zoo_root
+from ..transformers import Latte, LatteConfig
+from ..unets import PlaneUNet, PlaneUNetConfig
+from ..utils.checkpoint import save_json
+from ..utils.files import fsync_dir
+from ..utils.machine import device_name, versions
+from ..utils.validation import check_int
+from .pvdm import JointTrainer, generate_long_video
+
+SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------- data
+def clip_pool(n: int, size: int, frames: int, split: str = "train", seed: int = SEED,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` MiniSprites clips (n, 3, T, H, W) in [-1, 1], rendered once (item i of the split, a pure function)."""
+    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed)
+    return torch.stack([data[i]["video"].to(dtype) for i in range(n)])
+
+
+def labelled_pool(n: int, size: int, frames: int, split: str = "train", seed: int = SEED):
+    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed)
+    items = [data[i] for i in range(n)]
+    return torch.stack([it["video"] for it in items]), torch.tensor([it["label"] for it in items])
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def centre_jitter(videos: torch.Tensor) -> float:
+    """Mean |second difference| (pixels per frame^2) of the tracked centres of the sprites shown in every frame:
+    how far a sprite's path is from locally straight (MiniSprites' own clips: about 0.3 px at 32 px, mostly
+    circles and bounces). NaN when no clip shows a sprite in every frame."""
+    vals = []
+    for v in videos:
+        centers, _ = track_sprites(v)
+        ok = torch.isfinite(centers).all(-1).all(-1)
+        if ok.any() and centers.shape[1] > 2:
+            vals.append(centers[ok].diff(dim=1).diff(dim=1).norm(dim=-1).mean())
+    return float(torch.stack(vals).mean()) if vals else float("nan")
+
+
+def sprite_scores(videos: torch.Tensor) -> dict:
+    """Sprite-check pass rate, the reasons clips failed (counted by rule) and the centre jitter of ``videos``."""
+    results = [sprite_check(v) for v in videos]
+    reasons: dict[str, int] = {}
+    for r in results:
+        if not r["passed"]:
+            key = ("colours change" if "some frames" in r["reason"] else "sprite count" if "colours (allowed" in
+                   r["reason"] else "not smooth")
+            reasons[key] = reasons.get(key, 0) + 1
+    return {"sprite_check": sum(r["passed"] for r in results) / len(results), "failures": reasons,
+            "centre_jitter_px": round(centre_jitter(videos), 3), "clips": len(results)}
+
+
+def sprite_baselines(size: int, frames: int, n: int = 64) -> dict:
+    """The ceiling (held-out real clips) and floor (uniform noise) of the sprite check at this clip size."""
+    real = clip_pool(n, size, frames, split="test")
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(SEED)) * 2 - 1
+    return {"real clips": sprite_scores(real), "uniform noise": sprite_scores(noise)}
+
+
+def _round(d):
+    if isinstance(d, dict):
+        return {k: _round(v) for k, v in d.items()}
+    if isinstance(d, float):
+        return round(d, 4) if d == d else None  # NaN -> null (JSON has no NaN)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- training loops
+def _bar(total: int, desc: str, progress: bool):
+    return tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=5.0)
+
+
+def train_autoencoder(model, pool: torch.Tensor, steps: int, batch: int, lr: float, warmup: int,
+                      frames_only: bool = False, l2_weight: float = 1.0, kl_weight: float = 1e-6,
+                      progress: bool = True, log: Callable[[str], None] = print) -> AutoencoderTrainer:
+    """``steps`` updates on random clips of ``pool`` (``frames_only``: random frames, as 1-frame clips): L1 + MSE +
+    KL (R2), Adam (0.9, 0.99), linear warm-up and cosine decay over ``steps``."""
+    trainer = AutoencoderTrainer(model, lr=lr, l1_weight=1.0, l2_weight=l2_weight, kl_weight=kl_weight, grad_clip=1.0,
+                                 betas=(0.9, 0.99), seed=SEED, warmup_steps=warmup, total_steps=steps)
+    g = torch.Generator().manual_seed(SEED)
+    bar = _bar(steps, type(model).__name__, progress)
+    for step in range(steps):
+        if frames_only:
+            n, _, t = pool.shape[:3]
+            idx, f = torch.randint(n, (batch,), generator=g), torch.randint(t, (batch,), generator=g)
+            x = pool[idx, :, f][:, :, None]  # (B, 3, 1, H, W)
+        else:
+            x = pool[torch.randint(len(pool), (batch,), generator=g)]
+        logs = trainer.step(x.float())
+        bar.update(1)
+        if (step + 1) % max(1, steps // 10) == 0:
+            log(f"  step {step + 1}/{steps}: l1 {logs['l1']:.4f} lr {logs['lr']:.2e}")
+    bar.close()
+    return trainer
+
+
+def autoencoder_metrics(model, test: torch.Tensor) -> dict:
+    """Held-out PSNR/SSIM of the posterior-mode reconstructions next to the latent-free baselines."""
+    ev = evaluate(model.eval(), test)
+    base = reference_psnr(test)
+    best = max(base.values())
+    out = {"psnr": ev["psnr"], "ssim": ev["ssim"], "baselines_psnr": base, "best_baseline_psnr": best,
+           "margin_db": ev["psnr"] - best, "test_clips": len(test),
+           "latent_shape": list(model.latent_shape(tuple(test[:1].shape))[1:]) if not isinstance(
+               model, PVDMAutoencoder) else [list(s[1:]) for s in model.latent_shape(tuple(test[:1].shape))],
+           "input_shape": list(test.shape[1:])}
+    for k in ("psnr_wrong_content", "wrong_content_wins"):
+        if k in ev:
+            out[k] = ev[k]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    steps: int
+    run: Callable  # (steps, progress, log) -> (model, card fields)
+    requires: tuple[str, ...] = ()
+
+
+def _vae2d(steps, progress, log):
+    size, frames = 32, 8
+    model = VAE2D(VAE2DConfig(spatial_factor=4, latent_channels=4, channels=16, channel_mult=(1, 2, 2),
+                              num_res_blocks=1, norm_groups=8, num_mid_blocks=0, init_logvar=-6.0))
+    pool = clip_pool(2048, size, frames, dtype=torch.float16)
+    train_autoencoder(model, pool, steps, batch=32, lr=2e-3, warmup=min(100, steps // 10), frames_only=True,
+                      progress=progress, log=log)
+    test = clip_pool(64, size, frames, split="test")
+    space = LatentSpace.fit(model, clip_pool(256, size, frames))
+    return model, {"data": {"size": size, "frames": frames, "train_clips": 2048, "batch": "32 frames"},
+                   "metrics": autoencoder_metrics(model, test), "latent_scale": space.scale}
+
+
+def _causal_vae(steps, progress, log):
+    size, frames = 64, 9
+    model = CausalVAE(CausalVAEConfig(latent_channels=16, channels=16, channel_mult=(1, 2, 2, 4), num_res_blocks=1,
+                                      norm_groups=8, init_logvar=-6.0))
+    pool = clip_pool(1024, size, frames, dtype=torch.float16)
+    train_autoencoder(model, pool, steps, batch=4, lr=2e-3, warmup=min(100, steps // 10), progress=progress, log=log)
+    test = clip_pool(32, size, frames, split="test")
+    return model, {"data": {"size": size, "frames": frames, "train_clips": 1024, "batch": 4},
+                   "metrics": autoencoder_metrics(model, test)}
+
+
+def _reducio_vae(steps, progress, log):
+    size, frames = 64, 8
+    model = ReducioVAE(ReducioConfig(spatial_factor=32, temporal_factor=4, latent_channels=16, use_content=True,
+                                     channels=16, num_res_blocks=1, norm_groups=8, content_channels=16,
+                                     content_num_res_blocks=1, fusion_head_dim=32, init_logvar=-6.0))
+    pool = clip_pool(1024, size, frames, dtype=torch.float16)
+    train_autoencoder(model, pool, steps, batch=4, lr=2e-3, warmup=min(100, steps // 10), progress=progress, log=log)
+    test = clip_pool(32, size, frames, split="test")
+    return model, {"data": {"size": size, "frames": frames, "train_clips": 1024, "batch": 4},
+                   "metrics": autoencoder_metrics(model, test)}
+
+
+PVDM_SIZE, PVDM_FRAMES, PVDM_CLIPS = 32, 8, 4
+
+
+def _pvdm_ae(steps, progress, log):
+    model = PVDMAutoencoder(PVDMAutoencoderConfig(patch_size=4, latent_channels=4, dim=64, encoder_depth=1,
+                                                  decoder_depth=1, projector_depth=1, heads=4, projector_heads=4,
+                                                  mlp_ratio=2.0))
+    pool = clip_pool(2048, PVDM_SIZE, PVDM_FRAMES, dtype=torch.float16)
+    train_autoencoder(model, pool, steps, batch=16, lr=2e-3, warmup=min(100, steps // 10), kl_weight=0.0,
+                      progress=progress, log=log)
+    test = clip_pool(64, PVDM_SIZE, PVDM_FRAMES, split="test")
+    return model, {"data": {"size": PVDM_SIZE, "frames": PVDM_FRAMES, "train_clips": 2048, "batch": 16},
+                   "metrics": autoencoder_metrics(model, test)}
+
+
+def _pvdm_unet(steps, progress, log):
+    from einops import rearrange
+
+    ae = load_pretrained("pvdm-ae")
+    n_videos = 512
+    long = clip_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES)  # long videos: PVDM_CLIPS clips each
+    clips = rearrange(long, "b c (l s) h w -> (b l) c s h w", s=PVDM_FRAMES)
+    with torch.no_grad():
+        enc = [ae.encode(clips[i:i + 64]).value for i in range(0, len(clips), 64)]
+    Z = [rearrange(torch.cat(p), "(b l) c i j -> b l c i j", l=PVDM_CLIPS) for p in zip(*enc)]
+    schedule = NoiseSchedule.linear(1000)
+    unet = PlaneUNet(PlaneUNetConfig(in_channels=ae.latent_channels, channels=32, channel_mult=(1, 2),
+                                     num_res_blocks=1, heads=4))
+    trainer = JointTrainer(unet, schedule, lam=0.3, lr=1e-3, warmup_steps=min(100, steps // 10), ema_decay=0.999,
+                           seed=SEED, total_steps=steps)
+    g = torch.Generator().manual_seed(SEED)
+    bar = _bar(steps, "PlaneUNet", progress)
+    for step in range(steps):
+        idx = torch.randint(n_videos, (32,), generator=g)
+        l = torch.randint(1, PVDM_CLIPS, (32,), generator=g)
+        logs = trainer.step(tuple(z[idx, l] for z in Z), tuple(z[idx, l - 1] for z in Z))
+        bar.update(1)
+        if (step + 1) % max(1, steps // 10) == 0:
+            log(f"  step {step + 1}/{steps}: loss {logs['loss']:.4f}")
+    bar.close()
+    model = trainer.ema
+    g = torch.Generator().manual_seed(SEED)
+    p = ae.config.patch_size
+    out = generate_long_video(model, ae, schedule, num_clips=2, shape=(PVDM_FRAMES, PVDM_SIZE // p, PVDM_SIZE // p),
+                              batch_size=32, steps_first=100, steps_next=100, eta=1.0, generator=g)
+    video = out["video"].clamp(-1, 1)
+    first = video[:, :, :PVDM_FRAMES]
+    metrics = {"samples": sprite_scores(first), "long_videos_16_frames": sprite_scores(video),
+               "baselines": sprite_baselines(PVDM_SIZE, PVDM_FRAMES, 64),
+               "sampler": "DDIM eta=1, 100 steps (the release's evaluation setting)"}
+    return model, {"data": {"size": PVDM_SIZE, "frames": PVDM_FRAMES, "long_video_clips": PVDM_CLIPS,
+                            "train_videos": n_videos, "batch": 32},
+                   "autoencoder": "pvdm-ae", "schedule": "linear(1000)", "lam": 0.3, "metrics": metrics}
+
+
+LATTE_SIZE, LATTE_FRAMES = 32, 8
+
+
+def latte_config(latent_channels: int = 4, latent_size: int = 8, frames: int = LATTE_FRAMES, dim: int = 96,
+                 depth: int = 4) -> LatteConfig:
+    """The zoo's (and the demo's) Latte: variant 1, patch 2 on 8 x 8 latents (4 x 4 x 8 = 128 tokens), v-prediction
+    with a plain MSE (no learned variance), class-conditional on MiniSprites' 16 classes + the null label."""
+    return LatteConfig(variant=1, in_channels=latent_channels, num_frames=frames, size=latent_size, patch_size=2,
+                       dim=dim, depth=depth, heads=4, num_classes=MiniSprites.num_classes, class_dropout=0.1,
+                       learn_sigma=False)
+
+
+def latte_schedule() -> NoiseSchedule:
+    return NoiseSchedule.cosine(1000)
+
+
+@torch.no_grad()
+def sample_latte(model: Latte, space: LatentSpace, labels: torch.Tensor, guidance: float = 2.0, steps: int = 25,
+                 seed: int = SEED, batch: int = 32) -> torch.Tensor:
+    """Clips (N, 3, T, H, W) in [-1, 1] for class ``labels`` (N,): DPM-Solver++ (D8, log-SNR steps) with
+    classifier-free guidance on the latents, then the autoencoder's decoder."""
+    c = model.config
+    s = latte_schedule()
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    model.eval()
+    for i in range(0, len(labels), batch):
+        y = labels[i:i + batch]
+        x_T = torch.randn((len(y), c.in_channels, c.num_frames, c.size, c.size), generator=g)
+        fn = classifier_free_guidance(model, {"y": y}, {"y": torch.full_like(y, c.num_classes)}, guidance)
+        z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "logsnr"), prediction="v")
+        out.append(space.decode(z))
+    return torch.cat(out)
+
+
+def train_latte(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
+                progress: bool = True, log: Callable[[str], None] = print, config: LatteConfig | None = None):
+    """Latte (``latte_config``) trained with v-prediction (D10) on the scaled latents of ``num_clips`` clips;
+    returns (EMA model, trainer). Shared by the ``latte`` recipe and ``python -m minivid demo``."""
+    videos, labels = labelled_pool(num_clips, LATTE_SIZE, LATTE_FRAMES)
+    latents = space.encode(videos)
+    del videos
+    f = space.autoencoder.downsample[1]
+    cfg = config or latte_config(space.autoencoder.latent_channels, LATTE_SIZE // f)
+    torch.manual_seed(SEED)  # label dropout draws from the global generator
+    model = Latte(cfg)
+    trainer = DiffusionTrainer(model, latte_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
+                               ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,
+                               grad_clip=1.0)
+    g = torch.Generator().manual_seed(SEED)
+    bar = _bar(steps, "Latte", progress)
+    for step in range(steps):
+        idx = torch.randint(len(latents), (batch,), generator=g)
+        logs = trainer.step(latents[idx], y=labels[idx])
+        bar.update(1)
+        if (step + 1) % max(1, steps // 10) == 0:
+            log(f"  step {step + 1}/{steps}: loss {sum(trainer.losses[-50:]) / len(trainer.losses[-50:]):.4f}")
+    bar.close()
+    return trainer.ema.eval(), trainer
+
+
+def latte_metrics(model: Latte, space: LatentSpace, n: int = 64, guidance: float = 2.0) -> dict:
+    labels = torch.arange(n) % MiniSprites.num_classes
+    videos = sample_latte(model, space, labels, guidance=guidance)
+    return {"samples": sprite_scores(videos), "guidance": guidance, "sample_steps": 25,
+            "baselines": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)}
+
+
+def _latte(steps, progress, log):
+    vae = load_pretrained("vae2d")
+    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    model, _ = train_latte(space, steps, progress=progress, log=log)
+    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32},
+                   "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
+                   "schedule": "cosine(1000)", "metrics": latte_metrics(model, space)}
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("vae2d", "per-frame 2D VAE (R2 baseline), f_s=4, |z|=4, 32 px", 3000, _vae2d),
+    Recipe("causal-vae", "CogVideoX causal 3D VAE (C1), 4x8x8, |z|=16, 64 px x 9 frames", 800, _causal_vae),
+    Recipe("reducio-vae", "Reducio VAE (R1-R2), 4x32x32, |z|=16, content frame, 64 px x 8 frames", 800,
+           _reducio_vae),
+    Recipe("pvdm-ae", "PVDM triplane autoencoder (P1-P4), 32 px x 8 frames", 1500, _pvdm_ae),
+    Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes", 3000, _pvdm_unet, ("pvdm-ae",)),
+    Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
+           ("vae2d",)),
+]}
+
+
+def _commit() -> str | None:
+    return versions().get("minivid_commit")
+
+
+def train_zoo_model(name: str, out: str | Path | None = None, steps: int | None = None, progress: bool = True,
+                    threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run recipe ``name`` and write its zoo entry to ``out`` (default ``data/pretrained/<name>``); return the card.
+    The entry is written to ``<out>.partial`` and renamed when complete."""
+    if name not in RECIPES:
+        raise ValueError(f"name={name!r} is not a zoo recipe; allowed: {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    steps = recipe.steps if steps is None else check_int("steps", steps, 1)
+    if threads is not None:
+        torch.set_num_threads(check_int("threads", threads, 1))
+    out = Path(out) if out is not None else zoo_root() / name
+    torch.manual_seed(SEED)
+    t0 = time.monotonic()
+    model, fields = recipe.run(steps, progress, log)
+    seconds = time.monotonic() - t0
+    command = "python -m minivid train " + name + ("" if steps == recipe.steps else f" --steps {steps}")
+    card = {"name": name, "description": recipe.description, "model_class": type(model).__name__,
+            "parameters": model.num_parameters(), "command": command, "steps": steps,
+            "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), "machine": device_name("cpu"),
+            "platform": platform.platform(), "torch": torch.__version__, "commit": _commit(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "requires": list(recipe.requires),
+            **_round(fields)}
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_model(model.eval(), partial, metadata={"zoo": name, "steps": steps})
+    save_json(card, partial / CARD_FILE)
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    fsync_dir(out.parent)
+    return card
+
+
+__all__ = ["RECIPES", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
+           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter"]
