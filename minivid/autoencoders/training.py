@@ -11,7 +11,7 @@ The defaults (``l1_weight=1``, ``perceptual_weight=0.1``, ``kl_weight=1e-6``) ar
 (R2). PVDM's release (P6) weights L1 and LPIPS 4 and 4, with a hinge GAN on 2D and 3D PatchGANs: pass
 ``l1_weight=4, perceptual=PerceptualLoss(...), perceptual_weight=4, discriminators=[...]`` (and
 ``kl_weight=0``: its encoder is deterministic). Only the ratio of the weights matters with Adam, up to
-the learning rate. ``warmup_steps`` and ``total_steps`` give a linear warm-up and a cosine decay (off by
+the learning rate. ``REDUCIO_LOSS`` and ``PVDM_LOSS`` hold the two papers' weights. ``warmup_steps`` and ``total_steps`` give a linear warm-up and a cosine decay (off by
 default: a constant ``lr``). The optimiser, warm-up, clipping, history and checkpoints are the shared training
 core's (:class:`minivid.diffusion.Trainer`); this class adds the losses and the discriminators.
 """
@@ -25,6 +25,11 @@ from ..diffusion.training import Trainer
 from ..utils.validation import check_int, check_number
 from .base import VideoAutoencoder
 from .losses import PerceptualLoss, adaptive_gan_weight, hinge_d_loss, hinge_g_loss
+
+#: R2 [code]: Reducio's released loss weights (the trainer's defaults): L1 + 0.1 LPIPS + 1e-6 KL.
+REDUCIO_LOSS = {"l1_weight": 1.0, "perceptual_weight": 0.1, "kl_weight": 1e-6}
+#: P6 [code]: PVDM's released weights: 4 L1 + 4 LPIPS, no KL (its encoder is deterministic), plus the hinge GAN.
+PVDM_LOSS = {"l1_weight": 4.0, "perceptual_weight": 4.0, "kl_weight": 0.0}
 
 
 class AutoencoderTrainer(Trainer):

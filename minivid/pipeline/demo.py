@@ -1,14 +1,20 @@
-"""``python -m minivid demo``: train a small pixel-space video diffusion model on MiniSprites and sample it.
+"""``python -m minivid demo``: latent video diffusion on MiniSprites, trained from scratch on 2 CPU cores in minutes.
 
-The main job of the foundation: everything a later pipeline needs, at the smallest useful scale.
-MiniSprites clips (D-data) -> v-prediction training with explicit uniform timesteps (D9, D10) on a
-factorised video U-Net -> EMA weights -> DPM-Solver++ sampling (D8) -> an mp4 and a PNG frame grid.
-On a CPU it trains for at most ``max_minutes`` (default 3) so the whole run takes under 5 minutes on two
-cores; with CUDA it picks a larger scale. The run folder holds ``run.json`` (the :class:`DemoConfig`),
-``checkpoints/step-XXXXXXXX/`` (the training core's checkpoints, written atomically every ``checkpoint_every``
-steps; ``--resume`` continues from the last one, so a killed run loses at most that much work), ``model/`` (the
-EMA weights in ``minivid.save_model``'s format: ``minivid.load_model(out / "model")``), the samples and
-``metrics.json``. Without ``--resume`` a folder that already holds a checkpoint is refused rather than overwritten.
+The main job of the foundation, at the smallest scale that visibly works: MiniSprites clips (D-data) -> the zoo's
+per-frame VAE (``vae2d``, :mod:`minivid.pretrained`) -> scaled latents (4 x 8 x 8 x 8 for a 32 x 32 x 8 clip)
+-> a class-conditional Latte (variant 1, L1-L8) trained with v-prediction (D10) and explicit uniform timesteps
+(D9) for a fixed number of steps -> EMA weights -> DPM-Solver++ (D8) with classifier-free guidance -> decoded
+clips, an mp4, a PNG frame grid at 4x size, and ``metrics.json`` with the share of samples that pass the sprite
+check (:func:`minivid.data.sprite_check`; real clips: about 90%).
+
+``--pretrained`` skips training and samples the zoo's ``latte`` (the same model trained longer by
+``python -m minivid train latte``) in seconds.
+
+The run folder holds ``run.json`` (the :class:`DemoConfig`), ``checkpoints/step-XXXXXXXX/`` (the training core's
+checkpoints, written atomically every ``checkpoint_every`` steps; ``--resume`` continues from the last one, with
+the same batches an uninterrupted run would draw, since batch ``k`` is drawn from a generator seeded by
+``(seed, k)``), ``model/`` (the EMA weights in ``minivid.save_model``'s format), the samples and ``metrics.json``.
+Without ``--resume`` a folder that already holds a checkpoint is refused rather than overwritten.
 (The full system of notebook 08 replaces this model.)
 """
 
@@ -22,59 +28,82 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..data import MiniSprites
-from ..diffusion import (DiffusionTrainer, NoiseSchedule, check_prediction, dpm_solver_pp_sample, latest_checkpoint,
-                         make_timesteps)
+from .. import pretrained
+from ..autoencoders import LatentSpace
+from ..diffusion import DiffusionTrainer, check_prediction, latest_checkpoint
 from ..nn import load_model, save_model
-from ..unets import VideoUNet, VideoUNetConfig
+from ..transformers import Latte, LatteConfig
 from ..utils.checkpoint import save_json
 from ..utils.config import Config
+from ..utils.machine import device_name
 from ..utils.validation import is_int, is_number
 from ..utils.video import save_frame_grid, write_video
+from .zoo import LATTE_FRAMES, LATTE_SIZE, labelled_pool, latte_config, latte_schedule, sample_latte, sprite_scores
 
 RUN_FILE = "run.json"
 
 
 @dataclass
 class DemoConfig(Config):
-    size: int = 32
-    num_frames: int = 8
-    num_videos: int = 4096
-    batch_size: int = 8
-    steps: int = 3000  # an upper bound; max_minutes usually stops the CPU run first
-    max_minutes: float = 3.0
+    """Everything a demo run depends on (saved as ``run.json``). ``model`` is the Latte's config; None derives it
+    from ``size`` and ``num_frames`` (:func:`minivid.pipeline.zoo.latte_config` on the VAE's latent grid)."""
+
+    size: int = LATTE_SIZE
+    num_frames: int = LATTE_FRAMES
+    num_videos: int = 4096  # training clips, encoded once
+    batch_size: int = 32
+    steps: int = 1500
     lr: float = 1e-3
-    warmup_steps: int = 50
+    warmup_steps: int = 150
     grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    ema_decay: float = 0.99
     prediction: str = "v"
-    schedule: str = "cosine"
     num_train_timesteps: int = 1000
     sample_steps: int = 25
-    num_samples: int = 4
-    checkpoint_every: int = 100
+    num_samples: int = 16
+    guidance: float = 2.0
+    checkpoint_every: int = 250
     fps: int = 8
     seed: int = 0
-    model: VideoUNetConfig = field(default_factory=lambda: VideoUNetConfig(channels=32, channel_mult=(1, 2, 2)))
+    autoencoder: str = "vae2d"  # a zoo name (minivid.pretrained)
+    model: LatteConfig | None = None
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = LatteConfig.from_dict(self.model)
 
     @classmethod
     def for_device(cls, device: torch.device | str, **overrides) -> "DemoConfig":
-        """CPU: 32x32x8 clips, a 1.3M-parameter U-Net, 3 minutes. CUDA: 64x64x16, 11M parameters, 10 minutes."""
+        """CPU: 1500 steps of batch 32 (about 8 minutes on 2 cores). CUDA: 8000 steps of batch 64 with a wider Latte
+        (not yet measured on a GPU)."""
         if torch.device(device).type == "cuda":
-            base = cls(size=64, num_frames=16, batch_size=32, steps=20000, max_minutes=10.0, lr=5e-4,
-                       ema_decay=0.999, num_samples=8, num_videos=100_000,
-                       model=VideoUNetConfig(channels=64, channel_mult=(1, 2, 2, 2)))
+            base = cls(steps=8000, batch_size=64, lr=5e-4, ema_decay=0.999, num_samples=32, warmup_steps=400)
+            if "model" not in overrides:
+                overrides["model"] = None
+                base.model = "gpu"
         else:
             base = cls()
         for k, v in overrides.items():
             if k not in {f.name for f in fields(cls)}:
                 raise ValueError(f"unknown demo option {k!r}; allowed: {[f.name for f in fields(cls)]}")
             setattr(base, k, v)
+        wide = base.model == "gpu"
+        base._validate_clip()  # before a model config is derived from the clip size
+        if base.model is None or wide:
+            base.model = latte_config(4, base.size // 4, base.num_frames, **(dict(dim=192, depth=8) if wide else {}))
         base.validate()
         return base
 
+    def _validate_clip(self) -> None:
+        if not is_int(self.num_frames) or self.num_frames < 1:
+            raise ValueError(f"num_frames={self.num_frames!r} must be a positive integer")
+        if not is_int(self.size) or not 16 <= self.size <= 512 or self.size % 8:
+            raise ValueError(f"size={self.size!r} is invalid: expected an int in [16, 512] divisible by 8 "
+                             "(MiniSprites' frame sizes)")
+
     def validate(self) -> None:
         """Check every option before any work (a ValueError naming the option, its value and what is allowed)."""
+        self._validate_clip()
         for name in ("num_frames", "num_videos", "batch_size", "steps", "sample_steps", "num_samples", "checkpoint_every"):
             v = getattr(self, name)
             if not is_int(v) or v < 1:
@@ -85,10 +114,6 @@ class DemoConfig(Config):
         if not is_int(self.size) or not 16 <= self.size <= 512 or self.size % 8:
             raise ValueError(f"size={self.size!r} is invalid: expected an int in [16, 512] divisible by 8 "
                              "(MiniSprites' frame sizes)")
-        f = 2 ** (len(self.model.channel_mult) - 1)
-        if self.size % f:
-            raise ValueError(f"size={self.size} must be divisible by {f} = 2**(len(channel_mult)-1) for "
-                             f"model.channel_mult={tuple(self.model.channel_mult)}")
         if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an integer >= 0")
         if not is_int(self.num_train_timesteps) or self.num_train_timesteps < 2:
@@ -96,13 +121,18 @@ class DemoConfig(Config):
         if self.sample_steps > self.num_train_timesteps:
             raise ValueError(f"sample_steps={self.sample_steps} must be at most num_train_timesteps="
                              f"{self.num_train_timesteps} (a sampler visits distinct training timesteps)")
-        if not is_number(self.max_minutes) or not self.max_minutes > 0:
-            raise ValueError(f"max_minutes={self.max_minutes!r} must be a positive number")
         if not is_number(self.fps) or not self.fps > 0:
             raise ValueError(f"fps={self.fps!r} must be a positive number")
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"schedule={self.schedule!r}; allowed: 'linear', 'cosine'")
+        if not is_number(self.guidance) or self.guidance < 0:
+            raise ValueError(f"guidance={self.guidance!r} must be a number >= 0 (1: no guidance)")
         check_prediction(self.prediction)
+        if not isinstance(self.model, LatteConfig):
+            raise ValueError(f"model={self.model!r} must be a LatteConfig")
+        latent = self.size // 4  # the zoo VAE's f_s
+        if (self.model.size, self.model.num_frames) != (latent, self.num_frames):
+            raise ValueError(f"model.size={self.model.size} and model.num_frames={self.model.num_frames} must be the "
+                             f"latent grid of size={self.size}, num_frames={self.num_frames}: ({latent}, "
+                             f"{self.num_frames}); leave model unset to derive it")
 
 
 class OutDirError(ValueError):
@@ -111,7 +141,7 @@ class OutDirError(ValueError):
 
 
 # Options that only set how long a run goes on or what it writes at the end: a resumed run may change them.
-_BUDGET_KEYS = {"steps", "max_minutes", "checkpoint_every", "num_samples", "sample_steps", "fps"}
+_BUDGET_KEYS = {"steps", "checkpoint_every", "num_samples", "sample_steps", "fps", "guidance"}
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -153,88 +183,125 @@ def _previous_run(out: Path, cfg: DemoConfig, resume: bool) -> Path | None:
     return ckpt
 
 
-def _schedule(cfg: DemoConfig) -> NoiseSchedule:
-    return getattr(NoiseSchedule, cfg.schedule)(cfg.num_train_timesteps)
+def latent_space(cfg: DemoConfig, device: torch.device | str = "cpu") -> LatentSpace:
+    """The zoo autoencoder ``cfg.autoencoder`` with the latent scale its card records."""
+    vae = pretrained.load(cfg.autoencoder, device=device)
+    return LatentSpace(vae, pretrained.card(cfg.autoencoder)["latent_scale"])
 
 
-def sample(model: VideoUNet, cfg: DemoConfig, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """Draw cfg.num_samples clips (B, 3, T, H, W) in [-1, 1] with DPM-Solver++ (D8)."""
-    s = _schedule(cfg)
-    g = torch.Generator().manual_seed(seed)
-    shape = (cfg.num_samples, cfg.model.in_channels, cfg.num_frames, cfg.size, cfg.size)
-    x_T = torch.randn(shape, generator=g).to(device)
-    model.eval()
-    ts = make_timesteps(s, cfg.sample_steps, "logsnr")
-    return dpm_solver_pp_sample(model, x_T, s, ts, prediction=cfg.prediction, clip_x0=1.0).clamp(-1, 1)
+def sample(model: Latte, space: LatentSpace, cfg: DemoConfig, device: torch.device | str = "cpu",
+           seed: int = 0) -> torch.Tensor:
+    """``cfg.num_samples`` clips (N, 3, T, H, W) in [-1, 1], one per class in turn (label i mod 16), with DPM-Solver++
+    (D8) and classifier-free guidance ``cfg.guidance``; the same seed gives the same clips."""
+    labels = torch.arange(cfg.num_samples) % model.config.num_classes
+    return sample_latte(model, space, labels, guidance=cfg.guidance, steps=cfg.sample_steps, seed=seed,
+                        device=device, num_train_timesteps=cfg.num_train_timesteps)
+
+
+def _batch(latents: torch.Tensor, labels: torch.Tensor, cfg: DemoConfig, step: int):
+    """Batch number ``step``: drawn from a generator seeded by (seed, step), so a resumed run draws the batches
+    an uninterrupted one would."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    idx = torch.randint(len(latents), (cfg.batch_size,), generator=g)
+    return latents[idx], labels[idx]
+
+
+def _write_samples(out: Path, videos: torch.Tensor, cfg: DemoConfig) -> None:
+    row = torch.cat(list(videos[:8]), dim=-1)  # up to 8 samples side by side: (3, T, H, n*W)
+    write_video(out / "samples.mp4", row, fps=cfg.fps)
+    scale = max(1, 128 // videos.shape[-1])  # frames at least 128 px: readable
+    save_frame_grid(out / "frames.png", videos, scale=scale)
 
 
 def run_demo(cfg: DemoConfig, out_dir: str | Path = "outputs/demo", device: str | None = None, resume: bool = False,
-             progress: bool = True) -> dict:
-    """Train, sample, write ``run.json``, ``checkpoints/``, ``model/`` (EMA weights, ``minivid.save_model``),
-    ``samples.mp4``, ``frames.png`` and ``metrics.json`` under ``out_dir``; return the metrics."""
+             progress: bool = True, pretrained_model: bool = False) -> dict:
+    """Train (or, with ``pretrained_model``, load the zoo's ``latte``), sample, write ``run.json``, ``checkpoints/``,
+    ``model/`` (EMA weights, ``minivid.save_model``), ``samples.mp4``, ``frames.png`` and ``metrics.json`` under
+    ``out_dir``; return the metrics (``sprite_check``: the share of samples that pass)."""
     cfg.validate()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
-    previous = _previous_run(out, cfg, resume)  # before any work: never overwrite a finished run
+    if pretrained_model:
+        if resume:
+            raise OutDirError("--pretrained samples the zoo's model: there is nothing to resume")
+        if out.exists() and not out.is_dir():
+            raise OutDirError(f"out_dir {str(out)!r} exists and is not a folder; choose another --out")
+        previous = None
+    else:
+        previous = _previous_run(out, cfg, resume)  # before any work: never overwrite a finished run
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-
-    data = MiniSprites(num_videos=cfg.num_videos, size=cfg.size, num_frames=cfg.num_frames, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    model = VideoUNet(cfg.model).to(device)
-    trainer = DiffusionTrainer(model, _schedule(cfg), prediction=cfg.prediction, lr=cfg.lr,
-                               warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay,
-                               timestep_sampling="explicit_uniform", seed=cfg.seed + 1)  # D9
-    if previous is not None:
-        trainer.load_checkpoint(previous)
-    save_json(cfg.to_dict(), out / RUN_FILE)
-
+    torch.manual_seed(cfg.seed)  # Latte's label dropout draws from the global generator
+    space = latent_space(cfg, device)
     t_start = time.monotonic()
-    n_params = model.num_parameters()
-    bar = tqdm(total=cfg.steps, initial=trainer.num_updates, desc=f"demo ({device.type}, {n_params / 1e6:.1f}M params)",
-               disable=not progress, dynamic_ncols=True)
-    stopped_by_time = False
-    while trainer.num_updates < cfg.steps and not stopped_by_time:
-        for batch in loader:
-            if trainer.num_updates >= cfg.steps:
-                break
-            if time.monotonic() - t_start > 60 * cfg.max_minutes:
-                stopped_by_time = True
-                break
-            trainer.step(batch["video"].to(device))  # D3 + D4 / D10 + AdamW + EMA
-            recent = [h["loss"] for h in trainer.history[-20:]]
+    if pretrained_model:
+        model = pretrained.load("latte", device=device)
+        card = pretrained.card("latte")
+        cfg.model = model.config
+        info = {"model": "zoo: latte", "steps": card["steps"], "train_seconds": card["train_seconds"],
+                "command": card["command"]}
+        space = LatentSpace(space.autoencoder, card["latent_scale"])
+    else:
+        data_t0 = time.monotonic()
+        videos, labels = labelled_pool(cfg.num_videos, cfg.size, cfg.num_frames, seed=cfg.seed)
+        latents = space.encode(videos.to(device))
+        del videos
+        data_seconds = time.monotonic() - data_t0
+        model = Latte(cfg.model).to(device)
+        trainer = DiffusionTrainer(model, latte_schedule(cfg.num_train_timesteps), prediction=cfg.prediction,
+                                   lr=cfg.lr, warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
+                                   ema_decay=cfg.ema_decay, total_steps=cfg.steps,
+                                   timestep_sampling="explicit_uniform", seed=cfg.seed + 1)  # D9
+        if previous is not None:
+            trainer.load_checkpoint(previous)
+        save_json(cfg.to_dict(), out / RUN_FILE)
+        n_params = model.num_parameters()
+        bar = tqdm(total=cfg.steps, initial=trainer.num_updates,
+                   desc=f"demo ({device.type}, Latte {n_params / 1e6:.1f}M params)", disable=not progress,
+                   dynamic_ncols=True)
+        train_t0 = time.monotonic()
+        while trainer.num_updates < cfg.steps:
+            x, y = _batch(latents, labels, cfg, trainer.num_updates)
+            trainer.step(x, y=y.to(device))  # D3 + D10 + AdamW + EMA
+            recent = trainer.losses[-20:]
             bar.update(1)
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             if trainer.num_updates % cfg.checkpoint_every == 0:
                 trainer.save_checkpoint(out / "checkpoints")
-    bar.close()
-    train_seconds = time.monotonic() - t_start
-    trainer.save_checkpoint(out / "checkpoints")
-    save_model(trainer.ema, out / "model", metadata={"step": trainer.num_updates, "run": RUN_FILE})
-
+        bar.close()
+        train_seconds = time.monotonic() - train_t0
+        if latest_checkpoint(out / "checkpoints") is None or \
+                int(latest_checkpoint(out / "checkpoints").name.split("-")[1]) != trainer.num_updates:
+            trainer.save_checkpoint(out / "checkpoints")
+        model = trainer.ema.eval()
+        save_model(model, out / "model", metadata={"step": trainer.num_updates, "run": RUN_FILE})
+        info = {"model": "trained here", "steps": trainer.num_updates, "train_seconds": round(train_seconds, 1),
+                "data_seconds": round(data_seconds, 1),
+                "loss_mean_first_50": sum(trainer.losses[:50]) / max(1, len(trainer.losses[:50])),
+                "loss_mean_last_50": sum(trainer.losses[-50:]) / max(1, len(trainer.losses[-50:]))}
     t0 = time.monotonic()
-    videos = sample(trainer.ema, cfg, device, seed=cfg.seed).cpu()
+    videos = sample(model, space, cfg, device, seed=cfg.seed).cpu()
     sample_seconds = time.monotonic() - t0
-    row = torch.cat(list(videos), dim=-1)  # samples side by side: (3, T, H, n*W)
-    write_video(out / "samples.mp4", row, fps=cfg.fps)
-    save_frame_grid(out / "frames.png", videos)
+    _write_samples(out, videos, cfg)
+    scores = sprite_scores(videos)
     metrics = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "steps": trainer.num_updates,
-        "stopped_by_time_budget": stopped_by_time,
-        "train_seconds": round(train_seconds, 1),
+        "device": device_name(device),
+        **info,
         "sample_seconds": round(sample_seconds, 1),
-        "parameters": n_params,
-        "loss_mean_first_50": sum(trainer.losses[:50]) / max(1, len(trainer.losses[:50])),
-        "loss_mean_last_50": sum(trainer.losses[-50:]) / max(1, len(trainer.losses[-50:])),
-        "outputs": {k: str(out / k) for k in ("samples.mp4", "frames.png", "model", RUN_FILE, "checkpoints")},
+        "total_seconds": round(time.monotonic() - t_start, 1),
+        "parameters": model.num_parameters(),
+        "autoencoder": cfg.autoencoder,
+        "sprite_check": scores["sprite_check"],
+        "sprite_check_failures": scores["failures"],
+        "num_samples": len(videos),
+        "sprite_check_real_clips": "about 0.90 (minivid.data.sprite_check on held-out MiniSprites clips)",
+        "outputs": {k: str(out / k) for k in ("samples.mp4", "frames.png", "model", RUN_FILE, "checkpoints")
+                    if (out / k).exists()},
     }
     save_json(metrics, out / "metrics.json")
     return metrics
 
 
-def load_demo_model(out_dir: str | Path, device: str = "cpu") -> tuple[VideoUNet, DemoConfig]:
+def load_demo_model(out_dir: str | Path, device: str = "cpu") -> tuple[Latte, DemoConfig]:
     """The demo's EMA model (``minivid.load_model(out_dir / "model")``) and its run config (``run.json``)."""
     out = Path(out_dir)
     model = load_model(out / "model", device=device)
@@ -242,4 +309,4 @@ def load_demo_model(out_dir: str | Path, device: str = "cpu") -> tuple[VideoUNet
     return model, cfg
 
 
-__all__ = ["DemoConfig", "OutDirError", "run_demo", "sample", "load_demo_model"]
+__all__ = ["DemoConfig", "OutDirError", "run_demo", "sample", "load_demo_model", "latent_space"]

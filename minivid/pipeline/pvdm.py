@@ -110,9 +110,11 @@ class JointTrainer(DiffusionTrainer):
 
 @torch.no_grad()
 def sample_planes(model, schedule: NoiseSchedule, shape: Sequence[int], batch_size: int, channels: int,
-                  cond=None, steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+                  cond=None, steps: int = 100, eta: float = 1.0, generator: torch.Generator | None = None,
                   clip: float | None = 1.0, device=None, dtype=torch.float32):
-    """D7 (DDIM, ``steps`` evenly spaced timesteps) on the packed planes of latent size ``shape = (S, H', W')``;
+    """D7 (DDIM, ``steps`` evenly spaced timesteps) on the packed planes of latent size ``shape = (S, H', W')``.
+    The defaults, η = 1 and 100 steps, are the release's evaluation setting **[code]** (η = 0 gives the
+    deterministic DDIM);
     ``cond`` = the previous clip's planes (P8) or None (null condition). ``clip=1`` clamps the predicted
     z_0 to [-1, 1], where the autoencoder's tanh puts every plane value. Returns (z_s, z_h, z_w)."""
     shape = tuple(int(v) for v in shape)
@@ -132,11 +134,13 @@ def sample_planes(model, schedule: NoiseSchedule, shape: Sequence[int], batch_si
 
 @torch.no_grad()
 def generate_long_video(model, autoencoder, schedule: NoiseSchedule, num_clips: int, shape: Sequence[int],
-                        batch_size: int = 1, steps_first: int = 50, steps_next: int = 50, eta: float = 0.0,
+                        batch_size: int = 1, steps_first: int = 100, steps_next: int = 100, eta: float = 1.0,
                         generator: torch.Generator | None = None, device=None) -> dict:
     """P9: a first clip from the null condition, then ``num_clips - 1`` clips each conditioned on the planes of
     the one before, decoded and concatenated along time. ``shape = (S, H', W')`` is the latent size of one
-    clip. Returns ``video`` (B, 3, num_clips * S, H, W) and the list of each clip's ``planes``."""
+    clip; DDIM with η = 1 and 100 steps per clip by default, as the release evaluates ("100/100-s" in the
+    paper's "N/M-s" notation). Returns ``video`` (B, 3, num_clips * S, H, W) and the list of each clip's
+    ``planes``."""
     check_int("num_clips", num_clips, 1)
     channels = autoencoder.latent_channels
     planes, clips, prev = [], [], None

@@ -222,9 +222,9 @@ class PlaneUNet(Model):
                     hs = block["attn"](hs, stride)  # P7: the planes meet here
             skips.append(hs)
         hs = self._shared(self.mid["res1"], hs, embs)
-        if "attn" in self.mid:
-            hs = self.mid["attn"](hs, stride)
         hs = self._shared(self.mid["res2"], hs, embs)
+        if "attn" in self.mid:  # [code] the release's AttentionBlock1D follows the whole middle block
+            hs = self.mid["attn"](hs, stride)
         for block in self.up:
             if "upsample" in block:
                 hs = self._shared(lambda h: block["upsample"](F.interpolate(h, scale_factor=2, mode="nearest")), hs)

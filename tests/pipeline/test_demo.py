@@ -1,5 +1,6 @@
-"""The demo end to end at a tiny scale: outputs exist and are right, weights reload (minivid.load_model), resume
-continues from the training core's checkpoints."""
+"""The demo end to end at a tiny scale (a tiny Latte on the zoo's 2D VAE): outputs exist and are right, weights
+reload (minivid.load_model), resume continues from the training core's checkpoints with the same batches, and
+--pretrained samples the zoo's Latte."""
 
 import json
 
@@ -10,11 +11,12 @@ from PIL import Image
 
 from minivid import load_model
 from minivid.__main__ import main
-from minivid.pipeline.demo import DemoConfig, load_demo_model, run_demo, sample
-from minivid.unets import VideoUNet, VideoUNetConfig
+from minivid.pipeline.demo import DemoConfig, latent_space, load_demo_model, run_demo, sample
+from minivid.pipeline.zoo import latte_config
+from minivid.transformers import Latte
 from minivid.utils.video import read_video
 
-TINY_MODEL = VideoUNetConfig(channels=8, channel_mult=(1, 2), heads=2, norm_groups=4)
+TINY_MODEL = latte_config(4, 4, 4, dim=32, depth=2)  # 16 x 16 x 4 clips -> 4 x 4 x 4 latents
 
 
 def tiny(**kw):
@@ -26,30 +28,35 @@ def tiny(**kw):
 def test_demo_writes_its_outputs_and_the_weights_reload(tmp_path):
     cfg = tiny()
     m = run_demo(cfg, tmp_path, device="cpu", progress=False)
-    assert m["steps"] == 6 and not m["stopped_by_time_budget"]
+    assert m["steps"] == 6 and 0 <= m["sprite_check"] <= 1 and m["num_samples"] == 2
     video = read_video(tmp_path / "samples.mp4")  # (3, T, H, 2W): the two samples side by side
     assert video.shape == (3, 4, 16, 32) and video.min() >= -1 and video.max() <= 1
     grid = np.asarray(Image.open(tmp_path / "frames.png"))
-    assert grid.ndim == 3 and grid.shape[2] in (3, 4)
+    assert grid.ndim == 3 and grid.shape[2] in (3, 4) and grid.shape[1] >= 4 * 128  # 4 frames at >= 128 px
     model, cfg2 = load_demo_model(tmp_path)
-    assert cfg2 == cfg and type(model) is VideoUNet and model.config == cfg.model
+    assert cfg2 == cfg and type(model) is Latte and model.config == cfg.model
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000006"]  # keeps the latest
     ema = load_model(tmp_path / "checkpoints" / "step-00000006" / "ema")  # the same EMA weights as model/
     assert all(torch.equal(p, q) for p, q in zip(ema.state_dict().values(), model.state_dict().values()))
-    a, b = sample(model, cfg2, torch.device("cpu"), seed=0), sample(model, cfg2, torch.device("cpu"), seed=0)
+    space = latent_space(cfg2)
+    a, b = sample(model, space, cfg2, seed=0), sample(model, space, cfg2, seed=0)
     assert torch.equal(a, b) and a.shape == (2, 3, 4, 16, 16)
     assert json.loads((tmp_path / "metrics.json").read_text())["parameters"] > 0
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    """A longer budget continues the saved run (model, EMA, optimizer, step, loss log); a different model
-    or data config is refused."""
+    """A longer budget continues the saved run (model, EMA, optimizer, step, loss log, the batch order); a
+    different model or data config is refused."""
     run_demo(tiny(steps=3), tmp_path, device="cpu", progress=False)
     first = torch.load(tmp_path / "checkpoints" / "step-00000003" / "train_state.pt", weights_only=True)
     m = run_demo(tiny(steps=6), tmp_path, device="cpu", progress=False, resume=True)
     state = torch.load(tmp_path / "checkpoints" / "step-00000006" / "train_state.pt", weights_only=True)
     assert m["steps"] == 6 and state["num_updates"] == 6 and len(state["history"]) == 6
     assert state["history"][:3] == first["history"]
+    from minivid.pipeline.demo import _batch  # batch k depends on (seed, k) only: a resumed run draws the same ones
+    lat, lab = torch.randn(64, 4, 4, 4, 4), torch.arange(64)
+    assert torch.equal(_batch(lat, lab, tiny(), 5)[1], _batch(lat, lab, tiny(steps=9), 5)[1])
+    assert not torch.equal(_batch(lat, lab, tiny(), 5)[1], _batch(lat, lab, tiny(), 6)[1])
     with pytest.raises(ValueError, match=r"different config \(\['lr'\]\): lr: 0.001 -> 0.0003"):
         run_demo(tiny(steps=9, lr=3e-4), tmp_path, device="cpu", progress=False, resume=True)
 
@@ -61,15 +68,15 @@ def test_finished_work_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_pa
 
     (tmp_path / "run" / "checkpoints" / "step-00000007").mkdir(parents=True)
     (tmp_path / "run" / "run.json").write_text(json.dumps(tiny().to_dict()))
-    monkeypatch.setattr(demo_module, "VideoUNet", None)  # building a model would fail: the checks come first
+    monkeypatch.setattr(demo_module, "Latte", None)  # building a model would fail: the checks come first
     with pytest.raises(ValueError, match=r"step-00000007 exists \(step 7\); pass --resume to continue or choose"):
         run_demo(tiny(), tmp_path / "run", device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"cannot resume: .* holds no checkpoint"):
         run_demo(tiny(), tmp_path / "new", device="cpu", progress=False, resume=True)
     assert not (tmp_path / "new").exists()
-    with pytest.raises(ValueError, match=r"model.channels: 8 -> 16"):
-        run_demo(tiny(model=VideoUNetConfig(channels=16, channel_mult=(1, 2), heads=2, norm_groups=4)),
-                 tmp_path / "run", device="cpu", progress=False, resume=True)
+    with pytest.raises(ValueError, match=r"model.dim: 32 -> 64"):
+        run_demo(tiny(model=latte_config(4, 4, 4, dim=64, depth=2)), tmp_path / "run", device="cpu", progress=False,
+                 resume=True)
 
 
 def test_demo_config_checks_everything_before_work():
@@ -82,8 +89,9 @@ def test_demo_config_checks_everything_before_work():
                       (dict(prediction="epsilon"), r"prediction='epsilon' is not supported; allowed: \('eps', 'v', 'x0'\)"),
                       (dict(batch_size=100), r"batch_size=100 is larger than the dataset \(num_videos=64 clips\): use a "
                                              r"batch size of at most 64"),
-                      (dict(size=24, model=VideoUNetConfig(channels=8, channel_mult=(1, 1, 1, 1, 1), norm_groups=4)),
-                       r"size=24 must be divisible by 16 = 2\*\*\(len\(channel_mult\)-1\)")]:
+                      (dict(guidance=-1), r"guidance=-1 must be a number >= 0"),
+                      (dict(model=latte_config(4, 8, 4)), r"model.size=8 and model.num_frames=4 must be the latent "
+                                                          r"grid of size=16, num_frames=4: \(4, 4\)")]:
         with pytest.raises(ValueError, match=match):
             tiny(**kw)
 
@@ -95,7 +103,7 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--device", "tpu"])
     for args, message in [(["--size", "20"], "--size 20 is invalid"), (["--frames", "0"], "--frames 0 must be"),
-                          (["--minutes", "0"], "--minutes 0.0 must be"), (["--seed", "-1"], "--seed -1 must be"),
+                          (["--guidance", "-1"], "--guidance -1.0 must be"), (["--seed", "-1"], "--seed -1 must be"),
                           (["--batch-size", "5000"], "--batch-size 5000 is larger than the dataset (num_videos=4096 "
                                                      "clips): use a batch size of at most 4096")]:
         with pytest.raises(SystemExit):

@@ -121,7 +121,7 @@ def test_ddim_on_packed_planes_follows_the_exact_flow_map_with_the_condition():
     cond = planes(2, seed=4)
     for c, mean in ((None, 0.5), (cond, pack_planes(cond).double())):
         g = torch.Generator().manual_seed(7)
-        out = sample_planes(oracle, s, SHAPE, 2, C, cond=c, steps=200, generator=g, clip=None)
+        out = sample_planes(oracle, s, SHAPE, 2, C, cond=c, steps=200, eta=0.0, generator=g, clip=None)
         x_T = torch.randn(pack_planes(out).shape, generator=torch.Generator().manual_seed(7))
         ref = GaussianOracle(s, mean, std).flow_map(x_T, float(s.alphas_cumprod[999]), 1.0)
         torch.testing.assert_close(pack_planes(out), ref.float(), rtol=0, atol=0.02)
@@ -150,3 +150,21 @@ def test_long_video_chains_clips_through_the_condition():
     torch.testing.assert_close(out["video"][:, :, SHAPE[0]:2 * SHAPE[0]], ae.decode(out["planes"][1]))
     with pytest.raises(ValueError, match="num_clips=0 is invalid"):
         generate_long_video(oracle, ae, s, num_clips=0, shape=SHAPE)
+
+
+def test_release_defaults_p8_lambda_and_ddim_eta_one_100_steps():
+    """[code] The release keeps the previous clip with probability 0.3 (UCF-101) and evaluates with DDIM eta = 1,
+    100 steps; these are the defaults of joint_loss, JointTrainer, sample_planes and generate_long_video."""
+    import inspect
+    assert inspect.signature(joint_loss).parameters["lam"].default == 0.3
+    assert JointTrainer(torch.nn.Linear(1, 1), NoiseSchedule.linear(10)).lam == 0.3
+    for fn, names in ((sample_planes, ("steps", "eta")), (generate_long_video, ("steps_first", "steps_next", "eta"))):
+        params = inspect.signature(fn).parameters
+        assert [params[n].default for n in names] == ([100, 1.0] if len(names) == 2 else [100, 100, 1.0])
+    # the default (eta = 1) is a different sampler from eta = 0: same x_T, different result
+    s = NoiseSchedule.linear(1000)
+    oracle = ConditionalOracle(s, 0.5, 0.1)
+    run = lambda **kw: pack_planes(sample_planes(oracle, s, SHAPE, 1, C, steps=10, clip=None,
+                                                 generator=torch.Generator().manual_seed(0), **kw))
+    torch.testing.assert_close(run(), run(eta=1.0))
+    assert not torch.allclose(run(), run(eta=0.0))

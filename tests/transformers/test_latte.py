@@ -276,3 +276,37 @@ def test_every_variant_runs_on_the_triton_kernel(variant):
     (g,) = torch.autograd.grad(out.square().sum(), x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("modulation", ["adaln-zero", "adaln-single"])
+def test_final_layer_modulation_is_shift_then_scale(modulation):
+    """L8: the final LayerNorm is modulated as LN(z)(1 + scale) + shift, with (shift, scale) in DiT's order (AdaLN's
+    first d outputs are the shift) and PixArt's (table row 0 is the shift). Written out independently here: a swap
+    of shift and scale, or of the table rows, changes the output."""
+    from minivid.transformers import Latte, LatteConfig
+    torch.manual_seed(0)
+    m = Latte(LatteConfig(variant=1, in_channels=3, num_frames=2, size=8, patch_size=4, dim=16, depth=2, heads=2,
+                          modulation=modulation)).eval()
+    d = 16
+    shift, scale = torch.randn(d), torch.randn(d)
+    c = torch.randn(2, d)
+    with torch.no_grad():
+        for p in m.decoder.parameters():  # zero-initialised (DiT): give it weights so its input shows
+            p.normal_()
+        if modulation == "adaln-single":
+            m.final_table.copy_(torch.stack([shift, scale]))
+            want_shift, want_scale = shift + c, scale + c  # PixArt: (table + c), row 0 shift, row 1 scale
+        else:
+            lin = m.final_modulation.linear
+            lin.weight.zero_()
+            lin.bias.copy_(torch.cat([shift, scale]))
+            want_shift, want_scale = shift.expand(2, d), scale.expand(2, d)
+        z = torch.randn(2, 2, 4, d)  # (B, n_f, n_h * n_w, d)
+        got = m._decode(z, c, n_h=2)
+        h = torch.nn.functional.layer_norm(z, (d,), eps=1e-6)
+        h = h * (1 + want_scale[:, None, None]) + want_shift[:, None, None]
+        want = m.decoder(h.reshape(2, 2, 2, 2, d))
+        swapped = m.decoder((torch.nn.functional.layer_norm(z, (d,), eps=1e-6) * (1 + want_shift[:, None, None])
+                             + want_scale[:, None, None]).reshape(2, 2, 2, 2, d))
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, swapped, atol=1e-3)
