@@ -71,6 +71,11 @@ def test_the_shipped_zoo_has_every_entry_with_a_reproducible_card():
         assert "metrics" in card and (root / name / "train.log").is_file()
 
 
+def test_the_zoo_readme_is_rendered_from_the_cards():
+    from minivid.pipeline.zoo import zoo_readme
+    assert (zoo.DEFAULT_ROOT / "README.md").read_text() == zoo_readme(zoo.DEFAULT_ROOT)
+
+
 @pytest.mark.parametrize("name", ["vae2d", "causal-vae", "reducio-vae", "pvdm-ae"])
 def test_zoo_autoencoders_beat_every_latent_free_baseline_on_held_out_clips(name):
     """The card's numbers are the model's: 8 held-out clips recomputed here agree with the card's 64 (within the

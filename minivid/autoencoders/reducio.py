@@ -25,6 +25,22 @@ Loss: L1 + 0.1 LPIPS + 1e-6 KL (+ a 3D PatchGAN later) with
 Layout as in the official code: the encoder halves time at its two coarsest transitions, the decoder
 doubles it at its two coarsest (so the fusion levels see every frame); the content encoder is a per-frame
 2D encoder. Simplifications: no self-attention in the middle blocks, no tiling.
+
+**Where minivid's decoder differs from the release** (Reducio-VAE's code, read for this port; none of these
+change R1's shapes or what the decoder is given, so the compression results compare like with like):
+
+- *The middle block.* The release also fuses the content frame at the decoder's middle block (queries at
+  H/32 attending to the content features at H/8); minivid fuses only at the ``fusion_factors`` levels
+  (H/8, H/4 by default). At the zoo's 64 px the middle block is 2 x 2 positions, where one more
+  cross-attention adds little.
+- *Resampling.* The release downsamples with a 3x3x3 stride-2 convolution in space and time and upsamples
+  with 3D nearest-neighbour interpolation and a 3x3x3 convolution; minivid uses the shared blocks of
+  :mod:`minivid.autoencoders.blocks` (a per-frame 3x3 stride-2 convolution for space, an average over frame
+  pairs for time; nearest-neighbour and a per-frame 3x3 convolution up), so that the four VAEs of notebook 03
+  differ only in their factors and the content pathway.
+- *Where the fusion sits.* The release fuses after 2 of a level's 4 residual blocks; minivid fuses before the
+  level's first residual block (it uses 1-2 blocks per level at CPU scale, where "after half of them" would be
+  after the last one at 1 block).
 """
 
 from __future__ import annotations

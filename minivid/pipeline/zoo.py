@@ -424,7 +424,48 @@ def train_zoo_model(name: str, out: str | Path | None = None, steps: int | None 
         shutil.rmtree(out)
     partial.rename(out)
     fsync_dir(out.parent)
+    if out.parent == zoo_root():
+        write_zoo_readme()
     return card
+
+
+def _summary(card: dict) -> str:
+    m = card.get("metrics", {})
+    if "psnr" in m:
+        best = max(m["baselines_psnr"], key=m["baselines_psnr"].get)
+        return (f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} (best latent-free baseline: {best}, "
+                f"{m['best_baseline_psnr']:.2f} dB)")
+    if "samples" in m:
+        b = m["baselines"]
+        return (f"sprite check {m['samples']['sprite_check']:.0%} of {m['samples']['clips']} samples (real clips "
+                f"{b['real clips']['sprite_check']:.0%}, noise {b['uniform noise']['sprite_check']:.0%})")
+    return "see card.json"
+
+
+def zoo_readme(root: str | Path | None = None) -> str:
+    """``data/pretrained/README.md``: one row per entry, rendered from the cards (so it cannot drift from them)."""
+    from ..pretrained import available
+
+    lines = ["# The model zoo", "",
+             "Small trained checkpoints, loaded with `minivid.pretrained.load(name)`; each folder holds the weights",
+             "(`minivid.save_model` format), `card.json` (the command, steps, time, machine, commit and held-out",
+             "metrics) and `train.log`. Regenerate an entry with its command (2 CPU cores); this table is rendered",
+             "from the cards by `minivid.pipeline.zoo.zoo_readme()` (a test checks it is current).", "",
+             "| name | model | parameters | held-out result | steps | minutes | machine | command |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in available(root):
+        c = read_card(name, root)
+        desc = c["description"].replace("|", "\\|")  # |z| inside a markdown table
+        lines.append(f"| `{name}` | {desc} | {c['parameters']:,} | {_summary(c)} | {c['steps']} | "
+                     f"{c['train_seconds'] / 60:.0f} ({c['threads']} thread{'s' if c['threads'] > 1 else ''}) | "
+                     f"{c['machine']} | `{c['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def write_zoo_readme(root: str | Path | None = None) -> Path:
+    path = zoo_root(root) / "README.md"
+    path.write_text(zoo_readme(root))
+    return path
 
 
 def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
@@ -439,8 +480,9 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
     card["metrics_recomputed"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                   "commit": _commit(), "machine": device_name("cpu")}
     save_json(card, zoo_root(root) / name / CARD_FILE)
+    write_zoo_readme(root)
     return card
 
 
-__all__ = ["RECIPES", "rescore_zoo_model", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
+__all__ = ["RECIPES", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
            "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter"]

@@ -180,6 +180,38 @@ def save_frame_grid(path, videos, nrow: int | None = None, max_frames: int = 16,
     return path
 
 
+def show_frames(videos, titles: Sequence[str] | None = None, max_frames: int = 8, scale: int | None = None,
+                layout: str = "auto", title: str | None = None):
+    """Show videos in a notebook as a static frame grid (rows = videos, columns = frames), which renders everywhere
+    (GitHub, nbviewer, PDF), unlike mp4 data URIs. Frames are enlarged by pixel repetition to at least 96 px
+    (``scale``). ``titles`` label the rows. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    vids = _as_video_list(videos, layout)
+    if not vids:
+        raise ValueError("show_frames needs at least one video")
+    h = vids[0].shape[1]
+    scale = scale or max(1, -(-96 // h))
+    grid = frame_grid(vids, max_frames=max_frames, padding=2, scale=scale)
+    dpi = 100
+    fig = plt.figure(figsize=(grid.shape[1] / dpi + (2.2 if titles else 0.2), grid.shape[0] / dpi + 0.4), dpi=dpi)
+    ax = fig.add_axes([(2.2 if titles else 0.1) / fig.get_figwidth(), 0.1 / fig.get_figheight(),
+                       grid.shape[1] / dpi / fig.get_figwidth(), grid.shape[0] / dpi / fig.get_figheight()])
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    row = h * scale + 2
+    if titles:
+        ax.set_yticks([2 + row * i + row / 2 for i in range(len(vids))], list(titles)[:len(vids)], fontsize=9)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    plt.show()
+    return fig
+
+
 def show_videos(videos, fps: float = 8, titles: Sequence[str] | None = None, layout: str = "auto",
                 **kwargs):
     """Show videos in a notebook: thin wrapper over ``mediapy.show_videos`` taking [-1, 1] tensors.

@@ -128,3 +128,30 @@ def test_clear_errors():
         PlaneUNet(PlaneUNetConfig(conditional=False, **TINY))(z, t, cond=z)
     with pytest.raises(ValueError, match="channel_mult"):
         PlaneUNetConfig(channel_mult=())
+
+
+def test_every_stage_has_its_cross_plane_attention_in_the_releases_places():
+    """[code] The release's AttentionBlock1D follows every input block, the whole middle block (after its second
+    res block) and every output block. Each of them is used: perturbing any one's output projection changes the
+    result; and the middle one runs after both middle res blocks."""
+    torch.manual_seed(0)
+    m = randomised(PlaneUNet(PlaneUNetConfig(**TINY)))
+    down = [b for b in m.down if "res" in b]
+    up = [b for b in m.up if "res" in b]
+    assert all("attn" in b for b in down + up) and "attn" in m.mid
+    assert len(up) == len(TINY["channel_mult"]) * (m.config.num_res_blocks + 1)
+    z, t = planes(2, 4, 4, 4), torch.tensor([10, 500])
+    with torch.no_grad():
+        base = pack_planes(m(z, t))
+        for attn in [b["attn"] for b in down + up] + [m.mid["attn"]]:
+            out_proj = [p for n, p in attn.named_parameters() if n.endswith("weight")][-1]
+            out_proj.add_(0.5)
+            assert (pack_planes(m(z, t)) - base).abs().max() > 1e-4
+            out_proj.sub_(0.5)
+    order = []
+    hooks = [m.mid[k].register_forward_hook(lambda mod, i, o, k=k: order.append(k)) for k in ("res1", "res2", "attn")]
+    with torch.no_grad():
+        m(z, t)
+    for h in hooks:
+        h.remove()
+    assert order == ["res1", "res2", "attn"]  # the res blocks (all planes in one call), then the planes meet
