@@ -62,20 +62,43 @@ def _denoisers():
                                             depth=2, heads=4, learn_sigma=False)), "v"),
         "video-unet": (lambda: VideoUNet(VideoUNetConfig(channels=16, channel_mult=(1, 2), heads=2, norm_groups=4)),
                        "v"),
+        "plane-unet": (lambda: _PlanesOfClip(), "eps"),
     }
 
 
-@pytest.mark.parametrize("name", ["latte", "video-unet"])
+class _PlanesOfClip(torch.nn.Module):
+    """PVDM's plane U-Net (P7) on the triplanes of a clip: the clip's frame means over each axis (a fixed, exact
+    projection, so the test is about the U-Net), packed; called like a video denoiser."""
+
+    def __init__(self):
+        super().__init__()
+        from minivid.unets import PlaneUNet, PlaneUNetConfig
+        self.unet = PlaneUNet(PlaneUNetConfig(in_channels=3, channels=16, channel_mult=(1, 2), heads=2, norm_groups=4,
+                                              conditional=False))
+
+    @staticmethod
+    def planes(x):  # (B, 3, S, H, W) -> packed (B, 3, HW + SW + SH)
+        from minivid.nn.triplane import pack_planes
+        return pack_planes((x.mean(2), x.mean(3), x.mean(4)))
+
+    def forward(self, xt, t):
+        return self.unet(xt, t, shape=self.shape)
+
+
+@pytest.mark.parametrize("name", ["latte", "video-unet", "plane-unet"])
 def test_denoiser_overfits_two_clips(name):
     """150 steps on 2 clips (16 x 16 x 4) cut the loss at fixed timesteps and noise to under 40% of its start."""
     build, prediction = _denoisers()[name]
     torch.manual_seed(0)
     model = build()
     x = clips(16, 4)
+    if name == "plane-unet":
+        model.shape = tuple(x.shape[2:])
+        x = model.planes(x)
     s = NoiseSchedule.cosine(1000)
     t = torch.tensor([100, 300, 500, 700] * 2)
     noise = torch.randn((8, *x.shape[1:]), generator=torch.Generator().manual_seed(1))
-    xs = x.repeat(4, 1, 1, 1, 1)
+    xs = x.repeat(4, *[1] * (x.ndim - 1))
 
     def fixed_loss():
         with torch.no_grad():
@@ -84,6 +107,6 @@ def test_denoiser_overfits_two_clips(name):
     start = fixed_loss()
     trainer = DiffusionTrainer(model.train(), s, prediction=prediction, lr=2e-3, warmup_steps=10, ema_decay=None)
     for _ in range(150):
-        trainer.step(x.repeat(4, 1, 1, 1, 1))
+        trainer.step(xs)
     end = fixed_loss()
     assert end < 0.4 * start, f"{name}: loss {start:.4f} -> {end:.4f}"
