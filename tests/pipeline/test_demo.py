@@ -126,3 +126,17 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             main(["demo", "--device", bad])
         assert f"--device {bad!r}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+
+
+def test_pretrained_samples_the_zoo_latte_without_training(tmp_path):
+    """--pretrained: no training, no checkpoints; the zoo's Latte sampled and scored; the same seed, the same clips."""
+    m = run_demo(tiny(size=32, num_frames=8, model=None, num_samples=2, sample_steps=5), tmp_path / "a",
+                 device="cpu", progress=False, pretrained_model=True)
+    assert m["model"] == "zoo: latte" and m["steps"] == 4000 and 0 <= m["sprite_check"] <= 1
+    assert not (tmp_path / "a" / "checkpoints").exists() and (tmp_path / "a" / "frames.png").is_file()
+    b = run_demo(tiny(size=32, num_frames=8, model=None, num_samples=2, sample_steps=5), tmp_path / "b",
+                 device="cpu", progress=False, pretrained_model=True)
+    assert read_video(tmp_path / "a" / "samples.mp4").equal(read_video(tmp_path / "b" / "samples.mp4"))
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_demo(tiny(size=32, num_frames=8, model=None), tmp_path / "c", device="cpu", progress=False,
+                 pretrained_model=True, resume=True)
