@@ -1,0 +1,223 @@
+"""CogVideoX's expert transformer (C2-C5): parity with diffusers' CogVideoXTransformer3DModel on tiny random models
+of the three released layouts (1.0 with sin-cos, 1.0 with RoPE, 1.5 with patch_size_t = 2), loading from an
+instance and from a save_pretrained folder; 3D RoPE scores depend on relative offsets only; expert AdaLN's two
+modulations act on their own tokens; full attention spans time and text; clear errors."""
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import CogVideoXTransformer3DModel  # noqa: E402
+from diffusers.models.embeddings import get_3d_rotary_pos_embed  # noqa: E402
+from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid  # noqa: E402
+
+from minivid.transformers.cogvideox import (  # noqa: E402
+    ExpertTransformer,
+    ExpertTransformerConfig,
+    cogvideox_rope,
+    cogvideox_rope_positions,
+    config_from_diffusers,
+    from_diffusers,
+    resize_crop_region,
+)
+
+TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=24,
+            text_embed_dim=12, num_layers=2, sample_width=8, sample_height=6, sample_frames=9, patch_size=2,
+            max_text_seq_length=5, temporal_compression_ratio=4)
+LAYOUTS = {
+    "1.0-sincos": dict(use_rotary_positional_embeddings=False),
+    "1.0-rope": dict(use_rotary_positional_embeddings=True),
+    "1.5-rope": dict(use_rotary_positional_embeddings=True, patch_size_t=2, patch_bias=False),
+}
+
+
+def diffusers_model(layout: str, seed: int = 0) -> CogVideoXTransformer3DModel:
+    torch.manual_seed(seed)
+    m = CogVideoXTransformer3DModel(**TINY, **LAYOUTS[layout]).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # diffusers leaves some layers at zero / one: randomise everything
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return m
+
+
+def diffusers_rope(m, frames: int, height: int, width: int):
+    """The rotary table as diffusers' CogVideoX pipelines compute it (latent sizes in, vae factor folded out)."""
+    c = m.config
+    p, p_t = c.patch_size, c.patch_size_t
+    gh, gw = height // p, width // p
+    bw, bh = c.sample_width // p, c.sample_height // p
+    if p_t is None:
+        crops = get_resize_crop_region_for_grid((gh, gw), bw, bh)
+        return get_3d_rotary_pos_embed(c.attention_head_dim, crops, (gh, gw), frames)
+    return get_3d_rotary_pos_embed(c.attention_head_dim, None, (gh, gw), (frames + p_t - 1) // p_t,
+                                   grid_type="slice", max_size=(bh, bw))
+
+
+def run_both(m, ours, frames=2, height=6, width=8, batch=2, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, frames, height, width, generator=g)
+    text = torch.randn(batch, TINY["max_text_seq_length"], 12, generator=g)
+    t = torch.tensor([3, 917])[:batch]
+    rope = diffusers_rope(m, frames, height, width) if m.config.use_rotary_positional_embeddings else None
+    with torch.no_grad():
+        ref = m(x.permute(0, 2, 1, 3, 4), text, t, image_rotary_emb=rope, return_dict=False)[0]
+        out = ours(x, t, text)
+    return ref.permute(0, 2, 1, 3, 4), out
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_from_diffusers_instance_matches_diffusers(layout):
+    m = diffusers_model(layout)
+    ours = from_diffusers(m)
+    assert ours.config.positional == ("sincos" if layout == "1.0-sincos" else "rope")
+    assert ours.config.patch_size_t == (2 if layout == "1.5-rope" else 1)
+    ref, out = run_both(m, ours)
+    assert out.shape == ref.shape == (2, 4, 2, 6, 8)
+    assert rel_err(out, ref) <= 1e-5
+    # and away from the training grid: another size (the 1.0 RoPE rescales it to the base grid; diffusers' 1.5
+    # "slice" table is cut from the base grid, so the grid must fit inside it)
+    ref, out = run_both(m, ours, frames=4, height=4, width=6)
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_from_diffusers_folder_matches_instance(tmp_path):
+    m = diffusers_model("1.5-rope", seed=5)
+    m.save_pretrained(tmp_path / "cogvideox", safe_serialization=True)
+    ours = from_diffusers(tmp_path / "cogvideox")
+    ref, out = run_both(m, ours)
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_every_weight_is_copied():
+    m = diffusers_model("1.0-rope")
+    ours = from_diffusers(m)
+    n_src = sum(p.numel() for p in m.parameters())
+    assert ours.num_parameters() == n_src
+    # one weight changed in diffusers changes minivid's output after loading: nothing is left at its default
+    with torch.no_grad():
+        m.transformer_blocks[1].attn1.norm_k.weight.mul_(3.0)
+    ref, out = run_both(m, from_diffusers(m))
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_rope_positions_match_the_pipelines():
+    # 1.0: rescaled to the base grid (30 x 45 tokens for 720 x 480); a half-size video is stretched over it
+    assert resize_crop_region((15, 22), 45, 30) == get_resize_crop_region_for_grid((15, 22), 45, 30)
+    for grid in [(30, 45), (15, 22), (40, 40), (8, 30)]:
+        assert resize_crop_region(grid, 45, 30) == get_resize_crop_region_for_grid(grid, 45, 30)
+    pos = cogvideox_rope_positions(2, 15, 22, "linspace", (30, 45))
+    assert pos[:, 1].max() > 14 and pos[:, 2].max() > 21  # stretched beyond the integer grid
+    base = cogvideox_rope_positions(1, 30, 45, "linspace", (30, 45))
+    assert torch.allclose(base, cogvideox_rope_positions(1, 30, 45, "slice"))  # at the base size: integers
+    # 1.5: integer positions; the tables equal diffusers' (cos, sin)
+    rope = cogvideox_rope(3, 4, 5, 64, "slice")
+    cos, sin = get_3d_rotary_pos_embed(64, None, (4, 5), 3, grid_type="slice", max_size=(30, 45))
+    assert torch.allclose(rope.cos.float(), cos, atol=1e-6) and torch.allclose(rope.sin.float(), sin, atol=1e-6)
+    assert rope.axes_dims == (16, 24, 24)  # C3 [code]: d/4 for t, 3d/8 for h and for w
+
+
+def test_rope_scores_depend_only_on_relative_offsets():
+    rope = cogvideox_rope(4, 4, 4, 32, "slice")
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(32, generator=g), torch.randn(32, generator=g)
+    qs, ks = rope(q.expand(1, 1, 64, 32)), rope(k.expand(1, 1, 64, 32))
+
+    def idx(t, h, w):
+        return (t * 4 + h) * 4 + w
+
+    s1 = qs[0, 0, idx(0, 1, 0)] @ ks[0, 0, idx(1, 2, 3)]  # offset (1, 1, 3)
+    s2 = qs[0, 0, idx(2, 2, 0)] @ ks[0, 0, idx(3, 3, 3)]  # same offset elsewhere
+    s3 = qs[0, 0, idx(2, 2, 0)] @ ks[0, 0, idx(3, 3, 2)]  # another offset
+    assert torch.allclose(s1, s2, atol=1e-5)
+    assert not torch.allclose(s1, s3, atol=1e-3)
+
+
+def tiny_ours(**kw):
+    cfg = dict(in_channels=4, heads=2, head_dim=16, depth=2, time_embed_dim=24, text_dim=12, base_size=(6, 8),
+               zero_init=False)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    m = ExpertTransformer(ExpertTransformerConfig(**cfg)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape) * 0.1)
+    return m
+
+
+def inputs(seed=0, frames=3, text_len=4):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, 4, frames, 4, 4, generator=g), torch.tensor([500]),
+            torch.randn(1, text_len, 12, generator=g))
+
+
+def test_expert_adaln_modulations_are_independent():
+    """C4: the text expert's rows of the regression act on the text tokens only, and vice versa; both share
+    one LayerNorm."""
+    m = tiny_ours(depth=1)
+    x, t, text = inputs()
+    blk = m.blocks[0]
+    emb = m.time_embed(t.float())
+    video = torch.randn(1, 12, 32)
+    tt = torch.randn(1, 4, 32)
+    hv, ht, g, tg = blk.norm1(video, tt, emb)
+    with torch.no_grad():
+        blk.norm1.linear.weight[3 * 32:4 * 32].add_(1.0)  # the text shift rows
+    hv2, ht2, g2, tg2 = blk.norm1(video, tt, emb)
+    assert torch.equal(hv, hv2) and torch.equal(g, g2) and not torch.allclose(ht, ht2)
+    with torch.no_grad():
+        blk.norm1.linear.weight[1 * 32:2 * 32].add_(1.0)  # the vision scale rows
+    hv3, ht3, _, _ = blk.norm1(video, tt, emb)
+    assert torch.equal(ht2, ht3) and not torch.allclose(hv2, hv3)
+    assert len([m_ for m_ in blk.norm1.modules() if isinstance(m_, torch.nn.LayerNorm)]) == 1
+
+
+def test_full_attention_spans_time_and_text():
+    """C5: changing the last frame changes the first frame's output (one layer of 3D attention), changing the
+    text changes every video token; with a text mask, masked text tokens change nothing."""
+    m = tiny_ours(depth=1)
+    x, t, text = inputs()
+    with torch.no_grad():
+        y = m(x, t, text)
+        x2 = x.clone()
+        x2[:, :, -1] += 1.0
+        assert not torch.allclose(m(x2, t, text)[:, :, 0], y[:, :, 0], atol=1e-6)
+        text2 = text.clone()
+        text2[:, 0] += 1.0
+        assert not torch.allclose(m(x, t, text2), y, atol=1e-6)
+        mask = torch.tensor([[False, True, True, True]])
+        assert torch.allclose(m(x, t, text, mask), m(x, t, text2, mask), atol=1e-6)
+
+
+def test_zero_init_predicts_zero_and_errors():
+    m = ExpertTransformer(in_channels=4, heads=2, head_dim=16, depth=1, time_embed_dim=24, text_dim=12)
+    x, t, text = inputs()
+    assert torch.equal(m(x, t, text), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="x must be latents"):
+        m(torch.randn(1, 3, 3, 4, 4), t, text)
+    with pytest.raises(ValueError, match="text_dim=12"):
+        m(x, t, torch.randn(1, 4, 8))
+    with pytest.raises(ValueError, match="latent height=5 must be a positive multiple of patch_size=2"):
+        m(torch.randn(1, 4, 3, 5, 4), t, text)
+    with pytest.raises(ValueError, match="text_mask must have shape"):
+        m(x, t, text, torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="head_dim=24 must be a multiple of 16"):
+        ExpertTransformerConfig(head_dim=24)
+    with pytest.raises(ValueError, match="positional"):
+        ExpertTransformerConfig(positional="alibi")
+    with pytest.raises(ValueError, match="latent frames=3 must be a positive multiple of patch_size_t=2"):
+        ExpertTransformer(in_channels=4, heads=2, head_dim=16, depth=1, time_embed_dim=24, text_dim=12,
+                          patch_size_t=2)(x, t, text)
+
+
+def test_unsupported_diffusers_configs_are_named():
+    with pytest.raises(ValueError, match="timestep_activation_fn"):
+        config_from_diffusers({"timestep_activation_fn": "gelu"})
+    with pytest.raises(ValueError, match="use_learned_positional_embeddings"):
+        config_from_diffusers({"use_learned_positional_embeddings": True})
+    with pytest.raises(ValueError, match="not a diffusers model folder"):
+        from_diffusers("/nonexistent/folder")
