@@ -3,6 +3,7 @@ patch embeddings (L1, L4, L8).
 
 - :mod:`~minivid.transformers.embeddings`: uniform and tubelet patch embeddings, the output decoder.
 - :mod:`~minivid.transformers.latte`: Latte (L1-L8).
+- :mod:`~minivid.transformers.cogvideox`: CogVideoX's expert transformer (C2-C5) and ``from_diffusers``.
 
 The layers they are built from (attention, sinusoids, RoPE, modulation, the DiT block family) are shared by
 every model and live in :mod:`minivid.nn`; they are re-exported here for convenience.
@@ -14,6 +15,7 @@ from ..nn import (BACKENDS, BLOCK_KINDS, MLP, MODULATIONS, AdaLN, AdaLNSingle, A
                   rope_3d, rope_axes_dims, rope_frequencies, set_attention_backend, sincos_1d, sincos_2d, sincos_3d,
                   spatial_attention, strip_condition_tokens, temporal_attention)
 from .embeddings import PatchDecoder, PatchEmbed, patch_grid, patchify, unpatchify
+from .cogvideox import ExpertTransformer, ExpertTransformerConfig, from_diffusers
 from .latte import TEMPORAL_POSITIONS, VARIANTS, ImageDiT, Latte, LatteConfig, latte_flops
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "PatchEmbed", "PatchDecoder", "patch_grid", "patchify", "unpatchify",
     # Latte (this package)
     "VARIANTS", "TEMPORAL_POSITIONS", "LatteConfig", "Latte", "ImageDiT", "latte_flops",
+    # CogVideoX (this package)
+    "ExpertTransformerConfig", "ExpertTransformer", "from_diffusers",
     # re-exported from minivid.nn
     "BACKENDS", "Attention", "attention", "set_attention_backend",
     "sincos_1d", "sincos_2d", "sincos_3d",

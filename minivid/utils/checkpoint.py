@@ -19,9 +19,17 @@ from .files import atomic_path
 
 
 def save_weights(module_or_state: torch.nn.Module | dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Save a model's state dict as safetensors, atomically. ``metadata`` (str -> str) is stored in the header."""
+    """Save a model's state dict as safetensors, atomically. ``metadata`` (str -> str) is stored in the header.
+    Tied weights (one storage under two names, e.g. T5's shared embedding) are stored once per name, as copies."""
     state = module_or_state.state_dict() if isinstance(module_or_state, torch.nn.Module) else module_or_state
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    seen: set = set()
+    out = {}
+    for k, v in state.items():
+        v = v.detach().contiguous().cpu()
+        key = v.untyped_storage().data_ptr() if v.numel() else None  # views of one storage share it
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    state = out
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 

@@ -21,7 +21,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-# Top-level package (or module) of minivid -> its floor. conditioning/ does not exist yet; its floor is kept here.
+# Top-level package (or module) of minivid -> its floor.
 FLOORS = {
     "utils": 0,
     "kernels": 1,

@@ -51,3 +51,21 @@ def test_the_file_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, mo
     assert (tmp_path / "a.bin").read_bytes() == b"12345"
     expected = ["fsync 5 bytes", "replace"] + (["fsync dir"] if os.name == "posix" else [])
     assert events == expected
+
+
+def test_save_weights_stores_tied_weights(tmp_path):
+    """Two names for one tensor (tied embeddings) save as two copies and load back tied."""
+    from minivid.utils.checkpoint import load_weights, save_weights
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 3)
+            self.b = torch.nn.Linear(3, 3)
+            self.b.weight = self.a.weight
+
+    m = Tied()
+    save_weights(m, tmp_path / "w.safetensors")
+    m2 = Tied()
+    load_weights(m2, tmp_path / "w.safetensors")
+    assert torch.equal(m2.a.weight, m.a.weight) and m2.b.weight is m2.a.weight
