@@ -11,7 +11,8 @@ import minivid
 from minivid.autoencoders import (CausalVAE, CausalVAEConfig, PVDMAutoencoder, PVDMAutoencoderConfig, ReducioConfig,
                                   ReducioVAE, VAE2D, VAE2DConfig)
 from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model_config, save_model
-from minivid.transformers import ImageDiT, Latte, LatteConfig
+from minivid.conditioning import TextEncoder, TextEncoderConfig
+from minivid.transformers import ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig
 from minivid.unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 
 G = torch.Generator().manual_seed(0)
@@ -47,6 +48,13 @@ CASES = {
                                                     content_num_res_blocks=1, fusion_head_dim=16,
                                                     fusion_spatial_pe=True)),
                    lambda m: m.reconstruct(rand(1, 3, 4, 32, 32).tanh())),
+    "ExpertTransformer": (lambda: ExpertTransformer(ExpertTransformerConfig(in_channels=4, heads=2, head_dim=16, depth=2,
+                                                                            time_embed_dim=16, text_dim=12,
+                                                                            max_text_len=5, base_size=(4, 4),
+                                                                            attention_backend="math")),
+                          lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]), rand(2, 5, 12))),
+    "TextEncoder": (lambda: TextEncoder(TextEncoderConfig(d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)),
+                    lambda m: m(["a red square moves left", "blue"])[0]),
 }
 
 
