@@ -12,9 +12,10 @@ Families (one sub-package each), in floors: a package imports only from the floo
   videos.
 - ``autoencoders``, ``unets``, ``transformers`` (floor 4, the models; they never import each other): PVDM's triplane autoencoder (P1-P6), a per-frame 2D
   VAE, CogVideoX's causal 3D VAE (C1), Reducio's VAE (R1-R3); the demo's video U-Net and PVDM's plane U-Net (P7);
-  Latte (L1-L8).
-- ``pipeline`` (floor 6; floor 5 is the conditioning encoders of the next issues): the demo and PVDM's joint training and long-video sampling (P8-P9); the command line is
-  ``minivid/__main__.py``.
+  Latte (L1-L8) and CogVideoX's expert transformer (C2-C5).
+- ``conditioning`` (floor 5): the condition encoders (the T5 text encoder; the image and trajectory encoders join it).
+- ``pipeline`` (floor 6): the demo, the model zoo's recipes, and PVDM's joint training and long-video sampling
+  (P8-P9); the command line is ``minivid/__main__.py``.
 
 Every model saves and loads one way: ``minivid.save_model(model, folder)`` / ``minivid.load_model(folder)``.
 docs/architecture.md draws the floors and the import graph; equation IDs refer to ``docs/equations.md``.
