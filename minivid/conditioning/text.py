@@ -114,11 +114,16 @@ class TextEncoder(Model):
         device = next(self.t5.parameters()).device
         return batch["input_ids"].to(device), batch["attention_mask"].to(device).bool()
 
+    def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The T5 tokens (B, L, width) of token ids (B, L) from :meth:`tokenize` and their mask (B, L)."""
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise ValueError(f"ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must both be (B, L)")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable):
+            return self.t5(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
     def forward(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenize(captions)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable):
-            tokens = self.t5(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        return tokens, mask
+        return self.encode_ids(ids, mask), mask
 
     def null(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The empty caption's (tokens, mask) for ``batch`` samples: the unconditional branch of CFG."""

@@ -1,0 +1,93 @@
+"""Text-to-video (T5 + expert transformer, D9-D10): the caption scorer against MiniSprites' own clips, the mask,
+the empty caption, sampling from SNR = 0 and a one-batch overfit."""
+
+import pytest
+import torch
+
+from minivid.autoencoders import VAE2D, VAE2DConfig, LatentSpace
+from minivid.conditioning import TextEncoderConfig
+from minivid.diffusion import DiffusionTrainer
+from minivid.pipeline.text2video import (TextToVideo, TextToVideoConfig, caption_accuracy, caption_pool,
+                                         parse_caption, sample_text_to_video, t2v_schedule)
+from minivid.transformers import ExpertTransformerConfig
+
+
+def tiny(**kw) -> TextToVideoConfig:
+    return TextToVideoConfig(
+        text=TextEncoderConfig(max_length=24, pad_to_max_length=True, d_model=16, d_kv=4, d_ff=32, num_layers=1,
+                               num_heads=2),
+        transformer=ExpertTransformerConfig(in_channels=4, patch_size=2, heads=2, head_dim=16, depth=2,
+                                            time_embed_dim=16, text_dim=16, max_text_len=24, rope_grid="slice",
+                                            base_size=(4, 4), **kw))
+
+
+def test_parse_caption_reads_colour_direction_and_turn():
+    assert parse_caption("a red triangle moves up") == {"color": "red", "direction": 90.0, "turn": None}
+    assert parse_caption("an orange triangle moves left along a wavy path")["direction"] == 180.0
+    assert parse_caption("a green diamond moves down and to the right")["direction"] == 315.0
+    assert parse_caption("a white diamond circles clockwise")["turn"] == -1
+    assert parse_caption("a red square bounces") == {"color": "red", "direction": None, "turn": None}
+    with pytest.raises(ValueError, match="caption='a thing moves up'"):
+        parse_caption("a thing moves up")
+
+
+def test_caption_accuracy_is_high_on_real_clips_and_low_on_shuffled_captions():
+    videos, captions = caption_pool(64, split="test")
+    real = caption_accuracy(videos, captions)
+    assert real["color"] == 1.0 and real["direction"] >= 0.9 and real["direction_clips"] >= 30
+    shuffled = caption_accuracy(videos, captions[1:] + captions[:1])
+    assert shuffled["color"] < 0.4 and shuffled["direction"] < 0.7
+
+
+def test_caption_accuracy_bad_input():
+    with pytest.raises(ValueError, match="equally many"):
+        caption_accuracy(torch.zeros(2, 3, 4, 8, 8), ["a red circle bounces"])
+
+
+def test_config_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="text_dim=8 must equal"):
+        TextToVideoConfig(text=TextEncoderConfig(d_model=16), transformer=ExpertTransformerConfig(text_dim=8))
+
+
+def test_padding_tokens_do_not_change_the_prediction_and_the_caption_does():
+    torch.manual_seed(0)
+    model = TextToVideo(tiny(zero_init=False)).eval()
+    x, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([10, 500])
+    ids, mask = model.tokenize(["a red circle moves up", "a blue square bounces"])
+    with torch.no_grad():
+        out = model(x, t, ids, mask)
+        ids2 = ids.clone()
+        ids2[~mask] = 7  # change only the padded positions
+        assert torch.allclose(model(x, t, ids2, mask), out, atol=1e-6)
+        other, other_mask = model.tokenize(["a green circle moves up", "a blue square bounces"])
+        changed = model(x, t, other, other_mask)
+    assert not torch.allclose(changed[0], out[0], atol=1e-4)
+    assert torch.allclose(changed[1], out[1], atol=1e-6)  # the batch's other clip is untouched
+
+
+def test_the_schedule_ends_at_zero_snr_and_sampling_starts_there():
+    s = t2v_schedule()
+    assert float(s.alphas_cumprod[-1]) == 0.0
+    torch.manual_seed(0)
+    model = TextToVideo(tiny(zero_init=False)).eval()
+    vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
+    videos = sample_text_to_video(model, LatentSpace(vae, 1.0), ["a red circle moves up", "a cyan square bounces"],
+                                  steps=4, frames=2, latent_size=4)
+    assert videos.shape == (2, 3, 2, 16, 16) and torch.isfinite(videos).all()
+    again = sample_text_to_video(model, LatentSpace(vae, 1.0), ["a red circle moves up", "a cyan square bounces"],
+                                 steps=4, frames=2, latent_size=4)
+    assert torch.equal(videos, again)  # the same seed gives the same clips
+
+
+def test_overfit_one_batch():
+    """The Karpathy check: a tiny model fits 2 latent clips with their captions (v-loss well below its start)."""
+    torch.manual_seed(0)
+    model = TextToVideo(tiny())
+    x0 = torch.randn(2, 4, 2, 4, 4)
+    ids, mask = model.tokenize(["a red circle moves up", "a blue square bounces"])
+    trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=3e-3, warmup_steps=5, ema_decay=None)
+    first = [trainer.step(x0, ids=ids, mask=mask)["loss"] for _ in range(5)]
+    for _ in range(150):
+        trainer.step(x0, ids=ids, mask=mask)
+    last = sum(trainer.losses[-20:]) / 20
+    assert last < 0.5 * sum(first) / 5
