@@ -49,7 +49,7 @@ def _default_text() -> TextEncoderConfig:
 
 def _default_transformer() -> ExpertTransformerConfig:
     # vae2d latents of 32 px x 8 frames: (4, 8, 8, 8); patch 2 -> 8 x 4 x 4 = 128 video tokens + 72 text tokens
-    return ExpertTransformerConfig(in_channels=4, patch_size=2, patch_size_t=1, heads=4, head_dim=32, depth=4,
+    return ExpertTransformerConfig(in_channels=4, patch_size=2, patch_size_t=1, heads=6, head_dim=16, depth=4,
                                    time_embed_dim=128, text_dim=64, max_text_len=72, positional="rope",
                                    rope_grid="slice", base_size=(8, 8))
 

@@ -17,6 +17,9 @@ Recipes (``RECIPES``), in dependency order:
 - ``latte``: Latte (variant 1, L1-L8) with v-prediction on ``vae2d``'s latents, class-conditional with the null
   label for classifier-free guidance; ``python -m minivid demo`` trains the same model from scratch and
   ``--pretrained`` samples this one.
+- ``t2v``: text-to-video (:mod:`minivid.pipeline.text2video`): a T5 and CogVideoX's expert transformer on
+  ``vae2d``'s latents of one-sprite clips, v-prediction at zero terminal SNR (D10); scored by the sprite check and
+  the caption accuracy (colour, direction) of its samples.
 
 An autoencoder's card reports held-out PSNR/SSIM beside the latent-free baselines (clip mean colour, average
 frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.data.sprite_check`) of its samples
@@ -369,6 +372,39 @@ def _score_latte(model, card: dict) -> dict:
     return latte_metrics(model, space)
 
 
+def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -> dict:
+    """Held-out scores of a text-to-video model: ``n`` captions of one-sprite test clips, the sprite check and the
+    caption accuracy of its samples, next to real clips and to the same samples scored against shuffled captions."""
+    from .text2video import caption_accuracy, caption_pool, sample_text_to_video
+
+    real, captions = caption_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")
+    videos = sample_text_to_video(model, space, captions, guidance=guidance)
+    shuffled = captions[1:] + captions[:1]
+    return {"samples": {**sprite_scores(videos), "caption_accuracy": caption_accuracy(videos, captions),
+                        "caption_accuracy_shuffled_captions": caption_accuracy(videos, shuffled)},
+            "guidance": guidance, "sample_steps": 25, "sampler": "DPM-Solver++(2M), trailing timesteps from SNR 0",
+            "baselines": {"real clips": {**sprite_scores(real), "caption_accuracy": caption_accuracy(real, captions)},
+                          "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
+
+
+def _t2v(steps, progress, log):
+    from .text2video import train_text_to_video
+
+    vae = load_pretrained("vae2d")
+    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    model, _ = train_text_to_video(space, steps, progress=progress, log=log)
+    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
+                            "num_sprites": 1, "caption_dropout": 0.1},
+                   "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
+                   "schedule": "cogvideox(1000, snr_shift_scale=1): zero terminal SNR",
+                   "metrics": t2v_metrics(model, space)}
+
+
+def _score_t2v(model, card: dict) -> dict:
+    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    return t2v_metrics(model, space)
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vae2d", "per-frame 2D VAE (R2 baseline), f_s=4, |z|=4, 32 px", 3000, _vae2d, _score_ae),
     Recipe("causal-vae", "CogVideoX causal 3D VAE (C1), 4x8x8, |z|=16, 64 px x 9 frames", 800, _causal_vae,
@@ -380,6 +416,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            ("pvdm-ae",)),
     Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
            _score_latte, ("vae2d",)),
+    Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
+           "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",)),
 ]}
 
 
@@ -485,4 +523,4 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
 
 
 __all__ = ["RECIPES", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
-           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter"]
+           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics"]
