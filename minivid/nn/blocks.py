@@ -26,16 +26,32 @@ themselves (:func:`~minivid.nn.attention.spatial_attention`, ...) live in :mod:`
 Image-video joint training (L7): with ``num_video_frames = n`` < n_f, frames n.. are images appended to
 the clip; they are excluded from temporal attention (a ``"temporal"`` block passes them through untouched,
 as Latte's release does; in ``"factorised"`` / ``"split"`` blocks they get no temporal contribution).
+
+**Cross-attention (optional, off by default).** ``DiTBlock(..., context_dim=c)`` adds a third kind of residual
+branch between the self-attention(s) and the MLP, as PixArt-α, OpenSora's ST-DiT (T3) and Reducio-DiT (R4, R5)
+place it: :math:`z \leftarrow z + \mathrm{CAttn}(z, e)`, every token of the clip a query (``b (n_f t) d``)
+and the condition tokens e (B, L, c) keys and values, with a key-padding mask (True = a real token). As in
+PixArt-α and OpenSora the branch has no LayerNorm, no modulation and no gate; its output projection is
+zero-initialised (OpenSora's ``cross_attn.proj``), so a new cross-attention branch is the identity. A block
+without ``context_dim`` has exactly the parameters, names and function it had before.
+
+**Pre-attention hook.** ``forward(..., fuse=f)`` applies ``f`` to the normalised, modulated input of the block's
+main attention branch (``norm1``), :math:`h \leftarrow f(\gamma_c\,\mathrm{LN}(z) + \beta_c)`, before the
+attention: where Tora's motion-guidance fuser acts (T7 [code]). The model hands the fuser in; the block only
+calls it.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+from einops import rearrange
 from torch import nn
 
 from .attention import Attention, Rope, full_attention, spatial_attention, temporal_attention
 from .mlp import MLP
-from .modulation import AdaLN, gate, make_block_modulation, modulate
+from .modulation import AdaLN, AdaLNSingle, gate, make_block_modulation, modulate
 
 BLOCK_KINDS = ("spatial", "temporal", "factorised", "split", "full")
 
@@ -75,6 +91,17 @@ def attention_pattern(kind: str, n_f: int, t: int, num_video_frames: int | None 
     return torch.ones(n_f * t, n_f * t, dtype=torch.bool)
 
 
+def cross_attention(attn: Attention, z: torch.Tensor, context: torch.Tensor,
+                    context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""R4 / T3: :math:`\mathrm{CAttn}(z, e)` for video tokens z (B, n_f, t, d): every token of a clip is a query
+    (``b (n_f t) d``, one sequence per clip, so the keys and values of e are computed once per clip), the
+    condition tokens e (B, L, c) are the keys and values; ``context_mask`` (B, L), True = a real token."""
+    n_f = z.shape[1]
+    q = rearrange(z, "b n_f t d -> b (n_f t) d")
+    out = attn(q, context=context, key_padding_mask=context_mask)
+    return rearrange(out, "b (n_f t) d -> b n_f t d", n_f=n_f)
+
+
 class DiTBlock(nn.Module):
     """A pre-norm transformer block on z (B, n_f, t, d) with conditioning by ``modulation`` (L5).
 
@@ -88,15 +115,19 @@ class DiTBlock(nn.Module):
         qk_norm, backend: passed to every :class:`Attention`.
         temporal_first: for ``"factorised"``, the temporal MHA before the spatial one (TimeSformer, PVDM's P2)
             rather than after it (Latte's variant 3).
+        context_dim: width of the condition tokens of an (unmodulated, ungated) cross-attention branch after the
+            self-attention(s) and before the MLP (PixArt-α / OpenSora / Reducio-DiT); None (default): no
+            cross-attention.
 
     Residual branches and their modulation, in order: attention (spatial / temporal / full / split),
     MLP, and for ``"factorised"`` a third, temporal attention (so the first 6·d rows of its 9·d adaLN
-    regression are an image DiT block's).
+    regression are an image DiT block's). The forward order is: [temporal MHA if ``temporal_first``], main
+    attention, [temporal MHA of ``"factorised"``], [cross-attention], MLP.
     """
 
     def __init__(self, dim: int, heads: int, kind: str = "spatial", modulation: str = "adaln-zero",
                  cond_dim: int | None = None, mlp_ratio: float = 4.0, qk_norm: bool = False, backend: str = "sdpa",
-                 temporal_first: bool = False):
+                 temporal_first: bool = False, context_dim: int | None = None):
         super().__init__()
         self.kind, self.dim, self.heads = _check_kind(kind), dim, heads
         if heads < 1 or dim % heads:
@@ -122,27 +153,55 @@ class DiTBlock(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.branches = 3 if kind == "factorised" else 2
         self.modulation = make_block_modulation(modulation, dim, cond_dim, self.branches)
+        if context_dim is not None:
+            if not isinstance(context_dim, int) or isinstance(context_dim, bool) or context_dim < 1:
+                raise ValueError(f"context_dim={context_dim!r} is invalid: expected a positive int (the width of the "
+                                 "condition tokens) or None (no cross-attention)")
+            # R4 / T3: z + CAttn(z, e); zero output projection (OpenSora), so the new branch starts as the identity
+            self.cross_attn = Attention(dim, heads, context_dim=context_dim, zero_init_out=True, **kw)
+        self.context_dim = context_dim
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None, num_video_frames: int | None = None,
-                rope_s: Rope = None, rope_t: Rope = None, rope_full: Rope = None) -> torch.Tensor:
+                rope_s: Rope = None, rope_t: Rope = None, rope_full: Rope = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None, fuse: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
         """z (B, n_f, t, d) -> (B, n_f, t, d). ``cond``: the condition c (B, cond_dim), the shared
         adaLN-single modulation (B, 3k, d), or None for ``"tokens"`` and ``"none"``. ``rope_s`` / ``rope_t`` / ``rope_full``:
-        RoPE callables for the spatial (length t), temporal (length num_video_frames) and full sequences."""
+        RoPE callables for the spatial (length t), temporal (length num_video_frames) and full sequences.
+        ``context`` (B, L, context_dim) and ``context_mask`` (B, L, True = attend): the condition tokens of the
+        cross-attention branch (needed exactly when the block has one). ``fuse``: a callable on the normalised,
+        modulated (B, n_f, t, d) input of the main attention, returning the same shape (T7's fuser hook)."""
         if z.ndim != 4 or z.shape[-1] != self.dim:
             raise ValueError(f"z must be (B, n_f, t, {self.dim}), got {tuple(z.shape)}")
         n = z.shape[1] if num_video_frames is None else int(num_video_frames)
         if not 1 <= n <= z.shape[1]:
             raise ValueError(f"num_video_frames={num_video_frames} must lie in 1..n_f={z.shape[1]}")
+        if self.context_dim is None and (context is not None or context_mask is not None):
+            raise ValueError("this DiTBlock has no cross-attention (context_dim=None): build it with context_dim to "
+                             "pass context / context_mask")
+        if self.context_dim is not None:
+            if context is None or context.ndim != 3 or context.shape[0] != z.shape[0] \
+                    or context.shape[-1] != self.context_dim:
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(f"context must be condition tokens (B={z.shape[0]}, L, context_dim={self.context_dim})"
+                                 f" for this block's cross-attention, got {got}")
         if self.kind == "temporal" and n < z.shape[1]:
-            # L7: the appended images skip the whole temporal block (Latte's release)
-            return torch.cat([self._forward(z[:, :n], cond, n, rope_s, rope_t, rope_full), z[:, n:]], dim=1)
-        return self._forward(z, cond, n, rope_s, rope_t, rope_full)
+            # L7: the appended images skip the whole temporal block (Latte's release), its cross-attention too
+            out = self._forward(z[:, :n], cond, n, rope_s, rope_t, rope_full, context, context_mask, fuse)
+            return torch.cat([out, z[:, n:]], dim=1)
+        return self._forward(z, cond, n, rope_s, rope_t, rope_full, context, context_mask, fuse)
 
-    def _forward(self, z, cond, n, rope_s, rope_t, rope_full):
+    def _forward(self, z, cond, n, rope_s, rope_t, rope_full, context=None, context_mask=None, fuse=None):
         m_attn, m_mlp, *m_rest = self.modulation(cond)  # L5: one (shift, scale, gate) per branch
         if self.kind == "factorised" and self.temporal_first:  # TimeSformer / P2: temporal MHA first
             z = self._temporal_branch(z, m_rest[0], n, rope_t)
         h = modulate(self.norm1(z), m_attn.shift, m_attn.scale)  # L5: gamma_c LN(z) + beta_c
+        if fuse is not None:  # T7 [code]: the fuser acts after the block's input norm, before attention
+            fused = fuse(h)
+            if not isinstance(fused, torch.Tensor) or fused.shape != h.shape:
+                got = tuple(fused.shape) if isinstance(fused, torch.Tensor) else type(fused).__name__
+                raise ValueError(f"fuse must return the hidden tokens' shape {tuple(h.shape)}, got {got}")
+            h = fused
         if self.kind in ("spatial", "factorised"):
             a = spatial_attention(self.attn, h, rope_s)
         elif self.kind == "temporal":
@@ -154,6 +213,8 @@ class DiTBlock(nn.Module):
         z = z + gate(a, m_attn.gate)  # L5: alpha_c before the residual
         if self.kind == "factorised" and not self.temporal_first:  # L3 variant 3: then temporal MHA
             z = self._temporal_branch(z, m_rest[0], n, rope_t)
+        if self.context_dim is not None:  # R4 / T3: z + CAttn(z, e), no norm and no gate (PixArt-α, OpenSora)
+            z = z + cross_attention(self.cross_attn, z, context, context_mask)
         h = modulate(self.norm2(z), m_mlp.shift, m_mlp.scale)
         return z + gate(self.mlp(h), m_mlp.gate)
 
@@ -162,21 +223,28 @@ class DiTBlock(nn.Module):
         h = modulate(self.norm_t(z), m_t.shift, m_t.scale)
         return z + gate(temporal_attention(self.attn_t, h, n, rope_t), m_t.gate)
 
-    def flops(self, batch: int, n_f: int, t: int, num_video_frames: int | None = None) -> dict[str, float]:
-        """Forward matmul FLOPs of this block on (batch, n_f, t, d) tokens: see :func:`block_flops`."""
+    def flops(self, batch: int, n_f: int, t: int, num_video_frames: int | None = None,
+              context_len: int | None = None) -> dict[str, float]:
+        """Forward matmul FLOPs of this block on (batch, n_f, t, d) tokens: see :func:`block_flops`.
+        ``context_len``: the number L of condition tokens, needed exactly when the block has cross-attention."""
+        if (context_len is None) != (self.context_dim is None):
+            raise ValueError(f"context_len={context_len!r}: pass the number of condition tokens exactly when the block "
+                             f"has cross-attention (context_dim={self.context_dim})")
         per_block = isinstance(self.modulation, AdaLN)  # adaLN-single / tokens / none: no per-block regression
         return block_flops(self.kind, self.dim, self.heads, batch, n_f, t, num_video_frames,
                            mlp_hidden=self.mlp.fc1.out_features,
                            modulation=self.modulation.kind if per_block else "tokens",
-                           cond_dim=self.modulation.linear.in_features if per_block else None)
+                           cond_dim=self.modulation.linear.in_features if per_block else None,
+                           context_len=context_len or 0, context_dim=self.context_dim)
 
 
 def block_flops(kind: str, dim: int, heads: int, batch: int, n_f: int, t: int, num_video_frames: int | None = None,
-                mlp_hidden: int | None = None, modulation: str = "adaln-zero", cond_dim: int | None = None
-                ) -> dict[str, float]:
+                mlp_hidden: int | None = None, modulation: str = "adaln-zero", cond_dim: int | None = None,
+                context_len: int = 0, context_dim: int | None = None) -> dict[str, float]:
     """Forward matmul FLOPs (2 per multiply-add) of one :class:`DiTBlock` on (batch, n_f, t, dim) tokens,
     without building it: ``attention`` (the QKᵀ and PV products, K4: 4·seqs·H·L²·D_h) and ``linear``
-    (q/kv/out projections, MLP, the block's own adaLN regression). Checked against
+    (q/kv/out projections, MLP, the block's own adaLN regression). ``context_len`` > 0: a cross-attention
+    branch to that many condition tokens of width ``context_dim`` (default dim). Checked against
     ``torch.utils.flop_counter.FlopCounterMode`` in the tests."""
     _check_kind(kind)
     n = n_f if num_video_frames is None else num_video_frames
@@ -203,7 +271,26 @@ def block_flops(kind: str, dim: int, heads: int, batch: int, n_f: int, t: int, n
         lin, att = lin + proj(h_s, video_tokens), att + core(batch * t, n, h_s)
     if kind == "full":
         lin, att = lin + proj(heads, all_tokens), att + core(batch, n_f * t, heads)
+    if context_len:  # cross-attention: every (video) token of a clip queries the clip's L condition tokens
+        tokens = video_tokens if kind == "temporal" else all_tokens  # images skip a temporal block
+        lin += 2.0 * tokens * dim * heads * dh * 2 + 2.0 * batch * context_len * (context_dim or dim) * 2 * heads * dh
+        att += 4.0 * heads * tokens * context_len * dh
     if modulation in ("adaln", "s-adaln", "adaln-zero"):
         branches = 3 if kind == "factorised" else 2
         lin += 2.0 * batch * (cond_dim or dim) * (2 if modulation == "adaln" else 3) * branches * dim
     return {"linear": lin, "attention": att}
+
+
+@torch.no_grad()
+def zero_adaln_single_gates_(shared: AdaLNSingle, blocks) -> None:
+    """adaLN-Zero's idea for adaLN-single (L5): zero the gate rows (every third of the 3·branches rows) of the shared
+    regression E = Linear(SiLU(c)) and of each block's table S_l, so every gated branch starts at α = 0 and each
+    block (``blocks``: DiTBlocks with ``modulation="adaln-single"``) starts as the identity (up to its ungated
+    cross-attention, whose output projection is zero-initialised). Used by the ST-DiT and Reducio-DiT models."""
+    rows = torch.arange(shared.linear.out_features) // shared.dim  # the modulation row of each output feature
+    gates = rows % 3 == 2  # per branch: (shift, scale, gate)
+    shared.linear.weight[gates] = 0.0
+    shared.linear.bias[gates] = 0.0
+    for block in blocks:
+        table = block.modulation.table
+        table[torch.arange(table.shape[0]) % 3 == 2] = 0.0

@@ -138,3 +138,129 @@ def test_temporal_first_is_timesformer_order_and_none_is_a_plain_pre_norm_block(
     assert not torch.allclose(blk(z), expected)
     with pytest.raises(ValueError, match="temporal_first=True orders the two attentions of a 'factorised' block"):
         DiTBlock(D, H, "spatial", temporal_first=True)
+
+
+# ------------------------------------------------------------------ the optional cross-attention branch (R4, T3)
+
+from minivid.nn import AdaLNSingle  # noqa: E402
+from minivid.nn.blocks import cross_attention, zero_adaln_single_gates_  # noqa: E402
+
+C, L = 12, 5  # width and number of condition tokens
+
+
+def cond_tokens(dtype=torch.float64):
+    g = torch.Generator().manual_seed(4)
+    mask = torch.tensor([[True, True, True, False, False], [True] * L])  # sample 0: two padding tokens
+    return torch.randn(2, L, C, generator=g, dtype=dtype), mask
+
+
+def test_a_block_without_context_dim_keeps_its_parameter_names():
+    """Existing checkpoints depend on the names: the cross-attention adds ``cross_attn.*`` and nothing else."""
+    base = ["attn.to_kv.bias", "attn.to_kv.weight", "attn.to_out.bias", "attn.to_out.weight", "attn.to_q.bias",
+            "attn.to_q.weight", "mlp.fc1.bias", "mlp.fc1.weight", "mlp.fc2.bias", "mlp.fc2.weight",
+            "modulation.linear.bias", "modulation.linear.weight"]
+    assert sorted(DiTBlock(D, H, "spatial").state_dict()) == base
+    with_cross = sorted(DiTBlock(D, H, "spatial", context_dim=C).state_dict())
+    assert with_cross == sorted(base + [f"cross_attn.{n}" for n in ("to_q.weight", "to_q.bias", "to_kv.weight",
+                                                                    "to_kv.bias", "to_out.weight", "to_out.bias")])
+    assert DiTBlock(D, H, "spatial", context_dim=C).cross_attn.to_kv.in_features == C
+
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS)
+def test_cross_attention_keeps_the_attention_pattern(kind):
+    """Each query of the cross-attention sees only the condition tokens: who attends to whom among the video tokens
+    is still exactly the block kind's pattern (a spatial block does not mix frames, a temporal one not positions)."""
+    blk = randomise_(DiTBlock(D, H, kind, context_dim=C).double(), seed=5)
+    z, c = torch.randn(2, N_F, T, D, dtype=torch.float64), torch.randn(2, D, dtype=torch.float64)
+    e, mask = cond_tokens()
+    f, p = 2, 3
+    moved = changed(blk, z, c, f, p, context=e, context_mask=mask)
+    assert torch.equal(moved, attention_pattern(kind, N_F, T)[:, f * T + p].reshape(N_F, T)), (kind, moved.int())
+
+
+@pytest.mark.parametrize("kind", ["spatial", "temporal"])
+def test_cross_attention_is_softmax_qk_v_between_self_attention_and_mlp_in_float64(kind):
+    """The block = z + α·SelfAttn(γ LN z + β); + softmax(QKᵀ/√d)V over the unpadded condition tokens (written out
+    here with einsum, padding as -inf); + α·MLP(...). A padded condition token changes nothing, a real one does."""
+    blk = randomise_(DiTBlock(D, H, kind, "adaln-zero", context_dim=C, backend="math").double(), seed=6)
+    z, c = torch.randn(2, N_F, T, D, dtype=torch.float64), torch.randn(2, D, dtype=torch.float64)
+    e, mask = cond_tokens()
+    m_attn, m_mlp = blk.modulation(c)
+    from minivid.nn import temporal_attention
+
+    pattern = spatial_attention if kind == "spatial" else temporal_attention
+    z1 = z + gate(pattern(blk.attn, modulate(blk.norm1(z), m_attn.shift, m_attn.scale)), m_attn.gate)
+    ca = blk.cross_attn
+    q = (z1.reshape(2, N_F * T, D) @ ca.to_q.weight.T + ca.to_q.bias).reshape(2, N_F * T, H, D // H)
+    kv = e @ ca.to_kv.weight.T + ca.to_kv.bias  # (B, L, 2·inner): [k | v]
+    k, v = kv[..., :D].reshape(2, L, H, D // H), kv[..., D:].reshape(2, L, H, D // H)
+    scores = torch.einsum("bnhd,bmhd->bhnm", q, k) / (D // H) ** 0.5
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    o = torch.einsum("bhnm,bmhd->bnhd", scores.softmax(-1), v).reshape(2, N_F * T, D)
+    z2 = z1 + (o @ ca.to_out.weight.T + ca.to_out.bias).reshape(2, N_F, T, D)
+    expected = z2 + gate(blk.mlp(modulate(blk.norm2(z2), m_mlp.shift, m_mlp.scale)), m_mlp.gate)
+    out = blk(z, c, context=e, context_mask=mask)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    e2 = e.clone()
+    e2[0, 3] += 5.0  # a padding token of sample 0
+    assert torch.equal(blk(z, c, context=e2, context_mask=mask), out)
+    e2[0, 1] += 5.0  # a real one
+    moved = (blk(z, c, context=e2, context_mask=mask) - out).abs().amax(dim=(1, 2, 3))
+    assert moved[0] > 1e-6 and moved[1] == 0  # only sample 0 moves
+    torch.testing.assert_close(cross_attention(ca, z1, e, mask), z2 - z1)
+
+
+def test_a_new_cross_attention_branch_is_the_identity_and_context_errors_are_clear():
+    blk = DiTBlock(D, H, "spatial", context_dim=C)  # adaLN-Zero + zero cross-attention output
+    z, c = torch.randn(2, N_F, T, D), torch.randn(2, D)
+    e, mask = cond_tokens(torch.float32)
+    assert torch.equal(blk(z, c, context=e, context_mask=mask), z)
+    with pytest.raises(ValueError, match=r"context must be condition tokens \(B=2, L, context_dim=12\).*got None"):
+        blk(z, c)
+    with pytest.raises(ValueError, match=r"context must be condition tokens .*got \(2, 5, 7\)"):
+        blk(z, c, context=torch.randn(2, L, 7))
+    with pytest.raises(ValueError, match="has no cross-attention \\(context_dim=None\\)"):
+        DiTBlock(D, H, "spatial")(z, c, context=e)
+    with pytest.raises(ValueError, match=r"context_dim=0 is invalid: expected a positive int"):
+        DiTBlock(D, H, "spatial", context_dim=0)
+
+
+@pytest.mark.parametrize("kind", ["spatial", "temporal", "factorised", "full"])
+def test_the_fuse_hook_gets_the_normalised_modulated_input_of_the_main_attention(kind):
+    """T7 [code]: the hook sees γ LN(z) + β of norm1 (after the temporal branch of a temporal-first block) and its
+    result is what the attention reads; the identity hook changes nothing, adding a constant changes the output."""
+    blk = randomise_(DiTBlock(D, H, kind, context_dim=C).double(), seed=7)
+    z, c = torch.randn(2, N_F, T, D, dtype=torch.float64), torch.randn(2, D, dtype=torch.float64)
+    e, mask = cond_tokens()
+    seen = []
+    out = blk(z, c, context=e, context_mask=mask)
+    assert torch.equal(blk(z, c, context=e, context_mask=mask, fuse=lambda h: seen.append(h) or h), out)
+    m_attn = blk.modulation(c)[0]
+    torch.testing.assert_close(seen[0], modulate(blk.norm1(z), m_attn.shift, m_attn.scale), rtol=0, atol=0)
+    assert not torch.allclose(blk(z, c, context=e, context_mask=mask, fuse=lambda h: h + 0.5), out)
+    with pytest.raises(ValueError, match=r"fuse must return the hidden tokens' shape \(2, 4, 6, 16\), got \(2, 4, 6\)"):
+        blk(z, c, context=e, context_mask=mask, fuse=lambda h: h[..., 0])
+
+
+def test_zero_gates_make_adaln_single_blocks_the_identity():
+    shared = AdaLNSingle(D, D, 2)
+    blocks = [DiTBlock(D, H, kind, "adaln-single", context_dim=C) for kind in ("spatial", "temporal")]
+    z, c = torch.randn(2, N_F, T, D), torch.randn(2, D)
+    e, _ = cond_tokens(torch.float32)
+    assert not torch.allclose(DiTBlock(D, H, "temporal", "adaln-single")(z, shared(c)), z, atol=1e-4)
+    zero_adaln_single_gates_(shared, blocks)
+    for blk in blocks:
+        assert torch.equal(blk(z, shared(c), context=e), z)
+    assert shared(c)[:, 2].abs().max() == 0 and shared(c)[:, 0].abs().max() > 0  # gates zero, shifts not
+
+
+@pytest.mark.parametrize("kind", ["spatial", "temporal", "full"])
+def test_block_flops_with_cross_attention_match_torch_flop_counter(kind):
+    blk = DiTBlock(D, H, kind, modulation="adaln-zero", backend="math", context_dim=C)
+    z, e = torch.randn(3, N_F, T, D), torch.randn(3, L, C)
+    with FlopCounterMode(display=False) as counter:
+        blk(z, torch.randn(3, D), num_video_frames=3, context=e)
+    ours = blk.flops(3, N_F, T, num_video_frames=3, context_len=L)
+    assert counter.get_total_flops() == ours["linear"] + ours["attention"]
+    with pytest.raises(ValueError, match="context_len=None: pass the number of condition tokens"):
+        blk.flops(3, N_F, T)

@@ -12,7 +12,8 @@ from minivid.autoencoders import (CausalVAE, CausalVAEConfig, PVDMAutoencoder, P
                                   ReducioVAE, VAE2D, VAE2DConfig)
 from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model_config, save_model
 from minivid.conditioning import TextEncoder, TextEncoderConfig
-from minivid.transformers import ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig
+from minivid.transformers import (ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig, ReducioDiT,
+                                  ReducioDiTConfig, STDiT, STDiTConfig)
 from minivid.pipeline.text2video import TextToVideo, TextToVideoConfig
 from minivid.unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 
@@ -56,11 +57,20 @@ CASES = {
                           lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]), rand(2, 5, 12))),
     "TextEncoder": (lambda: TextEncoder(TextEncoderConfig(d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)),
                     lambda m: m(["a red square moves left", "blue"])[0]),
+    "STDiT": (lambda: STDiT(STDiTConfig(in_channels=4, patch_size=2, dim=32, heads=2, depth=2, text_dim=12,
+                                        attention_backend="math")),
+              lambda m: m(rand(2, 4, 4, 8, 8), torch.tensor([3, 70]), rand(2, 5, 12),
+                          torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool())),
+    "ReducioDiT": (lambda: ReducioDiT(ReducioDiTConfig(in_channels=4, dim=32, heads=2, depth=2, cond_dim=12,
+                                                       size_embedding=True, deepstack=True, attention_backend="math")),
+                   lambda m: m(rand(2, 4, 4, 4, 4), torch.tensor([3, 70]), rand(2, 5, 12),
+                               torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool(), content=rand(2, 4, 4, 12),
+                               size=torch.tensor([[256.0, 128.0], [128.0, 128.0]]))),
     "TextToVideo": (lambda: TextToVideo(TextToVideoConfig(
-        text=TextEncoderConfig(max_length=16, pad_to_max_length=True, d_model=16, d_kv=4, d_ff=32, num_layers=1,
+        text=TextEncoderConfig(max_length=24, pad_to_max_length=True, d_model=16, d_kv=4, d_ff=32, num_layers=1,
                                num_heads=2),
         transformer=ExpertTransformerConfig(in_channels=4, heads=2, head_dim=16, depth=1, time_embed_dim=16,
-                                            text_dim=16, max_text_len=16, base_size=(4, 4),
+                                            text_dim=16, max_text_len=24, base_size=(4, 4),
                                             attention_backend="math"))),
                     lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]),
                                 *m.tokenize(["a red circle moves up", "a blue square bounces"]))),
