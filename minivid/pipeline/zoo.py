@@ -17,6 +17,8 @@ Recipes (``RECIPES``), in dependency order:
 - ``latte``: Latte (variant 1, L1-L8) with v-prediction on ``vae2d``'s latents, class-conditional with the null
   label for classifier-free guidance; ``python -m minivid demo`` trains the same model from scratch and
   ``--pretrained`` samples this one.
+- ``latent-unet``: the latent video U-Net (:class:`~minivid.unets.VideoUNet`, a 3-frame temporal convolution at
+  every level) on ``vae2d``'s latents of one-sprite clips, class-conditional on colour x motion (32 classes).
 - ``t2v``: text-to-video (:mod:`minivid.pipeline.text2video`): a T5 and CogVideoX's expert transformer on
   ``vae2d``'s latents of one-sprite clips, v-prediction at zero terminal SNR (D10); scored by the sprite check and
   the caption accuracy (colour, direction) of its samples.
@@ -49,7 +51,7 @@ from ..diffusion import (DiffusionTrainer, NoiseSchedule, classifier_free_guidan
 from ..nn import save_model
 from ..pretrained import CARD_FILE, card as read_card, load as load_pretrained, zoo_root
 from ..transformers import Latte, LatteConfig
-from ..unets import PlaneUNet, PlaneUNetConfig
+from ..unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 from ..utils.checkpoint import save_json
 from ..utils.files import fsync_dir
 from ..utils.machine import device_name, versions
@@ -372,6 +374,115 @@ def _score_latte(model, card: dict) -> dict:
     return latte_metrics(model, space)
 
 
+# ---------------------------------------------------------------------------------------------- latent U-Net
+def color_motion_pool(n: int, size: int = LATTE_SIZE, frames: int = LATTE_FRAMES, split: str = "train",
+                      seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` one-sprite clips (n, 3, T, H, W) and their class labels colour * 4 + motion (32 classes, named by
+    :func:`color_motion_name`): the label fixes the sprite's colour, so guidance pins it in every frame."""
+    from ..data.minisprites import MOTIONS
+
+    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
+    items = [data[i] for i in range(n)]
+    labels = [int(it["labels"]["color"][0]) * len(MOTIONS) + int(it["labels"]["motion"][0]) for it in items]
+    return torch.stack([it["video"] for it in items]), torch.tensor(labels)
+
+
+COLOR_MOTION_CLASSES = 32  # 8 palette colours x 4 motions
+
+
+def color_motion_name(label: int) -> str:
+    from ..data.minisprites import COLOR_NAMES, MOTIONS
+
+    return f"{COLOR_NAMES[label // len(MOTIONS)]} {MOTIONS[label % len(MOTIONS)]}"
+
+
+def latent_unet_config(latent_channels: int = 4) -> VideoUNetConfig:
+    """The zoo's latent U-Net: (2+1)-D residual blocks (a 3-frame temporal convolution at every level) at widths
+    32-64-64 on 8 x 8 latents, space-time attention at 2 x 2, class-conditional on the 32 colour x motion classes."""
+    return VideoUNetConfig(in_channels=latent_channels, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                           num_classes=COLOR_MOTION_CLASSES)
+
+
+def train_latent_unet(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
+                      label_dropout: float = 0.1, progress: bool = True, log: Callable[[str], None] = print):
+    """The latent U-Net (``latent_unet_config``) trained with v-prediction on the cosine schedule on the scaled
+    latents of ``num_clips`` one-sprite clips, labels replaced by the null class with probability
+    ``label_dropout`` (classifier-free guidance); returns (EMA model, trainer)."""
+    videos, labels = color_motion_pool(num_clips)
+    latents = space.encode(videos)
+    del videos
+    torch.manual_seed(SEED)
+    model = VideoUNet(latent_unet_config(space.autoencoder.latent_channels))
+    trainer = DiffusionTrainer(model, latte_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
+                               ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,
+                               grad_clip=1.0)
+    g = torch.Generator().manual_seed(SEED)
+    bar = _bar(steps, "VideoUNet", progress)
+    for step in range(steps):
+        idx = torch.randint(len(latents), (batch,), generator=g)
+        y = torch.where(torch.rand(batch, generator=g) < label_dropout, COLOR_MOTION_CLASSES, labels[idx])
+        trainer.step(latents[idx], y=y)
+        bar.update(1)
+        if (step + 1) % max(1, steps // 10) == 0:
+            log(f"  step {step + 1}/{steps}: loss {sum(trainer.losses[-50:]) / len(trainer.losses[-50:]):.4f}")
+    bar.close()
+    return trainer.ema.eval(), trainer
+
+
+@torch.no_grad()
+def sample_latent_unet(model: VideoUNet, space: LatentSpace, labels: torch.Tensor, guidance: float = 4.0,
+                       steps: int = 25, seed: int = SEED, batch: int = 32, frames: int = LATTE_FRAMES,
+                       latent_size: int = LATTE_SIZE // 4, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Clips (N, 3, T, H, W) in [-1, 1] for colour x motion ``labels`` (N,): DPM-Solver++ (D8, log-SNR steps)
+    with classifier-free guidance against the null class, then the autoencoder's decoder."""
+    s = latte_schedule()
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    out = []
+    model.eval()
+    for i in range(0, len(labels), batch):
+        y = labels[i:i + batch].to(device)
+        x_T = torch.randn((len(y), c.in_channels, frames, latent_size, latent_size), generator=g).to(device)
+        fn = classifier_free_guidance(model, {"y": y}, {"y": torch.full_like(y, c.num_classes)}, guidance)
+        z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "logsnr"), prediction="v")
+        out.append(space.decode(z).cpu())
+    return torch.cat(out)
+
+
+def color_accuracy(videos: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of clips in which the label's colour is tracked in every frame."""
+    from ..data.minisprites import MOTIONS
+
+    ok = [bool(torch.isfinite(track_sprites(v, [int(y) // len(MOTIONS)])[0]).all()) for v, y in zip(videos, labels)]
+    return sum(ok) / len(ok)
+
+
+def latent_unet_metrics(model: VideoUNet, space: LatentSpace, n: int = 64, guidance: float = 4.0) -> dict:
+    labels = torch.arange(n) % COLOR_MOTION_CLASSES
+    videos = sample_latent_unet(model, space, labels, guidance=guidance)
+    real, real_labels = color_motion_pool(n, split="test")
+    return {"samples": {**sprite_scores(videos), "color_accuracy": color_accuracy(videos, labels),
+                        "color_accuracy_shuffled_labels": color_accuracy(videos, (labels + 4) % COLOR_MOTION_CLASSES)},
+            "guidance": guidance, "sample_steps": 25,
+            "baselines": {"real clips": {**sprite_scores(real), "color_accuracy": color_accuracy(real, real_labels)},
+                          "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
+
+
+def _latent_unet(steps, progress, log):
+    vae = load_pretrained("vae2d")
+    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    model, _ = train_latent_unet(space, steps, progress=progress, log=log)
+    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
+                            "num_sprites": 1, "labels": "colour x motion (32 classes)", "label_dropout": 0.1},
+                   "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
+                   "schedule": "cosine(1000)", "metrics": latent_unet_metrics(model, space)}
+
+
+def _score_latent_unet(model, card: dict) -> dict:
+    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    return latent_unet_metrics(model, space)
+
+
 def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -> dict:
     """Held-out scores of a text-to-video model: ``n`` captions of one-sprite test clips, the sprite check and the
     caption accuracy of its samples, next to real clips and to the same samples scored against shuffled captions."""
@@ -416,6 +527,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            ("pvdm-ae",)),
     Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
            _score_latte, ("vae2d",)),
+    Recipe("latent-unet", "latent video U-Net, v-prediction, on vae2d latents of one-sprite clips, class = colour x "
+           "motion", 4000, _latent_unet, _score_latent_unet, ("vae2d",)),
     Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
            "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",)),
 ]}
@@ -523,4 +636,5 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
 
 
 __all__ = ["RECIPES", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
-           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics"]
+           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics", "train_latent_unet", "sample_latent_unet",
+           "latent_unet_metrics", "color_motion_pool", "color_accuracy"]
