@@ -2,7 +2,8 @@
 ``DiagonalGaussian``, ``DiracLatent``), the losses (``losses``), the trainer (``training``) and the
 convolutional building blocks of the VAEs (``blocks``: C1's causal convolution, residual blocks,
 resampling, encoder/decoder, compression bookkeeping). The PVDM triplane autoencoder (P1-P6), the per-frame
-2D VAE (R2), CogVideoX's causal 3D VAE (C1) and Reducio's VAE (R1-R3) live in their own modules;
+2D VAE (R2), CogVideoX's causal 3D VAE (C1), the released CogVideoX VAE's layout with ``from_diffusers``
+(C1, ``cogvideox_vae``) and Reducio's VAE (R1-R3) live in their own modules;
 ``latents.LatentSpace`` turns a trained one into a diffusion model's latent space (scaled to unit variance).
 Every autoencoder follows the model contract of :mod:`minivid.nn.model` (``minivid.save_model``)."""
 
@@ -20,6 +21,8 @@ from .blocks import (
     compression_stats,
 )
 from .causal_vae import CausalVAE, CausalVAEConfig
+from .cogvideox_vae import CogVideoXVAE, CogVideoXVAEConfig
+from .cogvideox_vae import from_diffusers as cogvideox_vae_from_diffusers
 from .latents import LatentSpace
 from .losses import (
     PatchDiscriminator2D,
@@ -63,6 +66,9 @@ __all__ = [
     "VAE2DConfig",
     "CausalVAE",
     "CausalVAEConfig",
+    "CogVideoXVAE",
+    "CogVideoXVAEConfig",
+    "cogvideox_vae_from_diffusers",
     "ReducioVAE",
     "ReducioConfig",
     "ContentFusion",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import minivid
-from minivid.autoencoders import (CausalVAE, CausalVAEConfig, PVDMAutoencoder, PVDMAutoencoderConfig, ReducioConfig,
+from minivid.autoencoders import (CausalVAE, CausalVAEConfig, CogVideoXVAE, CogVideoXVAEConfig, PVDMAutoencoder, PVDMAutoencoderConfig, ReducioConfig,
                                   ReducioVAE, VAE2D, VAE2DConfig)
 from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model_config, save_model
 from minivid.conditioning import TextEncoder, TextEncoderConfig
@@ -46,6 +46,9 @@ CASES = {
               lambda m: m.reconstruct(rand(2, 3, 2, 8, 8).tanh())),
     "CausalVAE": (lambda: CausalVAE(CausalVAEConfig(channels=8, num_res_blocks=1, norm_groups=4)),
                   lambda m: m.reconstruct(rand(1, 3, 5, 16, 16).tanh())),
+    "CogVideoXVAE": (lambda: CogVideoXVAE(CogVideoXVAEConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                                             norm_groups=4, latent_channels=4, temporal_factor=2)),
+                     lambda m: m.reconstruct(rand(1, 3, 5, 8, 8).tanh())),
     "ReducioVAE": (lambda: ReducioVAE(ReducioConfig(channels=8, num_res_blocks=1, norm_groups=4, content_channels=8,
                                                     content_num_res_blocks=1, fusion_head_dim=16,
                                                     fusion_spatial_pe=True)),
