@@ -3,8 +3,15 @@
 - :mod:`~minivid.conditioning.text`: the T5 text encoder (a small random T5 with ByT5's byte tokenizer by default,
   a local checkpoint by name or path), returning ``(tokens, key_padding_mask)`` and the empty caption's encoding
   for classifier-free guidance.
+- :mod:`~minivid.conditioning.image`: Reducio's image condition (R4): OpenCLIP patch tokens of the content frame
+  V_{T/2} (a small random ViT by default, or a local open_clip checkpoint), the VAE's latent mean of frame (T-1)//2,
+  and e_img = MLP(e_s) ⊕ MLP(e_c); ``condition_tokens`` makes e = [e_img, e_p].
 """
 
+from .image import (ContentImageEncoder, ImageCondition, SemanticImageEncoder, SemanticImageEncoderConfig,
+                    condition_tokens, middle_frame, middle_frame_index, resample_tokens, token_grid)
 from .text import TextEncoder, TextEncoderConfig
 
-__all__ = ["TextEncoder", "TextEncoderConfig"]
+__all__ = ["TextEncoder", "TextEncoderConfig", "SemanticImageEncoder", "SemanticImageEncoderConfig",
+           "ContentImageEncoder", "ImageCondition", "condition_tokens", "middle_frame", "middle_frame_index",
+           "resample_tokens", "token_grid"]

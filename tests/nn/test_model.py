@@ -11,7 +11,7 @@ import minivid
 from minivid.autoencoders import (CausalVAE, CausalVAEConfig, CogVideoXVAE, CogVideoXVAEConfig, PVDMAutoencoder, PVDMAutoencoderConfig, ReducioConfig,
                                   ReducioVAE, VAE2D, VAE2DConfig)
 from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model_config, save_model
-from minivid.conditioning import TextEncoder, TextEncoderConfig
+from minivid.conditioning import SemanticImageEncoder, SemanticImageEncoderConfig, TextEncoder, TextEncoderConfig
 from minivid.transformers import (ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig, ReducioDiT,
                                   ReducioDiTConfig, STDiT, STDiTConfig)
 from minivid.pipeline.text2video import TextToVideo, TextToVideoConfig
@@ -69,6 +69,9 @@ CASES = {
                    lambda m: m(rand(2, 4, 4, 4, 4), torch.tensor([3, 70]), rand(2, 5, 12),
                                torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool(), content=rand(2, 4, 4, 12),
                                size=torch.tensor([[256.0, 128.0], [128.0, 128.0]]))),
+    "SemanticImageEncoder": (lambda: SemanticImageEncoder(SemanticImageEncoderConfig(image_size=16, patch_size=8, width=16,
+                                                                                      layers=1, heads=2, embed_dim=8)),
+                             lambda m: m(rand(2, 3, 20, 24).tanh())[0]),
     "TextToVideo": (lambda: TextToVideo(TextToVideoConfig(
         text=TextEncoderConfig(max_length=24, pad_to_max_length=True, d_model=16, d_kv=4, d_ff=32, num_layers=1,
                                num_heads=2),
