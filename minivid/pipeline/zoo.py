@@ -185,6 +185,7 @@ class Recipe:
     run: Callable  # (steps, progress, log) -> (model, card fields)
     score: Callable  # (model, card) -> held-out metrics (the card's "metrics")
     requires: tuple[str, ...] = ()
+    storage: str = "float32"  # "float16": weights stored in half precision, metrics re-measured on them
 
 
 def _vae2d(steps, progress, log):
@@ -528,9 +529,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
            _score_latte, ("vae2d",)),
     Recipe("latent-unet", "latent video U-Net, v-prediction, on vae2d latents of one-sprite clips, class = colour x "
-           "motion", 4000, _latent_unet, _score_latent_unet, ("vae2d",)),
+           "motion", 4000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
     Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
-           "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",)),
+           "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",), storage="float16"),
 ]}
 
 
@@ -566,6 +567,8 @@ def train_zoo_model(name: str, out: str | Path | None = None, steps: int | None 
             "platform": platform.platform(), "torch": torch.__version__, "commit": _commit(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "requires": list(recipe.requires),
             **_round(fields)}
+    if recipe.storage == "float16":
+        model = _to_half_storage(model, card, recipe, log_line)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     save_model(model.eval(), partial, metadata={"zoo": name, "steps": steps})
@@ -577,6 +580,34 @@ def train_zoo_model(name: str, out: str | Path | None = None, steps: int | None 
     fsync_dir(out.parent)
     if out.parent == zoo_root():
         write_zoo_readme()
+    return card
+
+
+def _to_half_storage(model, card: dict, recipe: Recipe, log: Callable[[str], None]):
+    """Round the weights to float16 for storage (the zoo stays under 40 MB), keep the float32 metrics in the card as
+    ``metrics_float32`` and re-measure ``metrics`` on the rounded weights (what ``load`` gives back)."""
+    card["metrics_float32"] = card.get("metrics")
+    model = model.half().float().eval()
+    torch.manual_seed(SEED)
+    card["metrics"] = _round(recipe.score(model, card))
+    card["storage_dtype"] = "float16"
+    log(f"  stored in float16; metrics re-measured on the rounded weights")
+    return model.half()
+
+
+def store_half(name: str, root: str | Path | None = None) -> dict:
+    """Convert an existing float32 zoo entry to float16 storage (what recipes with ``storage="float16"`` do at the
+    end of training), re-measuring its metrics on the rounded weights; returns the card."""
+    recipe = RECIPES[name]
+    card = read_card(name, root)
+    if card.get("storage_dtype") == "float16":
+        return card
+    model = load_pretrained(name, root=root)
+    model = _to_half_storage(model, card, recipe, lambda msg: None)
+    folder = zoo_root(root) / name
+    save_model(model.eval(), folder, metadata={"zoo": name, "steps": card["steps"]})
+    save_json(card, folder / CARD_FILE)
+    write_zoo_readme(root)
     return card
 
 
