@@ -39,9 +39,10 @@ def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minivid", description="minivid: latent video diffusion, small and readable.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a latent video diffusion model (Latte on the zoo's VAE) on MiniSprites "
+    demo = sub.add_parser("demo", help="train a latent video diffusion model (a U-Net on the zoo's VAE) on MiniSprites "
                                        "and sample it; --pretrained samples the zoo's model",
-                          description="Train a class-conditional Latte on the latents of the zoo's 2D VAE for a fixed "
+                          description="Train a latent video U-Net, conditioned on the sprite's colour and motion, on the "
+                                      "latents of the zoo's 2D VAE (one sprite per clip) for a fixed "
                                       "number of steps (CPU: 1500, about 8 minutes on 2 cores), sample it with "
                                       "classifier-free guidance, and write samples.mp4, frames.png and metrics.json "
                                       "(with the sprite-check pass rate) to --out.")
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--steps", type=int, default=None, help="training steps (CPU default 1500)")
     demo.add_argument("--batch-size", type=int, default=None)
     demo.add_argument("--size", type=int, default=None, help="frame size in pixels (default 32)")
-    demo.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 2)")
+    demo.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 4)")
     demo.add_argument("--pretrained", action="store_true",
-                      help="skip training: sample the zoo's trained Latte (data/pretrained/latte) in seconds")
+                      help="skip training: sample the zoo's trained U-Net (data/pretrained/latent-unet) in seconds")
     demo.add_argument("--frames", type=int, default=None, help="frames per clip")
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--resume", action="store_true",

@@ -397,10 +397,10 @@ def color_motion_name(label: int) -> str:
     return f"{COLOR_NAMES[label // len(MOTIONS)]} {MOTIONS[label % len(MOTIONS)]}"
 
 
-def latent_unet_config(latent_channels: int = 4) -> VideoUNetConfig:
+def latent_unet_config(latent_channels: int = 4, channels: int = 32) -> VideoUNetConfig:
     """The zoo's latent U-Net: (2+1)-D residual blocks (a 3-frame temporal convolution at every level) at widths
     32-64-64 on 8 x 8 latents, space-time attention at 2 x 2, class-conditional on the 32 colour x motion classes."""
-    return VideoUNetConfig(in_channels=latent_channels, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+    return VideoUNetConfig(in_channels=latent_channels, channels=channels, channel_mult=(1, 2, 2), num_res_blocks=1,
                            num_classes=COLOR_MOTION_CLASSES)
 
 
@@ -433,10 +433,11 @@ def train_latent_unet(space: LatentSpace, steps: int, batch: int = 32, lr: float
 @torch.no_grad()
 def sample_latent_unet(model: VideoUNet, space: LatentSpace, labels: torch.Tensor, guidance: float = 4.0,
                        steps: int = 25, seed: int = SEED, batch: int = 32, frames: int = LATTE_FRAMES,
-                       latent_size: int = LATTE_SIZE // 4, device: torch.device | str = "cpu") -> torch.Tensor:
+                       latent_size: int = LATTE_SIZE // 4, device: torch.device | str = "cpu",
+                       num_train_timesteps: int = 1000) -> torch.Tensor:
     """Clips (N, 3, T, H, W) in [-1, 1] for colour x motion ``labels`` (N,): DPM-Solver++ (D8, log-SNR steps)
     with classifier-free guidance against the null class, then the autoencoder's decoder."""
-    s = latte_schedule()
+    s = latte_schedule(num_train_timesteps)
     g = torch.Generator().manual_seed(seed)
     c = model.config
     out = []

@@ -1,7 +1,8 @@
-"""The demo end to end at a tiny scale (a tiny Latte on the zoo's 2D VAE): outputs exist and are right, weights
-reload (minivid.load_model), resume continues from the training core's checkpoints with the same batches, and
---pretrained samples the zoo's Latte."""
+"""The demo end to end at a tiny scale (a tiny latent U-Net on the zoo's 2D VAE): outputs exist and are right,
+weights reload (minivid.load_model), resume continues from the training core's checkpoints with the same batches,
+and --pretrained samples the zoo's latent U-Net."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,11 +13,11 @@ from PIL import Image
 from minivid import load_model
 from minivid.__main__ import main
 from minivid.pipeline.demo import DemoConfig, latent_space, load_demo_model, run_demo, sample
-from minivid.pipeline.zoo import latte_config
-from minivid.transformers import Latte
+from minivid.unets import VideoUNet, VideoUNetConfig
 from minivid.utils.video import read_video
 
-TINY_MODEL = latte_config(4, 4, 4, dim=32, depth=2)  # 16 x 16 x 4 clips -> 4 x 4 x 4 latents
+TINY_MODEL = VideoUNetConfig(in_channels=4, channels=8, channel_mult=(1, 2), num_res_blocks=1, heads=2, norm_groups=4,
+                             num_classes=32)  # 16 x 16 x 4 clips -> 4 x 4 x 4 latents
 
 
 def tiny(**kw):
@@ -34,7 +35,7 @@ def test_demo_writes_its_outputs_and_the_weights_reload(tmp_path):
     grid = np.asarray(Image.open(tmp_path / "frames.png"))
     assert grid.ndim == 3 and grid.shape[2] in (3, 4) and grid.shape[1] >= 4 * 128  # 4 frames at >= 128 px
     model, cfg2 = load_demo_model(tmp_path)
-    assert cfg2 == cfg and type(model) is Latte and model.config == cfg.model
+    assert cfg2 == cfg and type(model) is VideoUNet and model.config == cfg.model
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000006"]  # keeps the latest
     ema = load_model(tmp_path / "checkpoints" / "step-00000006" / "ema")  # the same EMA weights as model/
     assert all(torch.equal(p, q) for p, q in zip(ema.state_dict().values(), model.state_dict().values()))
@@ -68,15 +69,15 @@ def test_finished_work_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_pa
 
     (tmp_path / "run" / "checkpoints" / "step-00000007").mkdir(parents=True)
     (tmp_path / "run" / "run.json").write_text(json.dumps(tiny().to_dict()))
-    monkeypatch.setattr(demo_module, "Latte", None)  # building a model would fail: the checks come first
+    monkeypatch.setattr(demo_module, "VideoUNet", None)  # building a model would fail: the checks come first
     with pytest.raises(ValueError, match=r"step-00000007 exists \(step 7\); pass --resume to continue or choose"):
         run_demo(tiny(), tmp_path / "run", device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"cannot resume: .* holds no checkpoint"):
         run_demo(tiny(), tmp_path / "new", device="cpu", progress=False, resume=True)
     assert not (tmp_path / "new").exists()
-    with pytest.raises(ValueError, match=r"model.dim: 32 -> 64"):
-        run_demo(tiny(model=latte_config(4, 4, 4, dim=64, depth=2)), tmp_path / "run", device="cpu", progress=False,
-                 resume=True)
+    with pytest.raises(ValueError, match=r"model.channels: 8 -> 16"):
+        run_demo(tiny(model=dataclasses.replace(TINY_MODEL, channels=16)), tmp_path / "run", device="cpu",
+                 progress=False, resume=True)
 
 
 def test_demo_config_checks_everything_before_work():
@@ -90,8 +91,12 @@ def test_demo_config_checks_everything_before_work():
                       (dict(batch_size=100), r"batch_size=100 is larger than the dataset \(num_videos=64 clips\): use a "
                                              r"batch size of at most 64"),
                       (dict(guidance=-1), r"guidance=-1 must be a number >= 0"),
-                      (dict(model=latte_config(4, 8, 4)), r"model.size=8 and model.num_frames=4 must be the latent "
-                                                          r"grid of size=16, num_frames=4: \(4, 4\)")]:
+                      (dict(label_dropout=1.0), r"label_dropout=1.0 must be a number in \[0, 1\)"),
+                      (dict(model=dataclasses.replace(TINY_MODEL, num_classes=16)),
+                       r"model.in_channels=4 and model.num_classes=16 must be \(4, 32\)"),
+                      (dict(model=dataclasses.replace(TINY_MODEL, channel_mult=(1, 2, 2, 2))),
+                       r"size=16 gives 4 x 4 latents, which the U-Net's 4 levels cannot halve 3 times: use a size "
+                       r"divisible by 32")]:
         with pytest.raises(ValueError, match=match):
             tiny(**kw)
 
@@ -128,11 +133,13 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
         assert f"--device {bad!r}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
 
 
-def test_pretrained_samples_the_zoo_latte_without_training(tmp_path):
-    """--pretrained: no training, no checkpoints; the zoo's Latte sampled and scored; the same seed, the same clips."""
+def test_pretrained_samples_the_zoo_unet_without_training(tmp_path):
+    """--pretrained: no training, no checkpoints; the zoo's latent U-Net sampled and scored; the same seed, the same
+    clips."""
     m = run_demo(tiny(size=32, num_frames=8, model=None, num_samples=2, sample_steps=5), tmp_path / "a",
                  device="cpu", progress=False, pretrained_model=True)
-    assert m["model"] == "zoo: latte" and m["steps"] == 4000 and 0 <= m["sprite_check"] <= 1
+    assert m["model"] == "zoo: latent-unet" and m["steps"] == 4000 and 0 <= m["sprite_check"] <= 1
+    assert 0 <= m["color_accuracy"] <= 1
     assert not (tmp_path / "a" / "checkpoints").exists() and (tmp_path / "a" / "frames.png").is_file()
     b = run_demo(tiny(size=32, num_frames=8, model=None, num_samples=2, sample_steps=5), tmp_path / "b",
                  device="cpu", progress=False, pretrained_model=True)
