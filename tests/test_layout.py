@@ -76,6 +76,8 @@ def test_the_floors_table_of_the_architecture_page_is_floors():
 
 def test_the_shared_config_names_table_lists_the_configs_that_use_each_name():
     import minivid.autoencoders  # noqa: F401  (registers the model classes)
+    import minivid.conditioning  # noqa: F401
+    import minivid.pipeline  # noqa: F401
     import minivid.transformers  # noqa: F401
     import minivid.unets  # noqa: F401
     from minivid.nn import model_classes

@@ -57,16 +57,15 @@ off by default) and batch slicing (``enable_slicing``: exact, it only saves memo
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ModelConfig
+from ..utils.checkpoint import diffusers_state
 from ..utils.validation import check_int_tuple, check_number, check_positive_ints, is_int
 from .base import DiagonalGaussian, VideoAutoencoder
 from .blocks import CausalConv3d, Downsample, GroupNorm3d, Upsample, check_video_shape
@@ -466,32 +465,8 @@ def config_from_diffusers(cfg: dict) -> CogVideoXVAEConfig:
 
 
 def _diffusers_state(source) -> tuple[dict, dict]:
-    """(config dict, state dict) of a diffusers ``AutoencoderKLCogVideoX`` instance or of a ``save_pretrained``
-    folder (one safetensors file, or shards with their index), read without importing diffusers."""
-    if isinstance(source, nn.Module):
-        if not hasattr(source, "config") or type(source).__name__ != "AutoencoderKLCogVideoX":
-            raise ValueError(f"expected a diffusers AutoencoderKLCogVideoX, got a {type(source).__name__}")
-        return dict(source.config), {k: v.detach() for k, v in source.state_dict().items()}
-    folder = Path(source)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{str(folder)!r} is not a diffusers model folder (no config.json); pass an "
-                         "AutoencoderKLCogVideoX or a folder written by its save_pretrained")
-    from safetensors.torch import load_file
-
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
-        raise ValueError(f"{str(folder)!r} holds a diffusers {cfg['_class_name']}, not an AutoencoderKLCogVideoX")
-    single = folder / "diffusion_pytorch_model.safetensors"
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"
-    if single.is_file():
-        return cfg, load_file(single)
-    if index.is_file():
-        state: dict = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(load_file(folder / shard))
-        return cfg, state
-    raise ValueError(f"{str(folder)!r} holds no diffusion_pytorch_model.safetensors (or its sharded index); save the "
-                     "model with save_pretrained(..., safe_serialization=True)")
+    """(config dict, state dict) of a diffusers ``AutoencoderKLCogVideoX`` instance or ``save_pretrained`` folder."""
+    return diffusers_state(source, "AutoencoderKLCogVideoX")
 
 
 def map_diffusers_key(key: str) -> str:

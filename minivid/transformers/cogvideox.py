@@ -41,9 +41,7 @@ attend to T5's padding too, so leave it None to reproduce them). Returns (B, C_o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +51,7 @@ from torch import nn
 from ..nn import BACKENDS, MLP, Attention, Model, ModelConfig, TimestepEmbedding
 from ..nn.embeddings import sincos_1d, sincos_2d
 from ..nn.rope import RotaryEmbedding
+from ..utils.checkpoint import diffusers_state
 from ..utils.validation import check_choice, check_positive_ints
 
 POSITIONALS = ("rope", "sincos")
@@ -378,29 +377,8 @@ def config_from_diffusers(cfg: dict) -> ExpertTransformerConfig:
 
 
 def _diffusers_state(source) -> tuple[dict, dict]:
-    """(config dict, state dict) of a diffusers model instance or of a ``save_pretrained`` folder."""
-    if isinstance(source, nn.Module):
-        if not hasattr(source, "config"):
-            raise ValueError(f"expected a diffusers CogVideoXTransformer3DModel, got a {type(source).__name__}")
-        return dict(source.config), {k: v.detach() for k, v in source.state_dict().items()}
-    folder = Path(source)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{str(folder)!r} is not a diffusers model folder (no config.json); pass a "
-                         "CogVideoXTransformer3DModel or a folder written by its save_pretrained")
-    from safetensors.torch import load_file
-
-    cfg = json.loads((folder / "config.json").read_text())
-    single = folder / "diffusion_pytorch_model.safetensors"
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"
-    if single.is_file():
-        return cfg, load_file(single)
-    if index.is_file():
-        state: dict = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(load_file(folder / shard))
-        return cfg, state
-    raise ValueError(f"{str(folder)!r} holds no diffusion_pytorch_model.safetensors (or its sharded index); "
-                     "save the model with save_pretrained(..., safe_serialization=True)")
+    """(config dict, state dict) of a diffusers ``CogVideoXTransformer3DModel`` instance or ``save_pretrained`` folder."""
+    return diffusers_state(source, "CogVideoXTransformer3DModel")
 
 
 def _map_diffusers_key(key: str) -> str | None:

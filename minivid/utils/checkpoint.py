@@ -43,6 +43,35 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, strict: bool 
     return module
 
 
+def diffusers_state(source, class_name: str) -> tuple[dict, dict]:
+    """(config dict, state dict) of a diffusers model: an instance of ``class_name``, or a folder written by its
+    ``save_pretrained`` (``config.json`` + one ``diffusion_pytorch_model.safetensors`` or shards with their index),
+    read with safetensors, without importing diffusers. A clear ValueError for anything else."""
+    a = "an" if class_name[0] in "AEIOU" else "a"
+    if isinstance(source, torch.nn.Module):
+        if not hasattr(source, "config") or type(source).__name__ != class_name:
+            raise ValueError(f"expected a diffusers {class_name}, got a {type(source).__name__}")
+        return dict(source.config), {k: v.detach() for k, v in source.state_dict().items()}
+    folder = Path(source)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{str(folder)!r} is not a diffusers model folder (no config.json); pass {a} {class_name} or a "
+                         "folder written by its save_pretrained")
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("_class_name", class_name) != class_name:
+        raise ValueError(f"{str(folder)!r} holds a diffusers {cfg['_class_name']}, not {a} {class_name}")
+    single = folder / "diffusion_pytorch_model.safetensors"
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if single.is_file():
+        return cfg, load_file(single)
+    if index.is_file():
+        state: dict = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            state.update(load_file(folder / shard))
+        return cfg, state
+    raise ValueError(f"{str(folder)!r} holds no diffusion_pytorch_model.safetensors (or its sharded index); save the "
+                     "model with save_pretrained(..., safe_serialization=True)")
+
+
 def save_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
