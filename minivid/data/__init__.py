@@ -1,6 +1,6 @@
 """Data: MiniSprites (procedural videos with captions and exact sprite centres), the sprite tracker that recovers
 the centres of generated samples (for :func:`minivid.metrics.trajectory_error`), and VideoFolder for real clips
-(UCF-101 layout).
+(UCF-101 layout), and C6's mixed image-video / multi-resolution / progressive batching (``mixed``).
 """
 
 from .minisprites import (
@@ -18,6 +18,7 @@ from .minisprites import (
     render_scene,
     sample_trajectory,
 )
+from .mixed import ProgressiveStages, ResolutionBuckets, Stage, pack_clips
 from .tracking import sprite_check, sprite_check_rate, track_sprites
 from .video_folder import VideoFolder
 
@@ -29,10 +30,14 @@ __all__ = [
     "PALETTE",
     "SHAPES",
     "MiniSprites",
+    "ProgressiveStages",
+    "ResolutionBuckets",
     "Scene",
     "Sprite",
+    "Stage",
     "VideoFolder",
     "make_caption",
+    "pack_clips",
     "random_background",
     "render_scene",
     "sample_trajectory",

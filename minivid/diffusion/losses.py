@@ -20,6 +20,27 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
+def check_frame_mask(frame_mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """C6: a (B, T) bool mask of the real frames of video latents x0 (B, C, T, H, W), each clip with at least one."""
+    if x0.ndim != 5:
+        raise ValueError(f"frame_mask needs video latents (B, C, T, H, W), got x0 of shape {tuple(x0.shape)}")
+    want = (x0.shape[0], x0.shape[2])
+    if not isinstance(frame_mask, torch.Tensor) or tuple(frame_mask.shape) != want:
+        got = tuple(frame_mask.shape) if isinstance(frame_mask, torch.Tensor) else type(frame_mask).__name__
+        raise ValueError(f"frame_mask must have shape (B, T) = {want}, got {got}")
+    m = frame_mask.to(device=x0.device, dtype=torch.bool)
+    if not bool(m.any(dim=1).all()):
+        raise ValueError("frame_mask has a clip without any real frame")
+    return m
+
+
+def masked_mean_flat(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """C6: the per-sample mean of x (B, C, T, H, W) over its real frames only (``frame_mask`` (B, T), True = real),
+    so a padded clip's loss equals the unpadded clip's."""
+    w = frame_mask.to(x.dtype)[:, None, :, None, None].expand_as(x)
+    return (x * w).reshape(x.shape[0], -1).sum(dim=1) / w.reshape(x.shape[0], -1).sum(dim=1)
+
+
 def l_simple(
     schedule: NoiseSchedule,
     model_out: torch.Tensor,
@@ -27,8 +48,10 @@ def l_simple(
     noise: torch.Tensor,
     t: torch.Tensor,
     prediction: str = "eps",
+    frame_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""D4: :math:`\|\text{target} - \text{out}\|^2` per sample, target = eps, v (D10) or x0.
+    r"""D4: :math:`\|\text{target} - \text{out}\|^2` per sample, target = eps, v (D10) or x0; with ``frame_mask``
+    (B, T) the mean runs over the real frames only (C6, mixed image-video batches).
 
     For v-prediction this equals the x0 loss weighted by :math:`1/(1-\bar\alpha_t)` (how CogVideoX writes
     it, D10): :math:`\|v - \hat v\|^2 = \|x_0 - \hat x_0\|^2 / (1-\bar\alpha_t)`; see
@@ -38,7 +61,10 @@ def l_simple(
     if model_out.shape != target.shape:
         raise ValueError(f"model output has shape {tuple(model_out.shape)}, target {tuple(target.shape)}")
     dtype = torch.promote_types(model_out.dtype, torch.float32)  # half-precision outputs: loss in fp32
-    return mean_flat((target.to(dtype) - model_out.to(dtype)) ** 2)
+    sq = (target.to(dtype) - model_out.to(dtype)) ** 2
+    if frame_mask is not None:
+        return masked_mean_flat(sq, check_frame_mask(frame_mask, x0))
+    return mean_flat(sq)
 
 
 def x0_weighted_loss(
@@ -136,15 +162,24 @@ def training_losses(
     prediction: str = "eps",
     learned_variance: bool = False,
     vlb_weight: float = 1e-3,
+    frame_mask: torch.Tensor | None = None,
     **model_kwargs,
 ) -> dict[str, torch.Tensor]:
     """One training evaluation: noise x0 to x_t (D3), run ``model(x_t, t, **model_kwargs)``, and return the
-    per-sample losses: L_simple (D4 / D10) or, with ``learned_variance``, the hybrid loss (D6)."""
+    per-sample losses: L_simple (D4 / D10) or, with ``learned_variance``, the hybrid loss (D6).
+
+    ``frame_mask`` (B, T), for a batch of clips padded to one length (C6; :func:`minivid.data.pack_clips`): it is
+    handed to the model as ``frame_mask=`` and the loss averages over the real frames only."""
+    if frame_mask is not None:
+        frame_mask = check_frame_mask(frame_mask, x0)
+        if learned_variance:
+            raise ValueError("frame_mask is not supported with learned_variance=True (the hybrid loss of D6)")
+        model_kwargs["frame_mask"] = frame_mask
     noise = torch.randn_like(x0) if noise is None else noise
     t = t.to(x0.device)
     xt = schedule.q_sample(x0, t, noise)
     out = model(xt, t, **model_kwargs)
     if learned_variance:
         return hybrid_loss(schedule, out, x0, xt, noise, t, prediction, vlb_weight)
-    mse = l_simple(schedule, out, x0, noise, t, prediction)
+    mse = l_simple(schedule, out, x0, noise, t, prediction, frame_mask)
     return {"loss": mse, "mse": mse}

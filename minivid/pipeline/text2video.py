@@ -30,12 +30,12 @@ from tqdm import tqdm
 
 from ..autoencoders import LatentSpace
 from ..conditioning import TextEncoder, TextEncoderConfig
-from ..data import MiniSprites, track_sprites
+from ..data import MiniSprites, ProgressiveStages, Stage, pack_clips, track_sprites
 from ..data.minisprites import COLOR_NAMES, DIRECTIONS
 from ..diffusion import DiffusionTrainer, NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample, make_timesteps
 from ..nn import Model, ModelConfig
 from ..transformers import ExpertTransformer, ExpertTransformerConfig
-from ..utils.validation import check_int
+from ..utils.validation import check_int, is_number
 
 SEED = 0
 
@@ -93,9 +93,10 @@ class TextToVideo(Model):
         """(ids (B, L), mask (B, L) bool), padded to the encoder's ``max_length``."""
         return self.text.tokenize(captions)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         tokens = self.text.encode_ids(ids, mask)  # (B, L, text_dim)
-        return self.transformer(x, t, tokens, text_mask=mask)  # C2-C5
+        return self.transformer(x, t, tokens, text_mask=mask, frame_mask=frame_mask)  # C2-C5 (C6: padded frames)
 
 
 def t2v_schedule(num_steps: int = 1000, snr_shift_scale: float = 1.0) -> NoiseSchedule:
@@ -111,37 +112,75 @@ def caption_pool(n: int, size: int = 32, frames: int = 8, split: str = "train", 
     return torch.stack([it["video"] for it in items]), [it["caption"] for it in items]
 
 
+def image_caption(caption: str) -> str:
+    """The caption of one frame of a one-sprite clip (C6's images): the sprite without its motion, "a red square"."""
+    m = re.match(r"(an? \S+ \S+)", caption)
+    if m is None or parse_caption(caption)["color"] is None:
+        raise ValueError(f"caption={caption!r} is not a one-sprite MiniSprites caption ('a <colour> <shape> ...')")
+    return m.group(1)
+
+
 def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                         caption_dropout: float = 0.1, config: TextToVideoConfig | None = None, progress: bool = True,
-                        log: Callable[[str], None] = print) -> tuple[TextToVideo, DiffusionTrainer]:
+                        log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
+                        image_ratio: float = 0.0) -> tuple[TextToVideo, DiffusionTrainer]:
     """Train :class:`TextToVideo` on the scaled latents of ``num_clips`` one-sprite clips: v-prediction on
     :func:`t2v_schedule` (D10), explicit uniform timesteps (D9), the caption replaced by "" with probability
-    ``caption_dropout`` (for classifier-free guidance). Returns (EMA model in eval mode, trainer)."""
+    ``caption_dropout`` (for classifier-free guidance). Returns (EMA model in eval mode, trainer).
+
+    C6: ``stages`` (a list of :class:`~minivid.data.Stage`, sizes not decreasing; their steps must add up to
+    ``steps``) trains progressively, each stage on its own pool of ``num_clips`` clips of its size and length
+    (default: one stage of 32 px x 8 frames); ``image_ratio`` makes that fraction of every batch images (one
+    latent frame of a clip, captioned without the motion by :func:`image_caption`), padded to the clip length
+    with a frame mask (:func:`~minivid.data.pack_clips`) that the attention and the loss respect."""
     steps = check_int("steps", steps, 1)
     if not 0 <= caption_dropout < 1:
         raise ValueError(f"caption_dropout={caption_dropout!r} must lie in [0, 1)")
-    videos, captions = caption_pool(num_clips)
-    latents = space.encode(videos)
-    del videos
+    if not is_number(image_ratio) or not 0 <= image_ratio < 1:
+        raise ValueError(f"image_ratio={image_ratio!r} must lie in [0, 1)")
+    plan = ProgressiveStages(list(stages) if stages is not None else [Stage(steps, 32, 8)])
+    if plan.total_steps != steps:
+        raise ValueError(f"stages={[tuple(vars(st).values()) for st in plan]} add up to {plan.total_steps} steps, "
+                         f"but steps={steps}")
+    n_img = int(round(batch * image_ratio))
+    pools = []
+    for stage in plan:  # encoded before the model is seeded and built, as the zoo's t2v was
+        videos, captions = caption_pool(num_clips, size=stage.size, frames=stage.frames)
+        pools.append((space.encode(videos), captions))
+        del videos
     torch.manual_seed(SEED)
     model = TextToVideo(config or TextToVideoConfig())
-    ids, mask = model.tokenize(captions)
     null_ids, null_mask = model.tokenize([""])
     trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
                                ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,
                                grad_clip=1.0)
     g = torch.Generator().manual_seed(SEED)
     bar = tqdm(total=steps, desc="TextToVideo", disable=not progress, dynamic_ncols=True, mininterval=5.0)
-    for step in range(steps):
-        idx = torch.randint(len(latents), (batch,), generator=g)
-        drop = torch.rand(batch, generator=g) < caption_dropout
-        b_ids = torch.where(drop[:, None], null_ids, ids[idx])
-        b_mask = torch.where(drop[:, None], null_mask, mask[idx])
-        trainer.step(latents[idx], ids=b_ids, mask=b_mask)
-        bar.update(1)
-        if (step + 1) % max(1, steps // 10) == 0:
-            recent = trainer.losses[-50:]
-            log(f"  step {step + 1}/{steps}: loss {sum(recent) / len(recent):.4f}")
+    step = 0
+    for k, (stage, (latents, captions)) in enumerate(zip(plan, pools)):
+        ids, mask = model.tokenize(captions)
+        img_ids, img_mask = model.tokenize([image_caption(c) for c in captions]) if n_img else (ids, mask)
+        if len(plan) > 1:
+            log(f"  stage {k + 1}/{len(plan)}: {stage.steps} steps on {stage.size} px x {stage.frames} frames "
+                f"(latents {tuple(latents.shape[1:])})")
+        for _ in range(stage.steps):
+            idx = torch.randint(len(latents), (batch,), generator=g)
+            drop = torch.rand(batch, generator=g) < caption_dropout
+            b_ids, b_mask, x0, kwargs = ids[idx], mask[idx], latents[idx], {}
+            if n_img:  # C6: the first n_img items become one latent frame of their clip, padded to the clip length
+                frame = torch.randint(latents.shape[2], (n_img,), generator=g)
+                clips = [x0[i, :, frame[i]] for i in range(n_img)] + list(x0[n_img:])
+                x0, kwargs["frame_mask"] = pack_clips(clips, num_frames=latents.shape[2])
+                b_ids = torch.cat([img_ids[idx[:n_img]], b_ids[n_img:]])
+                b_mask = torch.cat([img_mask[idx[:n_img]], b_mask[n_img:]])
+            b_ids = torch.where(drop[:, None], null_ids, b_ids)
+            b_mask = torch.where(drop[:, None], null_mask, b_mask)
+            trainer.step(x0, ids=b_ids, mask=b_mask, **kwargs)
+            bar.update(1)
+            step += 1
+            if step % max(1, steps // 10) == 0:
+                recent = trainer.losses[-50:]
+                log(f"  step {step}/{steps}: loss {sum(recent) / len(recent):.4f}")
     bar.close()
     return trainer.ema.eval(), trainer
 

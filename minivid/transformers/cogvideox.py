@@ -37,6 +37,13 @@ adaLN-Zero as in DiT), so a new model predicts zero; diffusers initialises them 
 Call convention: ``model(x, t, text, text_mask=None)`` with latents x (B, C, T, H, W), timesteps t (B,) and text
 embeddings (B, L, text_dim); ``text_mask`` (B, L) marks the real text tokens (True = attend; the released models
 attend to T5's padding too, so leave it None to reproduce them). Returns (B, C_out, T, H, W).
+
+**Mixed image-video batches (C6).** ``frame_mask`` (B, T) marks each clip's real latent frames when clips of
+different lengths (an image is a one-frame clip) are padded at the end to one length
+(:func:`minivid.data.pack_clips`): padded frames are removed from the keys of every attention, so a real token's
+output is exactly that of the unpadded clip (RoPE and the sin-cos table give frame k the same position either
+way); the outputs at padded frames are meaningless and the loss leaves them out (``frame_mask`` of
+:func:`minivid.diffusion.training_losses`).
 """
 
 from __future__ import annotations
@@ -292,8 +299,27 @@ class ExpertTransformer(Model):
                                                     c.temporal_interpolation_scale).to(like)
         return self._cache[key]
 
+    def video_token_mask(self, frame_mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """C6: the (B, n_t·n_h·n_w) key mask of the video tokens from a (B, T) mask of real latent frames (True =
+        a real frame, False = padding at the end of a shorter clip or an image). A temporal patch (``patch_size_t``
+        frames) must be all real or all padding."""
+        c = self.config
+        b, frames = x.shape[0], x.shape[2]
+        if not isinstance(frame_mask, torch.Tensor) or tuple(frame_mask.shape) != (b, frames):
+            got = tuple(frame_mask.shape) if isinstance(frame_mask, torch.Tensor) else type(frame_mask).__name__
+            raise ValueError(f"frame_mask must be a (B, T) = ({b}, {frames}) mask of the real latent frames, "
+                             f"got {got}")
+        m = frame_mask.to(device=x.device, dtype=torch.bool).reshape(b, frames // c.patch_size_t, c.patch_size_t)
+        if not bool((m.all(-1) | ~m.any(-1)).all()):
+            raise ValueError(f"frame_mask splits a temporal patch of patch_size_t={c.patch_size_t} frames into real "
+                             "and padded frames: pad clips to a multiple of patch_size_t")
+        if not bool(m.any(-1).any(-1).all()):
+            raise ValueError("frame_mask has a clip without any real frame")
+        n_h, n_w = x.shape[3] // c.patch_size, x.shape[4] // c.patch_size
+        return m[..., 0].repeat_interleave(n_h * n_w, dim=1)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                ofs: torch.Tensor | None = None) -> torch.Tensor:
+                ofs: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_channels:
             raise ValueError(f"x must be latents (B, C={c.in_channels}, T, H, W), got shape {tuple(x.shape)}")
@@ -313,6 +339,7 @@ class ExpertTransformer(Model):
             raise ValueError("ofs is needed exactly when the model has an ofs embedding (ofs_embed_dim="
                              f"{c.ofs_embed_dim}); got ofs={'a tensor' if ofs is not None else None}")
         n_t, n_h, n_w = self.token_grid(*x.shape[2:])
+        v_mask = None if frame_mask is None else self.video_token_mask(frame_mask, x)  # C6, checked before any work
         emb = self.time_embed(t.to(torch.float32)).to(x.dtype)
         if self.ofs_embed is not None:
             ofs = torch.as_tensor(ofs, device=x.device).reshape(-1).expand(b)
@@ -328,9 +355,12 @@ class ExpertTransformer(Model):
         else:
             rope = _SkipTextRope(pos, text.shape[1])  # C3: video tokens only
         mask = None
-        if text_mask is not None:
-            mask = torch.cat([text_mask.to(torch.bool),
-                              torch.ones(b, video.shape[1], dtype=torch.bool, device=x.device)], dim=1)
+        if text_mask is not None or frame_mask is not None:  # keys: real text tokens and real frames (C6)
+            t_mask = (torch.ones(text.shape[:2], dtype=torch.bool, device=x.device) if text_mask is None
+                      else text_mask.to(device=x.device, dtype=torch.bool))
+            if v_mask is None:
+                v_mask = torch.ones(b, video.shape[1], dtype=torch.bool, device=x.device)
+            mask = torch.cat([t_mask, v_mask], dim=1)
         for block in self.blocks:
             video, text_tokens = block(video, text_tokens, emb, rope, mask)
         h = self.norm_final(video)

@@ -13,6 +13,7 @@ from minivid.diffusion import (
     discretized_gaussian_log_likelihood,
     hybrid_loss,
     l_simple,
+    masked_mean_flat,
     normal_kl,
     training_losses,
     vlb_terms,
@@ -115,3 +116,34 @@ def test_training_losses_runs_a_model_and_reports_per_sample_losses():
     assert out["loss"].shape == (8,)
     with pytest.raises(ValueError, match="learned-variance"):
         training_losses(oracle, s, x0, t, learned_variance=True)
+
+
+def test_frame_masked_loss_equals_the_loss_of_the_unpadded_clip():
+    """C6: with a frame mask, a clip padded at the end has exactly the loss of the clip alone, and the padded frames'
+    values (prediction and target) do not enter; the mask reaches the model."""
+    s = NoiseSchedule.cogvideox(1000)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 5, 4, 4, generator=g), torch.randn(2, 3, 5, 4, 4, generator=g)
+    out = torch.randn(2, 3, 5, 4, 4, generator=g)
+    t = torch.tensor([10, 900])
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    masked = l_simple(s, out, x0, noise, t, "v", frame_mask=mask)
+    alone = l_simple(s, out[:1, :, :2], x0[:1, :, :2], noise[:1, :, :2], t[:1], "v")
+    assert torch.allclose(masked[0], alone[0], rtol=1e-6) and torch.allclose(masked[1], l_simple(s, out, x0, noise, t,
+                                                                                                  "v")[1])
+    out2 = out.clone()
+    out2[0, :, 2:] += 5.0
+    assert torch.equal(l_simple(s, out2, x0, noise, t, "v", frame_mask=mask), masked)
+    assert masked_mean_flat(torch.ones(2, 3, 5, 4, 4), mask).tolist() == [1.0, 1.0]
+    seen = {}
+
+    def model(xt, t_, frame_mask=None):
+        seen["mask"] = frame_mask
+        return torch.zeros_like(xt)
+
+    training_losses(model, s, x0, t, noise, prediction="v", frame_mask=mask)
+    assert torch.equal(seen["mask"], mask)
+    with pytest.raises(ValueError, match=r"frame_mask must have shape \(B, T\) = \(2, 5\)"):
+        training_losses(model, s, x0, t, noise, prediction="v", frame_mask=mask[:, :4])
+    with pytest.raises(ValueError, match="without any real frame"):
+        l_simple(s, out, x0, noise, t, "v", frame_mask=torch.zeros(2, 5, dtype=torch.bool))

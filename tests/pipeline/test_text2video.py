@@ -91,3 +91,35 @@ def test_overfit_one_batch():
         trainer.step(x0, ids=ids, mask=mask)
     last = sum(trainer.losses[-20:]) / 20
     assert last < 0.5 * sum(first) / 5
+
+
+def test_image_caption_drops_the_motion():
+    from minivid.pipeline.text2video import image_caption
+
+    assert image_caption("a yellow diamond moves down and to the right along a wavy path") == "a yellow diamond"
+    assert image_caption("an orange square bounces") == "an orange square"
+    with pytest.raises(ValueError, match="names no palette colour"):
+        image_caption("a sprite moves")
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than max_length")
+def test_progressive_mixed_image_video_training_runs_every_stage():
+    """C6 end to end: two resolutions in order, a quarter of every batch images padded with a frame mask (that the
+    padded items' loss and outputs equal the unpadded ones is tested in test_losses and test_cogvideox)."""
+    from minivid.data import Stage
+    from minivid.pipeline.text2video import train_text_to_video
+
+    vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
+    lines = []
+    model, trainer = train_text_to_video(LatentSpace(vae, 1.0), steps=6, batch=4, num_clips=8, config=tiny(),
+                                         stages=[Stage(3, 16, 2), Stage(3, 32, 2)], image_ratio=0.25,
+                                         progress=False, log=lines.append)
+    assert len(trainer.losses) == 6 and all(torch.isfinite(torch.tensor(trainer.losses)))
+    assert [ln.split(":")[0].strip() for ln in lines if "stage" in ln] == ["stage 1/2", "stage 2/2"]
+    assert "(latents (4, 2, 4, 4))" in lines[0] and "(latents (4, 2, 8, 8))" in lines[[i for i, ln in
+                                                                                      enumerate(lines)
+                                                                                      if "stage 2/2" in ln][0]]
+    with pytest.raises(ValueError, match="add up to 6 steps, but steps=5"):
+        train_text_to_video(LatentSpace(vae, 1.0), steps=5, config=tiny(), stages=[Stage(6, 16, 2)])
+    with pytest.raises(ValueError, match="image_ratio=1.0 must lie in"):
+        train_text_to_video(LatentSpace(vae, 1.0), steps=5, config=tiny(), image_ratio=1.0)

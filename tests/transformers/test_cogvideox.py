@@ -221,3 +221,59 @@ def test_unsupported_diffusers_configs_are_named():
         config_from_diffusers({"use_learned_positional_embeddings": True})
     with pytest.raises(ValueError, match="not a diffusers model folder"):
         from_diffusers("/nonexistent/folder")
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_padded_frames_leave_the_real_frames_unchanged(layout):
+    """C6: a clip padded at the end with a frame mask gives, on its real frames, exactly the unpadded clip's output,
+    whatever the padding holds; without the mask the padding leaks in (so the test can fail)."""
+    ours = from_diffusers(diffusers_model(layout))
+    q = ours.config.patch_size_t
+    g = torch.Generator().manual_seed(5)
+    real, total = 2 * q, 4 * q
+    x = torch.randn(2, 4, real, 6, 8, generator=g)
+    text = torch.randn(2, TINY["max_text_seq_length"], 12, generator=g)
+    t = torch.tensor([3, 917])
+    mask = torch.zeros(2, total, dtype=torch.bool)
+    mask[:, :real] = True
+    with torch.no_grad():
+        ref = ours(x, t, text)
+        outs = []
+        for fill in (torch.zeros, torch.randn):
+            xp = torch.cat([x, fill(2, 4, total - real, 6, 8)], dim=2)
+            outs.append(ours(xp, t, text, frame_mask=mask)[:, :, :real])
+            leak = ours(xp, t, text)[:, :, :real]
+    for out in outs:
+        assert rel_err(out, ref) < 1e-5
+    assert rel_err(leak, ref) > 1e-3
+
+
+def test_mixed_batch_of_an_image_and_a_clip():
+    """C6: an image (one latent frame) and a clip in one padded batch each give their own unpadded output."""
+    from minivid.data import pack_clips
+
+    ours = from_diffusers(diffusers_model("1.0-rope"))
+    g = torch.Generator().manual_seed(6)
+    image, clip = torch.randn(4, 1, 6, 8, generator=g), torch.randn(4, 3, 6, 8, generator=g)
+    text = torch.randn(2, TINY["max_text_seq_length"], 12, generator=g)
+    t = torch.tensor([10, 500])
+    x, mask = pack_clips([image, clip])
+    assert mask.tolist() == [[True, False, False], [True, True, True]]
+    with torch.no_grad():
+        out = ours(x, t, text, frame_mask=mask)
+        alone_image = ours(image[None], t[:1], text[:1])
+        alone_clip = ours(clip[None], t[1:], text[1:])
+    assert rel_err(out[:1, :, :1], alone_image) < 1e-5
+    assert rel_err(out[1:], alone_clip) < 1e-5
+
+
+def test_frame_mask_errors():
+    ours = from_diffusers(diffusers_model("1.5-rope"))
+    x = torch.randn(1, 4, 4, 6, 8)
+    text = torch.randn(1, TINY["max_text_seq_length"], 12)
+    with pytest.raises(ValueError, match=r"frame_mask must be a \(B, T\) = \(1, 4\)"):
+        ours(x, torch.tensor([1]), text, frame_mask=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="splits a temporal patch of patch_size_t=2"):
+        ours(x, torch.tensor([1]), text, frame_mask=torch.tensor([[True, True, True, False]]))
+    with pytest.raises(ValueError, match="without any real frame"):
+        ours(x, torch.tensor([1]), text, frame_mask=torch.zeros(1, 4, dtype=torch.bool))
