@@ -22,6 +22,9 @@ Recipes (``RECIPES``), in dependency order:
 - ``t2v``: text-to-video (:mod:`minivid.pipeline.text2video`): a T5 and CogVideoX's expert transformer on
   ``vae2d``'s latents of one-sprite clips, v-prediction at zero terminal SNR (D10); scored by the sprite check and
   the caption accuracy (colour, direction) of its samples.
+- ``i2v``: image-to-video (:mod:`minivid.pipeline.image2video`): an OpenCLIP tower and Reducio-DiT (R4-R5)
+  cross-attending to a clip's first frame, on ``vae2d``'s latents; scored by the sprite check and whether its
+  samples keep the frame's sprite colour and start where the frame has it.
 
 An autoencoder's card reports held-out PSNR/SSIM beside the latent-free baselines (clip mean colour, average
 frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.data.sprite_check`) of its samples
@@ -518,6 +521,42 @@ def _score_t2v(model, card: dict) -> dict:
     return t2v_metrics(model, space)
 
 
+def i2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 2.0) -> dict:
+    """Held-out scores of an image-to-video model: the first frames of ``n`` one-sprite test clips, the sprite check
+    of its samples and whether they start from their frame (:func:`~minivid.pipeline.image2video.image_to_video_scores`),
+    next to real clips and to the same samples scored against shuffled frames."""
+    from .image2video import conditioning_frames, image_to_video_scores, sample_image_to_video
+    from .text2video import caption_pool
+
+    real, _ = caption_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")
+    images = conditioning_frames(real)
+    videos = sample_image_to_video(model, space, images, guidance=guidance)
+    shuffled = torch.roll(images, 1, dims=0)
+    return {"samples": {**sprite_scores(videos), **image_to_video_scores(videos, images),
+                        "shuffled_frames": image_to_video_scores(videos, shuffled)},
+            "guidance": guidance, "sample_steps": 25, "sampler": "DPM-Solver++(2M), trailing timesteps from SNR 0",
+            "baselines": {"real clips": {**sprite_scores(real), **image_to_video_scores(real, images)},
+                          "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
+
+
+def _i2v(steps, progress, log):
+    from .image2video import train_image_to_video
+
+    vae = load_pretrained("vae2d")
+    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    model, _ = train_image_to_video(space, steps, progress=progress, log=log)
+    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
+                            "num_sprites": 1, "conditioning_frame": 0, "image_dropout": 0.1},
+                   "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
+                   "schedule": "cogvideox(1000, snr_shift_scale=1): zero terminal SNR",
+                   "metrics": i2v_metrics(model, space)}
+
+
+def _score_i2v(model, card: dict) -> dict:
+    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    return i2v_metrics(model, space)
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vae2d", "per-frame 2D VAE (R2 baseline), f_s=4, |z|=4, 32 px", 3000, _vae2d, _score_ae),
     Recipe("causal-vae", "CogVideoX causal 3D VAE (C1), 4x8x8, |z|=16, 64 px x 9 frames", 800, _causal_vae,
@@ -533,6 +572,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "motion", 4000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
     Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
            "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",), storage="float16"),
+    Recipe("i2v", "image-to-video: OpenCLIP + Reducio-DiT (R4-R5) cross-attending to the first frame, v-prediction "
+           "at zero terminal SNR (D10), on vae2d latents of one-sprite clips", 5000, _i2v, _score_i2v, ("vae2d",),
+           storage="float16"),
 ]}
 
 
@@ -668,5 +710,5 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
 
 
 __all__ = ["RECIPES", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
-           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics", "train_latent_unet", "sample_latent_unet",
+           "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics", "i2v_metrics", "train_latent_unet", "sample_latent_unet",
            "latent_unet_metrics", "color_motion_pool", "color_accuracy"]
