@@ -14,6 +14,7 @@ from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model
 from minivid.conditioning import SemanticImageEncoder, SemanticImageEncoderConfig, TextEncoder, TextEncoderConfig
 from minivid.transformers import (ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig, ReducioDiT,
                                   ReducioDiTConfig, STDiT, STDiTConfig)
+from minivid.pipeline.image2video import ImageToVideo, ImageToVideoConfig
 from minivid.pipeline.text2video import TextToVideo, TextToVideoConfig
 from minivid.unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 
@@ -80,6 +81,12 @@ CASES = {
                                             attention_backend="math"))),
                     lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]),
                                 *m.tokenize(["a red circle moves up", "a blue square bounces"]))),
+    "ImageToVideo": (lambda: ImageToVideo(ImageToVideoConfig(
+        semantic=SemanticImageEncoderConfig(image_size=16, patch_size=8, width=16, layers=1, heads=2, embed_dim=8),
+        dit=ReducioDiTConfig(in_channels=4, patch_size=2, dim=32, depth=1, heads=2, cond_dim=16,
+                             attention_backend="math"), content_grid=(4, 4))),
+                     lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]), rand(2, 3, 16, 16).tanh(),
+                                 rand(2, 16, 4), torch.tensor([False, True]))),
 }
 
 
