@@ -53,3 +53,11 @@ def test_sprite_scores_and_jitter_on_real_clips_and_noise():
     assert s["sprite_check"] >= 0.8 and s["clips"] == 32 and 0 < s["centre_jitter_px"] < 1.0
     noise = torch.rand(8, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert recipes.sprite_scores(noise)["sprite_check"] == 0.0
+
+
+def test_train_help_names_every_recipe(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in recipes.RECIPES:
+        assert name in text.split("recipe name:")[1].split("options")[0], name
