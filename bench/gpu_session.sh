@@ -33,6 +33,7 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
     > "$DEST/gpu_session.txt"
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
+step 60 expert_triton.txt "$PY" -m pytest -q -p no:cacheprovider tests/transformers/test_cogvideox.py -k triton -rs
 step 240 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 100 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
 step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --out "$DEST/demo-gpu"

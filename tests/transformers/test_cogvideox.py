@@ -277,3 +277,24 @@ def test_frame_mask_errors():
         ours(x, torch.tensor([1]), text, frame_mask=torch.tensor([[True, True, True, False]]))
     with pytest.raises(ValueError, match="without any real frame"):
         ours(x, torch.tensor([1]), text, frame_mask=torch.zeros(1, 4, dtype=torch.bool))
+
+
+def test_triton_kernel_serves_the_expert_transformer_with_text_and_frame_masks():
+    """C5 through minivid's Triton kernel (the CPU interpreter here, compiled on CUDA): the same outputs as SDPA with
+    a text key-padding mask and padded frames (C6), so the masks reach the kernel."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    m = diffusers_model("1.0-rope")
+    sdpa, tri = from_diffusers(m).to(device), from_diffusers(m, attention_backend="triton").to(device)
+    assert {a.backend for a in tri.modules() if hasattr(a, "backend")} == {"triton"}
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 3, 6, 8, generator=g).to(device)
+    text = torch.randn(2, TINY["max_text_seq_length"], 12, generator=g).to(device)
+    t = torch.tensor([3, 917], device=device)
+    text_mask = torch.tensor([[True, True, False, False, False], [True] * 5], device=device)
+    frame_mask = torch.tensor([[True, False, False], [True, True, True]], device=device)
+    with torch.no_grad():
+        ref = sdpa(x, t, text, text_mask, frame_mask=frame_mask)
+        out = tri(x, t, text, text_mask, frame_mask=frame_mask)
+        unmasked = sdpa(x, t, text)
+    assert rel_err(out, ref) < 1e-4
+    assert rel_err(unmasked, ref) > 1e-3  # the masks matter
