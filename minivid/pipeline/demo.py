@@ -10,7 +10,7 @@ at 4x size, and ``metrics.json`` with the share of samples that pass the sprite 
 (:func:`minivid.data.sprite_check`; real one-sprite clips: 100%) and that show the asked colour in every frame.
 
 Why this model: at this budget a Latte (variant 1) with the same data and labels passed 0-2% of the sprite check
-where this U-Net passed 34% (1500 steps each; the zoo recipe ``latent-unet``, 4000 steps, passes 75%), and
+where this U-Net passed 34% (1500 steps each; the zoo recipe ``latent-unet``, 6000 steps, passes 83%), and
 conditioning on the colour is what keeps a sprite's colour fixed across frames (with shape x motion labels the same
 U-Net passed 6%). ``--pretrained`` skips training and samples the zoo's ``latent-unet`` in seconds.
 

@@ -569,7 +569,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
            _score_latte, ("vae2d",)),
     Recipe("latent-unet", "latent video U-Net, v-prediction, on vae2d latents of one-sprite clips, class = colour x "
-           "motion", 4000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
+           "motion", 6000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
     Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
            "(D10), on vae2d latents of one-sprite clips", 3000, _t2v, _score_t2v, ("vae2d",), storage="float16"),
     Recipe("i2v", "image-to-video: OpenCLIP + Reducio-DiT (R4-R5) cross-attending to the first frame, v-prediction "
