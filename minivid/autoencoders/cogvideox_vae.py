@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ModelConfig
-from ..utils.checkpoint import diffusers_state
+from ..utils.checkpoint import copy_mapped_state, diffusers_state
 from ..utils.validation import check_int_tuple, check_number, check_positive_ints, is_int
 from .base import DiagonalGaussian, VideoAutoencoder
 from .blocks import CausalConv3d, Downsample, GroupNorm3d, Upsample, check_video_shape
@@ -483,21 +483,10 @@ def from_diffusers(source) -> CogVideoXVAE:
     with ``.to``), in eval mode."""
     cfg, src = _diffusers_state(source)
     model = CogVideoXVAE(config_from_diffusers(cfg))
-    own = model.state_dict()
     new = {map_diffusers_key(k): v for k, v in src.items()}
     if len(new) != len(src):  # the map is one to one, so no weight can be copied twice
         raise ValueError("two diffusers weights map to one minivid weight")
-    extra, missing = sorted(set(new) - set(own)), sorted(set(own) - set(new))
-    if extra:
-        raise ValueError(f"diffusers weight(s) {extra[:8]} have no counterpart in minivid's CogVideoXVAE")
-    if missing:
-        raise ValueError(f"the diffusers model lacks weight(s) minivid's CogVideoXVAE needs: {missing[:8]}")
-    for k, v in new.items():
-        if own[k].shape != v.shape:
-            raise ValueError(f"weight {k}: minivid expects shape {tuple(own[k].shape)}, the diffusers model has "
-                             f"{tuple(v.shape)}")
-        own[k].copy_(v.to(own[k].dtype))
-    return model.eval()
+    return copy_mapped_state(model, new, "CogVideoXVAE", strict=True)
 
 
 __all__ = ["CogVideoXVAEConfig", "CogVideoXVAE", "CogVideoXEncoder", "CogVideoXDecoder", "SpatialNorm3D",

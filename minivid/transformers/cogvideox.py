@@ -58,7 +58,7 @@ from torch import nn
 from ..nn import BACKENDS, MLP, Attention, Model, ModelConfig, TimestepEmbedding
 from ..nn.embeddings import sincos_1d, sincos_2d
 from ..nn.rope import RotaryEmbedding
-from ..utils.checkpoint import diffusers_state
+from ..utils.checkpoint import copy_mapped_state, diffusers_state
 from ..utils.validation import check_choice, check_positive_ints
 
 POSITIONALS = ("rope", "sincos")
@@ -443,7 +443,6 @@ def from_diffusers(source, attention_backend: str = "sdpa") -> ExpertTransformer
     config = config_from_diffusers(cfg)
     config.attention_backend = attention_backend
     model = ExpertTransformer(config)
-    own = model.state_dict()
     new: dict[str, torch.Tensor] = {}
     for key, value in src.items():
         if key == "patch_embed.pos_embedding":
@@ -459,15 +458,7 @@ def from_diffusers(source, attention_backend: str = "sdpa") -> ExpertTransformer
             k, v = f"transformer_blocks.{i}.attn1.to_k.{kind}", f"transformer_blocks.{i}.attn1.to_v.{kind}"
             if k in src and v in src:
                 new[f"blocks.{i}.attn.to_kv.{kind}"] = torch.cat([src[k], src[v]], dim=0)
-    missing = sorted(set(own) - set(new))
-    if missing:
-        raise ValueError(f"the diffusers model lacks weights minivid's ExpertTransformer needs: {missing[:8]}")
-    for k, v in new.items():
-        if own[k].shape != v.shape:
-            raise ValueError(f"weight {k}: minivid expects shape {tuple(own[k].shape)}, the diffusers model has "
-                             f"{tuple(v.shape)}")
-        own[k].copy_(v.to(own[k].dtype))
-    return model.eval()
+    return copy_mapped_state(model, new, "ExpertTransformer", strict=True)
 
 
 __all__ = ["ExpertTransformerConfig", "ExpertTransformer", "ExpertAdaLN", "ExpertBlock", "cogvideox_rope",

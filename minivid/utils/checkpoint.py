@@ -72,6 +72,27 @@ def diffusers_state(source, class_name: str) -> tuple[dict, dict]:
                      "model with save_pretrained(..., safe_serialization=True)")
 
 
+@torch.no_grad()
+def copy_mapped_state(model: torch.nn.Module, new: dict, class_name: str, strict: bool = False) -> torch.nn.Module:
+    """Copy ``new`` (minivid parameter name -> tensor, mapped from another layout such as diffusers') into
+    ``model``'s state, in its dtype, and return it in eval mode. A ValueError names any weight ``model`` needs that
+    ``new`` lacks, any shape that differs and, with ``strict``, any weight of ``new`` with no counterpart."""
+    own = model.state_dict()
+    extra, missing = sorted(set(new) - set(own)), sorted(set(own) - set(new))
+    if strict and extra:
+        raise ValueError(f"diffusers weight(s) {extra[:8]} have no counterpart in minivid's {class_name}")
+    if missing:
+        raise ValueError(f"the diffusers model lacks weight(s) minivid's {class_name} needs: {missing[:8]}")
+    for k, v in new.items():
+        if k in own and own[k].shape != v.shape:
+            raise ValueError(f"weight {k}: minivid expects shape {tuple(own[k].shape)}, the diffusers model has "
+                             f"{tuple(v.shape)}")
+    for k, v in new.items():
+        if k in own:
+            own[k].copy_(v.to(own[k].dtype))
+    return model.eval()
+
+
 def save_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
