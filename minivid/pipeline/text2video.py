@@ -114,8 +114,9 @@ def caption_pool(n: int, size: int = 32, frames: int = 8, split: str = "train", 
 
 def image_caption(caption: str) -> str:
     """The caption of one frame of a one-sprite clip (C6's images): the sprite without its motion, "a red square"."""
+    parse_caption(caption)  # a clear error when it names no palette colour
     m = re.match(r"(an? \S+ \S+)", caption)
-    if m is None or parse_caption(caption)["color"] is None:
+    if m is None:
         raise ValueError(f"caption={caption!r} is not a one-sprite MiniSprites caption ('a <colour> <shape> ...')")
     return m.group(1)
 
