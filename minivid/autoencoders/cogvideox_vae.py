@@ -69,6 +69,7 @@ from ..utils.checkpoint import copy_mapped_state, diffusers_state
 from ..utils.validation import check_int_tuple, check_number, check_positive_ints, is_int
 from .base import DiagonalGaussian, VideoAutoencoder
 from .blocks import CausalConv3d, Downsample, GroupNorm3d, Upsample, check_video_shape
+from .causal_vae import CausalVAE
 
 ENCODE_BATCH_FRAMES = 8  # diffusers' num_sample_frames_batch_size
 DECODE_BATCH_LATENTS = 2  # diffusers' num_latent_frames_batch_size
@@ -366,16 +367,10 @@ class CogVideoXVAE(VideoAutoencoder):
             raise ValueError(f"z has n={n} latent frames; the decoder takes an odd number 2N + 1 (1, 3, 5, ...): an "
                              f"even count decodes, as in diffusers, to f_t*n frames rather than f_t*(n - 1) + 1")
 
-    def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """C1: (B, 3, f_t k + 1, H, W) -> (B, |z|, k + 1, H/f_s, W/f_s), for the frame counts this VAE takes."""
-        self.check_input(tuple(input_shape))
-        b, _, t, h, w = input_shape
-        f_t, f_s, _ = self.downsample
-        return (b, self.latent_channels, (t - 1) // f_t + 1, h // f_s, w // f_s)
-
-    def num_frames(self, latent_frames: int) -> int:
-        """C1: the number of frames that an odd number of latent frames decodes to, f_t (n - 1) + 1."""
-        return self.downsample[0] * (latent_frames - 1) + 1
+    # C1's frame arithmetic is the causal VAE's: (B, 3, f_t k + 1, H, W) -> (B, |z|, k + 1, H/f_s, W/f_s) after this
+    # VAE's own check_input, and n latent frames (odd, here) decode to f_t (n - 1) + 1 frames
+    latent_shape = CausalVAE.latent_shape
+    num_frames = CausalVAE.num_frames
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, video: torch.Tensor) -> DiagonalGaussian:

@@ -191,6 +191,12 @@ class Recipe:
     storage: str = "float32"  # "float16": weights stored in half precision, metrics re-measured on them
 
 
+def zoo_latent_space(name: str, scale: float | None = None) -> LatentSpace:
+    """The latent space of zoo autoencoder ``name``, scaled by ``scale`` (a denoiser's card records the one it was
+    trained with) or, when None, by the autoencoder's own card."""
+    return LatentSpace(load_pretrained(name), read_card(name)["latent_scale"] if scale is None else scale)
+
+
 def _vae2d(steps, progress, log):
     size, frames = 32, 8
     model = VAE2D(VAE2DConfig(spatial_factor=4, latent_channels=4, channels=16, channel_mult=(1, 2, 2),
@@ -365,8 +371,7 @@ def latte_metrics(model: Latte, space: LatentSpace, n: int = 64, guidance: float
 
 
 def _latte(steps, progress, log):
-    vae = load_pretrained("vae2d")
-    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    space = zoo_latent_space("vae2d")
     model, _ = train_latte(space, steps, progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32},
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
@@ -374,7 +379,7 @@ def _latte(steps, progress, log):
 
 
 def _score_latte(model, card: dict) -> dict:
-    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
     return latte_metrics(model, space)
 
 
@@ -474,8 +479,7 @@ def latent_unet_metrics(model: VideoUNet, space: LatentSpace, n: int = 64, guida
 
 
 def _latent_unet(steps, progress, log):
-    vae = load_pretrained("vae2d")
-    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    space = zoo_latent_space("vae2d")
     model, _ = train_latent_unet(space, steps, progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "labels": "colour x motion (32 classes)", "label_dropout": 0.1},
@@ -484,7 +488,7 @@ def _latent_unet(steps, progress, log):
 
 
 def _score_latent_unet(model, card: dict) -> dict:
-    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
     return latent_unet_metrics(model, space)
 
 
@@ -506,8 +510,7 @@ def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -
 def _t2v(steps, progress, log):
     from .text2video import train_text_to_video
 
-    vae = load_pretrained("vae2d")
-    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    space = zoo_latent_space("vae2d")
     model, _ = train_text_to_video(space, steps, progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "caption_dropout": 0.1},
@@ -517,7 +520,7 @@ def _t2v(steps, progress, log):
 
 
 def _score_t2v(model, card: dict) -> dict:
-    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
     return t2v_metrics(model, space)
 
 
@@ -542,8 +545,7 @@ def i2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 2.0) -
 def _i2v(steps, progress, log):
     from .image2video import train_image_to_video
 
-    vae = load_pretrained("vae2d")
-    space = LatentSpace(vae, read_card("vae2d")["latent_scale"])
+    space = zoo_latent_space("vae2d")
     model, _ = train_image_to_video(space, steps, progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "conditioning_frame": 0, "image_dropout": 0.1},
@@ -553,7 +555,7 @@ def _i2v(steps, progress, log):
 
 
 def _score_i2v(model, card: dict) -> dict:
-    space = LatentSpace(load_pretrained(card["autoencoder"]), card["latent_scale"])
+    space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
     return i2v_metrics(model, space)
 
 
@@ -709,6 +711,6 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
     return card
 
 
-__all__ = ["RECIPES", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
+__all__ = ["RECIPES", "zoo_latent_space", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
            "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics", "i2v_metrics", "train_latent_unet", "sample_latent_unet",
            "latent_unet_metrics", "color_motion_pool", "color_accuracy"]
