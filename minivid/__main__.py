@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                            description="Train one model of the zoo with its recipe (minivid.pipeline.zoo): fixed steps "
                                        "on MiniSprites, held-out metrics against baselines, the folder and card.json "
                                        "written to --out (default data/pretrained/NAME).")
-    train.add_argument("name", help="recipe name: vae2d, causal-vae, reducio-vae, pvdm-ae, pvdm-unet, latte, latent-unet, t2v, "
-                                       "i2v")
+    from .pipeline.zoo import RECIPES
+    train.add_argument("name", help="recipe name: " + ", ".join(RECIPES))
     train.add_argument("--out", default=None, help="output folder (default: data/pretrained/NAME)")
     train.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -12,7 +12,8 @@ The defaults (``l1_weight=1``, ``perceptual_weight=0.1``, ``kl_weight=1e-6``) ar
 ``l1_weight=4, perceptual=PerceptualLoss(...), perceptual_weight=4, discriminators=[...]`` (and
 ``kl_weight=0``: its encoder is deterministic). Only the ratio of the weights matters with Adam, up to
 the learning rate. ``REDUCIO_LOSS`` and ``PVDM_LOSS`` hold the two papers' weights. ``warmup_steps`` and ``total_steps`` give a linear warm-up and a cosine decay (off by
-default: a constant ``lr``). The optimiser, warm-up, clipping, history and checkpoints are the shared training
+default: a constant ``lr``). ``pixel_weight`` (a callable video -> weights broadcastable to it) turns L1 and MSE into
+weighted means, for data whose content is a small part of each frame (Tora's flow videos: coloured marks on white). The optimiser, warm-up, clipping, history and checkpoints are the shared training
 core's (:class:`minivid.diffusion.Trainer`); this class adds the losses and the discriminators.
 """
 
@@ -41,7 +42,7 @@ class AutoencoderTrainer(Trainer):
                  discriminators: list[torch.nn.Module] | None = None, disc_start: int = 0, disc_weight: float = 0.5,
                  disc_lr: float | None = None, grad_clip: float | None = 1.0, betas: tuple[float, float] = (0.5, 0.9),
                  seed: int = 0, l2_weight: float = 0.0, warmup_steps: int = 0, total_steps: int | None = None,
-                 ema_decay: float | None = None):
+                 ema_decay: float | None = None, pixel_weight=None):
         for name, v in (("l1_weight", l1_weight), ("kl_weight", kl_weight), ("perceptual_weight", perceptual_weight),
                         ("disc_weight", disc_weight), ("l2_weight", l2_weight)):
             check_number(name, v, 0.0)
@@ -49,6 +50,10 @@ class AutoencoderTrainer(Trainer):
         super().__init__(model, lr=lr, betas=betas, warmup_steps=warmup_steps, total_steps=total_steps,
                          grad_clip=grad_clip, ema_decay=ema_decay, seed=seed)
         self.l1_weight, self.kl_weight, self.l2_weight = l1_weight, kl_weight, l2_weight
+        if pixel_weight is not None and not callable(pixel_weight):
+            raise ValueError(f"pixel_weight={pixel_weight!r} must be None or a callable video -> weights "
+                             "(B, 1 or C, T, H, W)")
+        self.pixel_weight = pixel_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
         self.discriminators = list(discriminators or [])
         self.disc_start, self.disc_weight = disc_start, disc_weight
@@ -61,11 +66,16 @@ class AutoencoderTrainer(Trainer):
             if hasattr(d, "check_input"):
                 d.check_input(video.shape)
         recon, posterior = self.model(video, sample=True, generator=self.generator)  # posterior samples: CPU RNG
-        rec = self.l1_weight * F.l1_loss(recon, video)
+        err = recon - video
+        if self.pixel_weight is None:
+            l1, mse = err.abs().mean(), err.pow(2).mean()
+        else:  # a weighted mean: the loss keeps its scale, the weights only say which pixels count more
+            w = self.pixel_weight(video).to(err).expand_as(err)
+            l1, mse = (w * err.abs()).sum() / w.sum(), (w * err.pow(2)).sum() / w.sum()
+        rec = self.l1_weight * l1
         loss = rec + self.kl_weight * posterior.kl().mean()
-        logs = {"l1": F.l1_loss(recon, video).item(), "kl": posterior.kl().mean().item()}
+        logs = {"l1": l1.item(), "kl": posterior.kl().mean().item()}
         if self.l2_weight > 0:  # MSE: unlike L1, it does not ignore small outliers (sprites) early in training
-            mse = F.mse_loss(recon, video)
             rec = rec + self.l2_weight * mse
             loss = loss + self.l2_weight * mse
             logs["l2"] = mse.item()
