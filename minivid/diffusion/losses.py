@@ -163,23 +163,43 @@ def training_losses(
     learned_variance: bool = False,
     vlb_weight: float = 1e-3,
     frame_mask: torch.Tensor | None = None,
+    clean_frames: torch.Tensor | None = None,
     **model_kwargs,
 ) -> dict[str, torch.Tensor]:
     """One training evaluation: noise x0 to x_t (D3), run ``model(x_t, t, **model_kwargs)``, and return the
     per-sample losses: L_simple (D4 / D10) or, with ``learned_variance``, the hybrid loss (D6).
 
     ``frame_mask`` (B, T), for a batch of clips padded to one length (C6; :func:`minivid.data.pack_clips`): it is
-    handed to the model as ``frame_mask=`` and the loss averages over the real frames only."""
+    handed to the model as ``frame_mask=`` and the loss averages over the real frames only.
+
+    ``clean_frames`` (B, T) bool, T8's image conditioning: those frames of x_t are the clean latents x0 (left
+    un-noised, the model sees them as given) and they leave the loss (each clip needs at least one noised frame)."""
     if frame_mask is not None:
         frame_mask = check_frame_mask(frame_mask, x0)
         if learned_variance:
             raise ValueError("frame_mask is not supported with learned_variance=True (the hybrid loss of D6)")
         model_kwargs["frame_mask"] = frame_mask
+    loss_mask = frame_mask
+    if clean_frames is not None:
+        want = (x0.shape[0], x0.shape[2]) if x0.ndim == 5 else None
+        if want is None or not isinstance(clean_frames, torch.Tensor) or tuple(clean_frames.shape) != want \
+                or clean_frames.dtype.is_floating_point:
+            got = tuple(clean_frames.shape) if isinstance(clean_frames, torch.Tensor) else type(clean_frames).__name__
+            raise ValueError(f"clean_frames must be a bool (B, T) mask of video latents x0 (B, C, T, H, W) (shape "
+                             f"{want}), got {got} for x0 of shape {tuple(x0.shape)}")
+        clean = clean_frames.to(device=x0.device, dtype=torch.bool)
+        if learned_variance:
+            raise ValueError("clean_frames is not supported with learned_variance=True (the hybrid loss of D6)")
+        loss_mask = ~clean if loss_mask is None else loss_mask & ~clean
+        if not bool(loss_mask.any(1).all()):
+            raise ValueError("clean_frames leaves a clip without a noised (real) frame to learn from")
     noise = torch.randn_like(x0) if noise is None else noise
     t = t.to(x0.device)
     xt = schedule.q_sample(x0, t, noise)
+    if clean_frames is not None:  # T8: the chosen frames stay clean
+        xt = torch.where(clean[:, None, :, None, None], x0, xt)
     out = model(xt, t, **model_kwargs)
     if learned_variance:
         return hybrid_loss(schedule, out, x0, xt, noise, t, prediction, vlb_weight)
-    mse = l_simple(schedule, out, x0, noise, t, prediction, frame_mask)
+    mse = l_simple(schedule, out, x0, noise, t, prediction, loss_mask)
     return {"loss": mse, "mse": mse}

@@ -43,7 +43,7 @@ calls it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from einops import rearrange
@@ -54,6 +54,30 @@ from .mlp import MLP
 from .modulation import AdaLN, AdaLNSingle, gate, make_block_modulation, modulate
 
 BLOCK_KINDS = ("spatial", "temporal", "factorised", "split", "full")
+
+
+def resolve_fusers(fuser, motion_features, depth: int, unit: str = "block") -> list:
+    """T6-T7: one ``fuse(h, f_i)`` callable per ``unit`` (``depth`` of them), from one fuser used everywhere or a
+    sequence (e.g. an ``nn.ModuleList``) of ``depth`` fusers, checked against ``motion_features`` (a sequence of
+    ``depth`` per-block features f_i); ``[None] * depth`` when both are None. A ValueError names what is wrong."""
+    if fuser is None and motion_features is None:
+        return [None] * depth
+    if fuser is None or motion_features is None:
+        raise ValueError(f"fuser and motion_features go together: pass both (a fuser and one motion feature per "
+                         f"{unit}, depth={depth}) or neither")
+    if isinstance(motion_features, torch.Tensor) or not isinstance(motion_features, Sequence) \
+            or len(motion_features) != depth:
+        got = f"a tensor of shape {tuple(motion_features.shape)}" if isinstance(motion_features, torch.Tensor) \
+            else (f"{len(motion_features)} features" if isinstance(motion_features, Sequence)
+                  else type(motion_features).__name__)
+        raise ValueError(f"motion_features must be a sequence of depth={depth} motion features f_i (T6), got {got}")
+    if callable(fuser) and not isinstance(fuser, (nn.ModuleList, list, tuple)):
+        return [fuser] * depth
+    if not isinstance(fuser, Sequence | nn.ModuleList) or len(fuser) != depth or not all(callable(f) for f in fuser):
+        length = f" of length {len(fuser)}" if hasattr(fuser, "__len__") else ""
+        raise ValueError(f"fuser must be one callable fuser(h, f_i) or a sequence of depth={depth} of them, got "
+                         f"{type(fuser).__name__}{length}")
+    return list(fuser)
 
 
 # ---------------------------------------------------------------------------------------------------

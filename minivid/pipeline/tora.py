@@ -14,8 +14,13 @@ r"""Tora at MiniSprites scale (T1-T9): trajectory-controlled video generation, t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from ..conditioning.motion import FUSERS, MotionGuidance, MotionGuidanceConfig
+from ..nn import Model, ModelConfig
+from ..transformers import STDiT, STDiTConfig
 from ..conditioning.trajectory import maps_to_video, sample_sparse, sprite_flow, trajectory_maps
 from ..data import MiniSprites
 from ..utils.validation import check_choice, check_int
@@ -106,3 +111,317 @@ def motion_vae_config():
     from ..autoencoders import CausalVAEConfig
     return CausalVAEConfig(spatial_factor=4, temporal_factor=1, latent_channels=4, channels=16, channel_mult=(1, 2, 2),
                            num_res_blocks=1, norm_groups=8, init_logvar=-6.0)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def _default_base() -> STDiTConfig:
+    # vae2d latents of 32 px x 8 frames: (4, 8, 8, 8); patch 2 -> 8 frames x 4 x 4 tokens; T3's alternating blocks
+    return STDiTConfig(in_channels=4, patch_size=2, dim=64, depth=4, heads=4, text_dim=32, layout="alternating",
+                       fuser_at="temporal")
+
+
+def _default_motion() -> MotionGuidanceConfig:
+    return _default_motion_for("adanorm")
+
+
+def _default_motion_for(fuser: str) -> MotionGuidanceConfig:
+    return MotionGuidanceConfig(motion_channels=4, dim=64, depth=4, patch_size=2, motion_dim=32, fuser=fuser)
+
+
+@dataclass
+class ToraConfig(ModelConfig):
+    """``base``: the ST-DiT (T1-T3); ``motion``: the extractor and fusers (T6-T7), or None for the base alone (the
+    no-trajectory baseline)."""
+
+    base: STDiTConfig = field(default_factory=_default_base)
+    motion: MotionGuidanceConfig | None = field(default_factory=_default_motion)
+
+    def __post_init__(self):
+        if not isinstance(self.base, STDiTConfig):
+            raise ValueError(f"base={self.base!r} must be an STDiTConfig")
+        if self.motion is not None:
+            if not isinstance(self.motion, MotionGuidanceConfig):
+                raise ValueError(f"motion={self.motion!r} must be a MotionGuidanceConfig or None")
+            for k in ("dim", "depth", "patch_size"):
+                if getattr(self.motion, k) != getattr(self.base, k):
+                    raise ValueError(f"motion.{k}={getattr(self.motion, k)} must equal base.{k}="
+                                     f"{getattr(self.base, k)} (one fuser per ST-DiT block, on its token grid)")
+
+
+class Tora(Model):
+    """Tora (T1-T8): ``model(x, t, motion=None, text=None, text_mask=None)``: x (B, C, T, H, W) video latents, motion
+    (B, C_m, T, H, W) the motion VAE's scaled latents of g_vis (None: the base alone), text (B, L, text_dim) (None: one
+    zero token, the zoo model has no caption) -> the v-prediction."""
+
+    config_class = ToraConfig
+
+    def __init__(self, config: ToraConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        self.base = STDiT(self.config.base)
+        self.guidance = MotionGuidance(self.config.motion) if self.config.motion is not None else None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, motion: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if text is None:
+            text = x.new_zeros(x.shape[0], 1, self.config.base.text_dim)
+        if motion is None:
+            return self.base(x, t, text, text_mask)
+        if self.guidance is None:
+            raise ValueError("this Tora has no motion guidance (config.motion=None): call it without motion")
+        if not isinstance(motion, torch.Tensor) or motion.shape[0] != x.shape[0] or motion.shape[2:] != x.shape[2:]:
+            got = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
+            raise ValueError(f"motion must be motion latents (B, C_m, T, H, W) on the video latents' grid "
+                             f"{(x.shape[0], '...', *x.shape[2:])}, got {got}")
+        return self.base(x, t, text, text_mask, fuser=self.guidance.fusers, motion_features=self.guidance(motion))
+
+    def trainable(self, which: str) -> list[torch.nn.Parameter]:
+        """T8: the parameters a stage trains, the others frozen (``requires_grad``): ``"all"``; ``"temporal"`` (the
+        extractor, the fusers and the ST-DiT's temporal blocks, as the paper); ``"motion"`` (extractor and fusers)."""
+        check_choice("which", which, ("all", "temporal", "motion"))
+        for p in self.parameters():
+            p.requires_grad_(which == "all")
+        if which != "all":
+            if self.guidance is None:
+                raise ValueError(f"which={which!r} needs motion guidance (config.motion is None)")
+            keep = list(self.guidance.parameters())
+            if which == "temporal":
+                kinds = self.config.base.block_kinds
+                keep += [p for j, b in enumerate(self.base.blocks) if kinds[j] in ("temporal", "factorised")
+                         for p in b.parameters()]
+            for p in keep:
+                p.requires_grad_(True)
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------------------------------------- data for training
+@dataclass
+class ToraData:
+    """Scaled latents of ``n`` MiniSprites clips: ``video`` (n, C, T, h, w), their ``dense`` and ``sparse`` motion
+    latents (the motion VAE's, T5), the ``null`` motion latent (of an all-white g_vis: no trajectory) (1, C_m, T, h, w),
+    and the clips' sparse ``paths`` (a list of (k, T, 2) centre paths) and sprite ``colors`` (n, S)."""
+
+    video: torch.Tensor
+    dense: torch.Tensor
+    sparse: torch.Tensor
+    null: torch.Tensor
+    paths: list
+    colors: torch.Tensor
+
+
+@torch.no_grad()
+def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEED, num_sprites=(1, 2),
+              blur: tuple[int, float] = TORA_BLUR, size: int = TORA_SIZE, frames: int = TORA_FRAMES,
+              chunk: int = 256) -> ToraData:
+    """Encode ``n`` clips and their dense and sparse flow videos with the frozen VAEs (``space``: the video latent
+    space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips."""
+    n = check_int("n", n, 1)
+    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=num_sprites)
+    g = torch.Generator().manual_seed(seed + 2)
+    video, dense, sparse, paths, colors = [], [], [], [], []
+    for lo in range(0, n, chunk):
+        idx = range(lo, min(n, lo + chunk))
+        items = [data[i] for i in idx]
+        video.append(space.encode(torch.stack([it["video"] for it in items])))
+        colors.append(torch.stack([it["labels"]["color"] for it in items]))
+        d = torch.stack([sprite_flow(data.scene(i)) for i in idx])
+        dense.append(motion_space.encode(maps_to_video(d, (1, 1.0))))
+        s_maps = []
+        for it in items:
+            p = sample_sparse(it["centers"], it["sprite_mask"], g)
+            paths.append(p)
+            s_maps.append(trajectory_maps(p, size, size))
+        sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
+    null = motion_space.encode(torch.ones(1, 3, frames, size, size))
+    return ToraData(torch.cat(video), torch.cat(dense), torch.cat(sparse), null, paths, torch.cat(colors))
+
+
+@dataclass
+class ToraStage:
+    """One stage of T8: ``steps`` updates with motion latents ``flow`` ("dense", "sparse", or None: the base alone,
+    no motion) training ``trainable`` ("all", "temporal", "motion"; see :meth:`Tora.trainable`)."""
+
+    steps: int
+    flow: str | None
+    trainable: str = "temporal"
+
+    def __post_init__(self):
+        check_int("steps", self.steps, 1)
+        if self.flow is not None:
+            check_choice("flow", self.flow, ("dense", "sparse"))
+        check_choice("trainable", self.trainable, ("all", "temporal", "motion"))
+
+
+def train_tora(model: Tora, data: ToraData, stages: list[ToraStage], batch: int = 32, lr: float = 1e-3,
+               motion_dropout: float = 0.1, progress: bool = True, log=print) -> Tora:
+    """T8 on ``data``: each stage a fresh AdamW over its trainable parameters (warm-up, cosine decay, EMA), v-prediction
+    on the zero-terminal-SNR schedule (D10) with explicit uniform timesteps (D9), frame 0 left un-noised (image
+    conditioning, T8) and out of the loss, the motion latents replaced by the null (no-trajectory) ones with
+    probability ``motion_dropout`` (classifier-free guidance on the trajectory). Returns the EMA model."""
+    from tqdm import tqdm
+
+    from ..diffusion import DiffusionTrainer
+    from .text2video import t2v_schedule
+
+    n, _, frames = data.video.shape[:3]
+    clean = torch.zeros(batch, frames, dtype=torch.bool)
+    clean[:, 0] = True
+    g = torch.Generator().manual_seed(SEED)
+    for k, stage in enumerate(stages):
+        model.trainable(stage.trainable)
+        trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, stage.steps // 10),
+                                   ema_decay=0.999 if stage.steps >= 2000 else 0.995, seed=SEED + k,
+                                   total_steps=stage.steps, grad_clip=1.0)
+        bar = tqdm(total=stage.steps, desc=f"Tora stage {k} ({stage.flow or 'base'})", disable=not progress,
+                   dynamic_ncols=True, mininterval=5.0)
+        for step in range(stage.steps):
+            idx = torch.randint(n, (batch,), generator=g)
+            kw = {}
+            if stage.flow is not None:
+                m = getattr(data, stage.flow)[idx]
+                drop = torch.rand(batch, generator=g) < motion_dropout
+                kw["motion"] = torch.where(drop[:, None, None, None, None], data.null.expand_as(m), m)
+            trainer.step(data.video[idx], clean_frames=clean, **kw)
+            bar.update(1)
+            if (step + 1) % max(1, stage.steps // 5) == 0:
+                recent = trainer.losses[-50:]
+                log(f"  stage {k} ({stage.flow or 'base'}, {stage.trainable}) step {step + 1}/{stage.steps}: "
+                    f"loss {sum(recent) / len(recent):.4f}")
+        bar.close()
+        model.load_state_dict(trainer.ema.state_dict())  # the next stage starts from the EMA weights
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_tora(model: Tora, space, first: torch.Tensor, motion: torch.Tensor | None, null: torch.Tensor | None = None,
+                guidance: float = 2.0, steps: int = 25, seed: int = SEED, batch: int = 32,
+                frames: int = TORA_FRAMES) -> torch.Tensor:
+    """Clips (N, 3, T, H, W) in [-1, 1] from the scaled latents of their first frames ``first`` (N, C, h, w) (T8:
+    frame 0 stays the given latent at every step) and motion latents ``motion`` (N, C_m, T, h, w) (None: the base
+    model, no trajectory). DPM-Solver++ (D8) from pure noise at SNR 0 over ``steps`` trailing timesteps; with
+    ``guidance`` != 1 and ``null`` (the no-trajectory motion latent), classifier-free guidance on the trajectory."""
+    from ..diffusion import dpm_solver_pp_sample, make_timesteps
+    from .text2video import t2v_schedule
+
+    if not isinstance(first, torch.Tensor) or first.ndim != 4:
+        got = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+        raise ValueError(f"first must be first-frame latents (N, C, h, w), got {got}")
+    if motion is not None and (motion.ndim != 5 or len(motion) != len(first) or motion.shape[2] != frames
+                               or motion.shape[3:] != first.shape[2:]):
+        raise ValueError(f"motion must be motion latents (N={len(first)}, C_m, T={frames}, "
+                         f"{first.shape[2]}, {first.shape[3]}), got {tuple(motion.shape)}")
+    if motion is not None and guidance != 1 and null is None:
+        raise ValueError("guidance != 1 needs null, the motion latent of no trajectory (ToraData.null)")
+    s = t2v_schedule()
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    out = []
+    for lo in range(0, len(first), batch):
+        f0 = first[lo:lo + batch]
+        n = len(f0)
+        m = None if motion is None else motion[lo:lo + batch]
+
+        def fn(x, t, f0=f0, m=m, n=n):
+            x = torch.cat([f0[:, :, None], x[:, :, 1:]], dim=2)  # T8: the first frame stays clean
+            if m is None:
+                return model(x, t)
+            if guidance == 1:
+                return model(x, t, motion=m)
+            both = model(torch.cat([x, x]), torch.cat([t, t]), motion=torch.cat([m, null.expand_as(m)]))
+            cond, uncond = both[:n], both[n:]
+            return uncond + guidance * (cond - uncond)
+
+        x_T = torch.randn((n, first.shape[1], frames, *first.shape[2:]), generator=g)
+        z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "trailing"), prediction="v")
+        z[:, :, 0] = f0
+        out.append(space.decode(z).cpu())
+    return torch.cat(out)
+
+
+def generated_paths(videos: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """The tracked centre path (N, T, 2) of each clip's sprite of palette colour ``colors`` (N,) (NaN where lost)."""
+    from ..data import track_sprites
+
+    return torch.stack([track_sprites(v, [int(c)])[0][0] for v, c in zip(videos, colors)])
+
+
+def path_errors(videos: torch.Tensor, paths: torch.Tensor, colors: torch.Tensor) -> dict:
+    """T9 on clips (N, 3, T, H, W): the mean distance in pixels between each clip's tracked sprite (colour ``colors``)
+    and the requested path ``paths`` (N, T, 2), over frames 1.. (frame 0 is given); ``lost``: the share of those
+    (clip, frame) pairs where the tracker does not find the sprite (counted, not averaged in)."""
+    from ..metrics.trajectory import trajectory_error
+
+    got = generated_paths(videos, colors)[:, 1:]
+    want = paths[:, 1:]
+    return {"trajectory_error_px": trajectory_error(got, want), "lost": float(torch.isnan(got[..., 0]).float().mean())}
+
+
+# ---------------------------------------------------------------------------------------------- scores and recipe
+@torch.no_grad()
+def tora_scores(model: Tora, space, test: ToraData, use_motion: bool = True, guidance: float = 2.0) -> dict:
+    """Samples for the held-out one-sprite clips ``test`` (their first frames, and their sparse paths unless
+    ``use_motion`` is False) scored by T9's trajectory error against the requested paths and the sprite check."""
+    from ..data import sprite_check
+
+    paths = torch.stack([p[0] for p in test.paths])  # (N, T, 2): one sprite per clip
+    colors = test.colors[:, 0]
+    videos = sample_tora(model, space, test.video[:, :, 0], test.sparse if use_motion else None, test.null,
+                         guidance=guidance)
+    checks = [sprite_check(v) for v in videos]
+    return {**path_errors(videos, paths, colors), "sprite_check": sum(c["passed"] for c in checks) / len(checks),
+            "clips": len(videos)}
+
+
+def real_clip_scores(n: int = 64, seed: int = SEED) -> dict:
+    """T9's metric on real held-out one-sprite clips: against their own paths (the floor, near 0 px) and against
+    another clip's path (shuffled, the chance level)."""
+    data = MiniSprites(num_videos=n, size=TORA_SIZE, num_frames=TORA_FRAMES, split="test", seed=seed, num_sprites=1)
+    items = [data[i] for i in range(n)]
+    videos = torch.stack([it["video"] for it in items])
+    paths = torch.stack([it["centers"][0] for it in items])
+    colors = torch.stack([it["labels"]["color"][0] for it in items])
+    return {"own_paths": path_errors(videos, paths, colors),
+            "shuffled_paths": path_errors(videos, paths.roll(1, 0), colors)}
+
+
+def choose_fuser(scores: dict[str, dict], keep: float = 0.8) -> str:
+    """The fuser with the lowest trajectory error among those whose samples pass the sprite check at least ``keep``
+    times as often as the best one's (a fuser that wins by destroying the sprites does not win)."""
+    best_check = max(s["sprite_check"] for s in scores.values())
+    ok = {k: s for k, s in scores.items() if s["sprite_check"] >= keep * best_check}
+    return min(ok, key=lambda k: ok[k]["trajectory_error_px"])
+
+
+def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: int = 4096, progress: bool = True,
+                log=print) -> tuple[Tora, dict]:
+    """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
+    for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
+    sparse ``base_steps // 2``; extractor, fuser and temporal blocks). Every model is scored on 64 held-out one-sprite
+    clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table."""
+    import copy
+
+    base_steps = check_int("base_steps", base_steps, 1)
+    log(f"  encoding {num_clips} training clips and their flow videos")
+    data = tora_data(space, motion_space, num_clips)
+    test = tora_data(space, motion_space, 64, split="test", num_sprites=1)
+    torch.manual_seed(SEED)
+    base = Tora(ToraConfig(motion=None))
+    train_tora(base, data, [ToraStage(base_steps, None, "all")], progress=progress, log=log)
+    table = {"no trajectory": tora_scores(base, space, test, use_motion=False)}
+    log(f"  no trajectory: {table['no trajectory']}")
+    models = {}
+    for kind in fusers:
+        torch.manual_seed(SEED)
+        model = Tora(ToraConfig(motion=_default_motion_for(kind)))
+        model.base.load_state_dict(copy.deepcopy(base.base.state_dict()))
+        stages = [ToraStage(max(1, base_steps // 5), "dense"), ToraStage(max(1, base_steps // 2), "sparse")]
+        train_tora(model, data, stages, progress=progress, log=log)
+        table[kind] = tora_scores(model, space, test)
+        models[kind] = model
+        log(f"  {kind}: {table[kind]}")
+    chosen = choose_fuser({k: table[k] for k in fusers})
+    return models[chosen], {"fuser": chosen, "table": table, "real_clips": real_clip_scores(),
+                            "stages": {"base": base_steps, "dense": max(1, base_steps // 5),
+                                       "sparse": max(1, base_steps // 2)}}

@@ -254,7 +254,8 @@ def _motion_vae(steps, progress, log):
     bar.close()
     data = {"size": TORA_SIZE, "frames": TORA_FRAMES, "train_clips": 2048, "batch": 8,
             "flow": "mixed: dense (exact sprite motion) and sparse (1..N sprite paths, blurred)"}
-    return model, {"data": data, "metrics": _score_motion_vae(model, {"data": data})}
+    space = LatentSpace.fit(model, motion_pool(256, seed=SEED + 7).float())
+    return model, {"data": data, "metrics": _score_motion_vae(model, {"data": data}), "latent_scale": space.scale}
 
 
 def _score_motion_vae(model, card: dict) -> dict:
@@ -264,6 +265,28 @@ def _score_motion_vae(model, card: dict) -> dict:
     return {"mixed": motion_vae_metrics(model, motion_pool(64, size, frames, split="test")),
             "sparse_one_object": motion_vae_metrics(model, motion_pool(64, size, frames, kind="sparse", split="test",
                                                                        num_sprites=1))}
+
+
+def _tora(steps, progress, log):
+    from .tora import TORA_BLUR, TORA_FRAMES, TORA_SIZE, tora_recipe
+
+    model, fields = tora_recipe(zoo_latent_space("vae2d"), zoo_latent_space("motion-vae"), steps, progress=progress,
+                                log=log)
+    data = {"size": TORA_SIZE, "frames": TORA_FRAMES, "train_clips": 4096, "batch": 32, "num_sprites": [1, 2],
+            "blur": list(TORA_BLUR), "test": "64 held-out one-sprite clips: first frame + the sprite's own path"}
+    return model, {"data": data, "latent_scale": read_card("vae2d")["latent_scale"],
+                   "motion_latent_scale": read_card("motion-vae")["latent_scale"], "metrics": fields}
+
+
+def _score_tora(model, card: dict) -> dict:
+    from .tora import tora_data, tora_scores
+
+    space = zoo_latent_space("vae2d", card["latent_scale"])
+    motion = zoo_latent_space("motion-vae", card["motion_latent_scale"])
+    test = tora_data(space, motion, 64, split="test", num_sprites=1)
+    metrics = dict(card.get("metrics") or {})
+    metrics.setdefault("table", {})[card["metrics"]["fuser"]] = tora_scores(model, space, test)
+    return metrics
 
 
 PVDM_SIZE, PVDM_FRAMES, PVDM_CLIPS = 32, 8, 4
@@ -609,7 +632,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            storage="float16"),
     Recipe("motion-vae", "Tora's motion VAE (T5): the causal 3D VAE (C1 blocks), 1x4x4, |z|=4, trained on flow videos "
            "g_vis of MiniSprites (dense and sparse trajectories), 32 px x 8 frames", 3000, _motion_vae,
-           _score_motion_vae),
+           _score_motion_vae, storage="float16"),
+    Recipe("tora", "Tora (T1-T8): ST-DiT on vae2d latents, first frame given, trajectories through the motion VAE, "
+           "extractor and the best of three fusers", 3000, _tora, _score_tora, ("vae2d", "motion-vae"),
+           storage="float16"),
 ]}
 
 

@@ -58,6 +58,7 @@ from torch import nn
 from ..nn import BACKENDS, MLP, Attention, Model, ModelConfig, TimestepEmbedding
 from ..nn.embeddings import sincos_1d, sincos_2d
 from ..nn.rope import RotaryEmbedding
+from ..nn.blocks import resolve_fusers
 from ..utils.checkpoint import copy_mapped_state, diffusers_state
 from ..utils.validation import check_choice, check_positive_ints
 
@@ -237,14 +238,33 @@ class ExpertBlock(nn.Module):
         self.mlp = MLP(dim, ff_inner)
 
     def forward(self, video: torch.Tensor, text: torch.Tensor, emb: torch.Tensor, rope=None,
-                key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                key_padding_mask: torch.Tensor | None = None, fuse=None) -> tuple[torch.Tensor, torch.Tensor]:
         n_text = text.shape[1]
         hv, ht, g, t_g = self.norm1(video, text, emb)
+        if fuse is not None:  # T7 [code]: Tora's fuser on the normalised video tokens, before the attention
+            hv = fuse(hv)
         a = self.attn(torch.cat([ht, hv], dim=1), key_padding_mask=key_padding_mask, rope=rope)  # C5
         video, text = video + g * a[:, n_text:], text + t_g * a[:, :n_text]
         hv, ht, g, t_g = self.norm2(video, text, emb)
         f = self.mlp(torch.cat([ht, hv], dim=1))
         return video + g * f[:, n_text:], text + t_g * f[:, :n_text]
+
+
+def _token_grid_fuse(fn, f_i, grid: tuple[int, int, int]):
+    """T7: the block hook on video tokens (B, n_t·n_h·n_w, d) calling ``fn(h, f_i)`` on their grid (B, n_t, n_h, n_w, d),
+    Tora's fuser convention (as ST-DiT's)."""
+    n_t, n_h, n_w = grid
+
+    def fuse(h: torch.Tensor) -> torch.Tensor:
+        g = rearrange(h, "b (n_t n_h n_w) d -> b n_t n_h n_w d", n_t=n_t, n_h=n_h, n_w=n_w)
+        out = fn(g, f_i)
+        if not isinstance(out, torch.Tensor) or out.shape != g.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the fuser must return the hidden tokens' shape (B, n_t, n_h, n_w, d) = {tuple(g.shape)}, "
+                             f"got {got}")
+        return rearrange(out, "b n_t n_h n_w d -> b (n_t n_h n_w) d")
+
+    return fuse
 
 
 class ExpertTransformer(Model):
@@ -319,7 +339,8 @@ class ExpertTransformer(Model):
         return m[..., 0].repeat_interleave(n_h * n_w, dim=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                ofs: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                ofs: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, fuser=None,
+                motion_features=None) -> torch.Tensor:
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_channels:
             raise ValueError(f"x must be latents (B, C={c.in_channels}, T, H, W), got shape {tuple(x.shape)}")
@@ -340,6 +361,7 @@ class ExpertTransformer(Model):
                              f"{c.ofs_embed_dim}); got ofs={'a tensor' if ofs is not None else None}")
         n_t, n_h, n_w = self.token_grid(*x.shape[2:])
         v_mask = None if frame_mask is None else self.video_token_mask(frame_mask, x)  # C6, checked before any work
+        fusers = resolve_fusers(fuser, motion_features, c.depth)  # T7, checked before any work
         emb = self.time_embed(t.to(torch.float32)).to(x.dtype)
         if self.ofs_embed is not None:
             ofs = torch.as_tensor(ofs, device=x.device).reshape(-1).expand(b)
@@ -361,8 +383,9 @@ class ExpertTransformer(Model):
             if v_mask is None:
                 v_mask = torch.ones(b, video.shape[1], dtype=torch.bool, device=x.device)
             mask = torch.cat([t_mask, v_mask], dim=1)
-        for block in self.blocks:
-            video, text_tokens = block(video, text_tokens, emb, rope, mask)
+        for block, fn, f_i in zip(self.blocks, fusers, motion_features or [None] * c.depth):
+            fuse = None if fn is None else _token_grid_fuse(fn, f_i, (n_t, n_h, n_w))
+            video, text_tokens = block(video, text_tokens, emb, rope, mask, fuse)
         h = self.norm_final(video)
         shift, scale = self.norm_out_linear(F.silu(emb))[:, None].chunk(2, dim=-1)
         h = self.norm_out(h) * (1 + scale) + shift

@@ -58,7 +58,7 @@ from torch import nn
 
 from ..nn import (BACKENDS, AdaLNSingle, DiTBlock, Model, ModelConfig, TimestepEmbedding, modulate, sincos_1d,
                   sincos_2d, timestep_embedding)
-from ..nn.blocks import zero_adaln_single_gates_
+from ..nn.blocks import resolve_fusers, zero_adaln_single_gates_
 from ..utils.validation import check_choice, check_positive_ints, is_number
 from .embeddings import PatchDecoder, PatchEmbed
 
@@ -195,26 +195,7 @@ class STDiT(Model):
 
     def _fusers(self, fuser, motion_features) -> list[Callable | None]:
         """One fuse(h, f_i) callable per ST-DiT block (T7), or Nones."""
-        depth = self.config.depth
-        if fuser is None and motion_features is None:
-            return [None] * depth
-        if fuser is None or motion_features is None:
-            raise ValueError("fuser and motion_features go together: pass both (a fuser and one motion feature per "
-                             f"ST-DiT block, depth={depth}) or neither")
-        if isinstance(motion_features, torch.Tensor) or not isinstance(motion_features, Sequence) \
-                or len(motion_features) != depth:
-            got = f"a tensor of shape {tuple(motion_features.shape)}" if isinstance(motion_features, torch.Tensor) \
-                else (f"{len(motion_features)} features" if isinstance(motion_features, Sequence)
-                      else type(motion_features).__name__)
-            raise ValueError(f"motion_features must be a sequence of depth={depth} motion features f_i (T6), got {got}")
-        if callable(fuser) and not isinstance(fuser, (nn.ModuleList, list, tuple)):
-            return [fuser] * depth
-        if not isinstance(fuser, Sequence | nn.ModuleList) or len(fuser) != depth \
-                or not all(callable(f) for f in fuser):
-            length = f" of length {len(fuser)}" if hasattr(fuser, "__len__") else ""
-            raise ValueError(f"fuser must be one callable fuser(h, f_i) or a sequence of depth={depth} of them, got "
-                             f"{type(fuser).__name__}{length}")
-        return list(fuser)
+        return resolve_fusers(fuser, motion_features, self.config.depth, "ST-DiT block")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
                 fuser=None, motion_features: Sequence | None = None) -> torch.Tensor:
