@@ -425,3 +425,72 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
     return models[chosen], {"fuser": chosen, "table": table, "real_clips": real_clip_scores(),
                             "stages": {"base": base_steps, "dense": max(1, base_steps // 5),
                                        "sparse": max(1, base_steps // 2)}}
+
+
+# ---------------------------------------------------------------------------------------------- user trajectories
+def start_frame(points: torch.Tensor, colors: list[str], shapes: list[str] | None = None, radius: float = 3.5,
+                size: int = TORA_SIZE, seed: int = SEED) -> torch.Tensor:
+    """A MiniSprites first frame (3, H, W) in [-1, 1] for trajectories ``points`` (K, T, 2): a random muted background
+    (seeded) with sprite k of colour ``colors[k]`` (and shape ``shapes[k]``, default circles) at points[k, 0]; with
+    :func:`tora_condition` it makes a clip start where the drawn paths start."""
+    import numpy as np
+
+    from ..data import Sprite, random_background, render_scene
+
+    p = torch.as_tensor(points, dtype=torch.float64)
+    if p.ndim != 3 or p.shape[-1] != 2 or len(colors) != len(p):
+        raise ValueError(f"points must be (K, T, 2) with one colour per object; got {tuple(p.shape)} and "
+                         f"{len(colors)} colours")
+    shapes = shapes or ["circle"] * len(p)
+    bg = random_background(np.random.default_rng(seed), size, size)
+    sprites = [Sprite(s, c, radius, p[k, :1].numpy()) for k, (c, s) in enumerate(zip(colors, shapes))]
+    return render_scene(bg, sprites)[:, 0]
+
+
+@torch.no_grad()
+def tora_condition(space, motion_space, trajectories, first_frame: torch.Tensor, frames: int = TORA_FRAMES,
+                   blur: tuple[int, float] = TORA_BLUR) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`sample_tora` needs for one clip from a user's ``trajectories`` (anything
+    :func:`~minivid.conditioning.trajectory.load_trajectories` reads: a JSON/text file, a string, point lists) and a
+    first frame (3, H, W) in [-1, 1]: (first-frame latent (1, C, h, w), motion latent (1, C_m, T, h, w), the per-frame
+    positions (K, T, 2) in the frame's pixels)."""
+    from ..conditioning.trajectory import load_trajectories, motion_video
+
+    if not isinstance(first_frame, torch.Tensor) or first_frame.ndim != 3 or first_frame.shape[0] != 3:
+        got = tuple(first_frame.shape) if isinstance(first_frame, torch.Tensor) else type(first_frame).__name__
+        raise ValueError(f"first_frame must be an image (3, H, W) in [-1, 1], got {got}")
+    h, w = first_frame.shape[1:]
+    points = load_trajectories(trajectories).per_frame(frames, h, w)
+    motion = motion_space.encode(motion_video(points, h, w, blur)[None])
+    first = space.encode(first_frame[None, :, None])[:, :, 0]
+    return first, motion, points
+
+
+@torch.no_grad()
+def null_motion(motion_space, frames: int = TORA_FRAMES, size: int = TORA_SIZE) -> torch.Tensor:
+    """The motion latent of no trajectory (an all-white g_vis) (1, C_m, T, h, w): classifier-free guidance's null."""
+    return motion_space.encode(torch.ones(1, 3, frames, size, size))
+
+
+def show_paths(videos: torch.Tensor, paths, titles=None, max_frames: int = 8):
+    """A frame grid of clips (N, 3, T, H, W) in [-1, 1] with each requested path (N, K, T, 2) or (N, T, 2) drawn on
+    every frame (a line) and the frame's requested position marked (a ring). Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    paths = [torch.as_tensor(p).reshape(-1, videos.shape[2], 2) for p in paths]
+    n, t = len(videos), min(videos.shape[2], max_frames)
+    fig, axes = plt.subplots(n, t, figsize=(1.3 * t, 1.4 * n), squeeze=False)
+    for i in range(n):
+        for j in range(t):
+            ax = axes[i, j]
+            ax.imshow(((videos[i, :, j].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
+            for p in paths[i]:
+                ax.plot(p[:, 0], p[:, 1], "-", color="white", lw=0.7, alpha=0.8)
+                ax.plot(p[j, 0], p[j, 1], "o", mfc="none", mec="white", ms=9, mew=1.0)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"frame {j}", fontsize=8)
+        if titles is not None:
+            axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -615,9 +615,9 @@ def _score_i2v(model, card: dict) -> dict:
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vae2d", "per-frame 2D VAE (R2 baseline), f_s=4, |z|=4, 32 px", 3000, _vae2d, _score_ae),
     Recipe("causal-vae", "CogVideoX causal 3D VAE (C1), 4x8x8, |z|=16, 64 px x 9 frames", 800, _causal_vae,
-           _score_ae),
+           _score_ae, storage="float16"),
     Recipe("reducio-vae", "Reducio VAE (R1-R2), 4x32x32, |z|=16, content frame, 64 px x 8 frames", 800,
-           _reducio_vae, _score_ae),
+           _reducio_vae, _score_ae, storage="float16"),
     Recipe("pvdm-ae", "PVDM triplane autoencoder (P1-P4), 32 px x 8 frames", 4000, _pvdm_ae, _score_ae),
     Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes", 3000, _pvdm_unet, _score_pvdm_unet,
            ("pvdm-ae",)),
