@@ -45,6 +45,19 @@ def main(argv=None) -> int:
                        input_shape=m["input_shape"])
             print(f"{name:12s} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.3f}  best baseline "
                   f"{m['best_baseline_psnr']:6.2f} dB  ({m['margin_db']:+.2f} dB)")
+        elif "sparse_one_object" in m:  # Tora's motion VAE: flow videos, white except for the marks
+            s = m["sparse_one_object"]
+            row.update(kind="motion autoencoder", mixed=m["mixed"], sparse_one_object=s)
+            print(f"{name:12s} clip PSNR {s['clip_psnr']:6.2f} dB (all white {s['clip_psnr_all_white']:.2f}); marked-pixel "
+                  f"L1 {s['marked_l1']:.3f} (white {s['marked_l1_all_white']:.3f}); mark centre moves "
+                  f"{s['mark_centre_error_px']:.2f} px")
+        elif "table" in m:  # Tora: trajectory error per fuser
+            row.update(kind="trajectory-controlled denoiser", fuser=m["fuser"], table=m["table"],
+                       real_clips=m["real_clips"])
+            chosen = m["table"][m["fuser"]]
+            print(f"{name:12s} trajectory error {chosen['trajectory_error_px']:.2f} px ({m['fuser']}; no trajectory "
+                  f"{m['table']['no trajectory']['trajectory_error_px']:.2f} px), sprite check "
+                  f"{chosen['sprite_check']:.0%}")
         else:
             s, b = m["samples"], m["baselines"]
             row.update(kind="denoiser", sprite_check=s["sprite_check"], centre_jitter_px=s["centre_jitter_px"],

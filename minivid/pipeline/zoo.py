@@ -725,6 +725,14 @@ def _summary(card: dict) -> str:
         b = m["baselines"]
         return (f"sprite check {m['samples']['sprite_check']:.0%} of {m['samples']['clips']} samples (real clips "
                 f"{b['real clips']['sprite_check']:.0%}, noise {b['uniform noise']['sprite_check']:.0%})")
+    if "sparse_one_object" in m:
+        s = m["sparse_one_object"]
+        return (f"one-object flow videos: clip PSNR {s['clip_psnr']:.2f} dB (all-white output "
+                f"{s['clip_psnr_all_white']:.2f} dB), the marks' centre moves {s['mark_centre_error_px']:.2f} px")
+    if "table" in m:
+        c, none = m["table"][m["fuser"]], m["table"]["no trajectory"]
+        return (f"trajectory error {c['trajectory_error_px']:.2f} px with the {m['fuser']} fuser (no trajectory "
+                f"{none['trajectory_error_px']:.2f} px), sprite check {c['sprite_check']:.0%}")
     return "see card.json"
 
 
