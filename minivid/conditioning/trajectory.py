@@ -250,11 +250,12 @@ def _check_points(points, height: int, width: int, num_frames: int | None = None
     return p
 
 
-def trajectory_maps(points, height: int, width: int) -> torch.Tensor:
+def trajectory_maps(points, height: int, width: int, num_frames: int | None = None) -> torch.Tensor:
     """T4: displacement maps g (L, 2, H, W) float32 of per-frame positions ``points`` (K, L, 2) (x, y) in the video's
-    pixels: g[i + 1, :, round(y_i), round(x_i)] = p_{i+1} - p_i for each object, zero elsewhere and in frame 0."""
+    pixels: g[i + 1, :, round(y_i), round(x_i)] = p_{i+1} - p_i for each object, zero elsewhere and in frame 0.
+    ``num_frames``: the video's frame count, refused (ValueError) when the trajectories have another."""
     height, width = check_int("height", height, 1), check_int("width", width, 1)
-    p = _check_points(points, height, width)
+    p = _check_points(points, height, width, num_frames)
     k, L, _ = p.shape
     g = torch.zeros(L, 2, height, width, dtype=torch.float64)
     d = p[:, 1:] - p[:, :-1]  # (K, L - 1, 2): u, v
@@ -363,10 +364,12 @@ def flow_to_rgb(flow: torch.Tensor, clip_dims: int | None = None) -> torch.Tenso
     return col.movedim(-1, -3).clamp(0, 1)
 
 
-def motion_video(points, height: int, width: int, blur: tuple[int, float] | None = None) -> torch.Tensor:
+def motion_video(points, height: int, width: int, blur: tuple[int, float] | None = None,
+                 num_frames: int | None = None) -> torch.Tensor:
     """T4-T5: per-frame positions (K, L, 2) -> g_vis (3, L, H, W) in [-1, 1], the motion VAE's input: displacement
-    maps, the Gaussian blur (``blur`` = (size, sigma); None: :func:`blur_for_size`), the colour wheel."""
-    return maps_to_video(trajectory_maps(points, height, width), blur)
+    maps, the Gaussian blur (``blur`` = (size, sigma); None: :func:`blur_for_size`), the colour wheel. ``num_frames``:
+    the video's frame count (trajectories with another are refused)."""
+    return maps_to_video(trajectory_maps(points, height, width, num_frames), blur)
 
 
 def maps_to_video(g: torch.Tensor, blur: tuple[int, float] | None = None) -> torch.Tensor:

@@ -38,8 +38,9 @@ def test_maps_refuse_a_trajectory_for_another_frame_count_and_points_outside():
     t = Trajectories([[[0, 0], [10, 10]]])
     pts = t.per_frame(8, 16, 16)
     with pytest.raises(ValueError, match="8 frames but the video has 9"):
-        from minivid.conditioning.trajectory import _check_points
-        _check_points(pts, 16, 16, num_frames=9)
+        trajectory_maps(pts, 16, 16, num_frames=9)
+    with pytest.raises(ValueError, match="8 frames but the video has 9"):
+        motion_video(pts, 16, 16, num_frames=9)
     with pytest.raises(ValueError, match="outside the 16 x 16 video"):
         trajectory_maps(pts * 3, 16, 16)
     with pytest.raises(ValueError, match="NaN"):
