@@ -422,7 +422,8 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
         models[kind] = model
         log(f"  {kind}: {table[kind]}")
     chosen = choose_fuser({k: table[k] for k in fusers})
-    return models[chosen], {"fuser": chosen, "table": table, "real_clips": real_clip_scores(),
+    return models[chosen], {"fuser": chosen, "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
+                            "sampler": "DPM-Solver++(2M), 25 trailing timesteps from SNR 0, frame 0 given",
                             "stages": {"base": base_steps, "dense": max(1, base_steps // 5),
                                        "sparse": max(1, base_steps // 2)}}
 
