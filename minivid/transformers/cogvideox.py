@@ -44,6 +44,11 @@ different lengths (an image is a one-frame clip) are padded at the end to one le
 output is exactly that of the unpadded clip (RoPE and the sin-cos table give frame k the same position either
 way); the outputs at padded frames are meaningless and the loss leaves them out (``frame_mask`` of
 :func:`minivid.diffusion.training_losses`).
+
+**Tora's fuser hook (T7).** ``forward(..., fuser=..., motion_features=[f_0, ..., f_{depth-1}])`` calls
+``fuser_i(h, f_i)`` in block i on the video tokens after the block's first expert AdaLN and before the attention (the
+site of Tora's CogVideoX release), as a grid (B, n_t, n_h, n_w, d); it must return that shape. One fuser for every
+block or a sequence of ``depth``; the model never imports them (:mod:`minivid.conditioning.motion` makes them).
 """
 
 from __future__ import annotations
