@@ -4,6 +4,7 @@ config (the demo's) derives from :class:`Config`."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 
@@ -28,12 +29,21 @@ class Config:
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for name, value in fields.items():
-            nested = hints.get(name)
-            if isinstance(nested, type) and issubclass(nested, Config) and isinstance(value, dict):
+            nested = _config_type(hints.get(name))
+            if nested is not None and isinstance(value, dict):
                 kwargs[name] = nested.from_dict(value)
             else:
                 kwargs[name] = _tuples(value)
         return cls(**kwargs)
+
+
+def _config_type(hint):
+    """The Config class of a field typed ``SomeConfig`` or ``SomeConfig | None`` (an optional nested config), else
+    None."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+        else (hint,)
+    found = [t for t in options if isinstance(t, type) and issubclass(t, Config)]
+    return found[0] if len(found) == 1 else None
 
 
 def _tuples(value):

@@ -14,7 +14,9 @@ from minivid.nn import Model, ModelConfig, load_model, model_classes, read_model
 from minivid.conditioning import SemanticImageEncoder, SemanticImageEncoderConfig, TextEncoder, TextEncoderConfig
 from minivid.transformers import (ExpertTransformer, ExpertTransformerConfig, ImageDiT, Latte, LatteConfig, ReducioDiT,
                                   ReducioDiTConfig, STDiT, STDiTConfig)
+from minivid.conditioning.motion import MotionGuidance, MotionGuidanceConfig
 from minivid.pipeline.image2video import ImageToVideo, ImageToVideoConfig
+from minivid.pipeline.tora import Tora, ToraConfig
 from minivid.pipeline.text2video import TextToVideo, TextToVideoConfig
 from minivid.unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 
@@ -87,6 +89,13 @@ CASES = {
                              attention_backend="math"), content_grid=(4, 4))),
                      lambda m: m(rand(2, 4, 2, 4, 4), torch.tensor([3, 70]), rand(2, 3, 16, 16).tanh(),
                                  rand(2, 16, 4), torch.tensor([False, True]))),
+    "MotionGuidance": (lambda: MotionGuidance(MotionGuidanceConfig(motion_channels=4, dim=16, depth=2, patch_size=2,
+                                                                    motion_dim=8, fuser="adanorm")),
+                       lambda m: torch.cat([f.flatten() for f in m(rand(2, 4, 3, 4, 4))])),
+    "Tora": (lambda: Tora(ToraConfig(base=STDiTConfig(in_channels=4, patch_size=2, dim=16, depth=2, heads=2, text_dim=8),
+                                     motion=MotionGuidanceConfig(motion_channels=4, dim=16, depth=2, patch_size=2,
+                                                                 motion_dim=8, fuser="cross_attention"))),
+             lambda m: m(rand(2, 4, 3, 4, 4), torch.tensor([3, 70]), motion=rand(2, 4, 3, 4, 4))),
 }
 
 
