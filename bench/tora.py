@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     print(f"{'':22s} {'error (px)':>10s} {'lost':>6s} {'sprite check':>13s}")
     for name, row in m["real_clips"].items():
         print(f"{'real clips, ' + name.replace('_', ' '):22s} {row['trajectory_error_px']:10.2f} {row['lost']:6.2f}")
-    for name, row in m["table"].items():
+    for name in ["no trajectory"] + [k for k in ("concat", "adanorm", "cross_attention") if k in m["table"]]:
+        row = m["table"][name]
         print(f"{name:22s} {row['trajectory_error_px']:10.2f} {row['lost']:6.2f} {row['sprite_check']:13.0%}")
     name = device_name("cpu")
     out = args.out or RESULTS / f"tora-{slug(name)}.json"
