@@ -56,6 +56,23 @@ from .modulation import AdaLN, AdaLNSingle, gate, make_block_modulation, modulat
 BLOCK_KINDS = ("spatial", "temporal", "factorised", "split", "full")
 
 
+def grid_fuse_hook(fn: Callable, f_i, tokens: str, grid: str, **sizes) -> Callable[[torch.Tensor], torch.Tensor]:
+    """T7: a block hook on hidden tokens laid out as the einops pattern ``tokens`` (e.g. ``"b n_f (n_h n_w) d"``) that
+    calls Tora's ``fn(h, f_i)`` on their grid ``grid`` (e.g. ``"b n_f n_h n_w d"``; ``sizes`` give the split axes) and
+    checks that the fuser returns the grid's shape."""
+
+    def fuse(h: torch.Tensor) -> torch.Tensor:
+        g = rearrange(h, f"{tokens} -> {grid}", **sizes)
+        out = fn(g, f_i)
+        if not isinstance(out, torch.Tensor) or out.shape != g.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the fuser must return the hidden tokens' shape ({', '.join('B' if a == 'b' else a for a in grid.split())}) = "
+                             f"{tuple(g.shape)}, got {got}")
+        return rearrange(out, f"{grid} -> {tokens}")
+
+    return fuse
+
+
 def resolve_fusers(fuser, motion_features, depth: int, unit: str = "block") -> list:
     """T6-T7: one ``fuse(h, f_i)`` callable per ``unit`` (``depth`` of them), from one fuser used everywhere or a
     sequence (e.g. an ``nn.ModuleList``) of ``depth`` fusers, checked against ``motion_features`` (a sequence of

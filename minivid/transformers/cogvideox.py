@@ -63,7 +63,7 @@ from torch import nn
 from ..nn import BACKENDS, MLP, Attention, Model, ModelConfig, TimestepEmbedding
 from ..nn.embeddings import sincos_1d, sincos_2d
 from ..nn.rope import RotaryEmbedding
-from ..nn.blocks import resolve_fusers
+from ..nn.blocks import grid_fuse_hook, resolve_fusers
 from ..utils.checkpoint import copy_mapped_state, diffusers_state
 from ..utils.validation import check_choice, check_positive_ints
 
@@ -255,23 +255,6 @@ class ExpertBlock(nn.Module):
         return video + g * f[:, n_text:], text + t_g * f[:, :n_text]
 
 
-def _token_grid_fuse(fn, f_i, grid: tuple[int, int, int]):
-    """T7: the block hook on video tokens (B, n_t·n_h·n_w, d) calling ``fn(h, f_i)`` on their grid (B, n_t, n_h, n_w, d),
-    Tora's fuser convention (as ST-DiT's)."""
-    n_t, n_h, n_w = grid
-
-    def fuse(h: torch.Tensor) -> torch.Tensor:
-        g = rearrange(h, "b (n_t n_h n_w) d -> b n_t n_h n_w d", n_t=n_t, n_h=n_h, n_w=n_w)
-        out = fn(g, f_i)
-        if not isinstance(out, torch.Tensor) or out.shape != g.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"the fuser must return the hidden tokens' shape (B, n_t, n_h, n_w, d) = {tuple(g.shape)}, "
-                             f"got {got}")
-        return rearrange(out, "b n_t n_h n_w d -> b (n_t n_h n_w) d")
-
-    return fuse
-
-
 class ExpertTransformer(Model):
     """CogVideoX's expert transformer (C2-C5): ``model(x, t, text, text_mask=None, ofs=None)``; see the module
     docstring."""
@@ -389,7 +372,8 @@ class ExpertTransformer(Model):
                 v_mask = torch.ones(b, video.shape[1], dtype=torch.bool, device=x.device)
             mask = torch.cat([t_mask, v_mask], dim=1)
         for block, fn, f_i in zip(self.blocks, fusers, motion_features or [None] * c.depth):
-            fuse = None if fn is None else _token_grid_fuse(fn, f_i, (n_t, n_h, n_w))
+            fuse = None if fn is None else grid_fuse_hook(fn, f_i, "b (n_t n_h n_w) d", "b n_t n_h n_w d", n_t=n_t,
+                                                          n_h=n_h, n_w=n_w)  # T7 on the video tokens' grid
             video, text_tokens = block(video, text_tokens, emb, rope, mask, fuse)
         h = self.norm_final(video)
         shift, scale = self.norm_out_linear(F.silu(emb))[:, None].chunk(2, dim=-1)

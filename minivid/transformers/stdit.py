@@ -58,7 +58,7 @@ from torch import nn
 
 from ..nn import (BACKENDS, AdaLNSingle, DiTBlock, Model, ModelConfig, TimestepEmbedding, modulate, sincos_1d,
                   sincos_2d, timestep_embedding)
-from ..nn.blocks import resolve_fusers, zero_adaln_single_gates_
+from ..nn.blocks import grid_fuse_hook, resolve_fusers, zero_adaln_single_gates_
 from ..utils.validation import check_choice, check_positive_ints, is_number
 from .embeddings import PatchDecoder, PatchEmbed
 
@@ -221,24 +221,9 @@ class STDiT(Model):
             i = site.get(j)
             fuse = None
             if i is not None and fusers[i] is not None:
-                fuse = self._fuse_hook(fusers[i], motion_features[i], n_h)
+                fuse = grid_fuse_hook(fusers[i], motion_features[i], "b n_f (n_h n_w) d", "b n_f n_h n_w d", n_h=n_h)
             z = block(z, shared, context=e, context_mask=text_mask, fuse=fuse)  # T2-T3
         h = self.final_norm(z)
         shift, scale = (self.final_table[None] + c[:, None]).unbind(1)  # PixArt's T2I final layer
         h = rearrange(modulate(h, shift, scale), "b n_f (n_h n_w) d -> b n_f n_h n_w d", n_h=n_h)
         return self.decoder(h)  # L8: (B, C_out, T, H, W)
-
-    @staticmethod
-    def _fuse_hook(fn: Callable, f_i, n_h: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """T7: the DiTBlock hook on (B, n_f, t, d) calling ``fn(h, f_i)`` on the token grid (B, n_f, n_h, n_w, d)."""
-
-        def fuse(h: torch.Tensor) -> torch.Tensor:
-            grid = rearrange(h, "b n_f (n_h n_w) d -> b n_f n_h n_w d", n_h=n_h)
-            out = fn(grid, f_i)
-            if not isinstance(out, torch.Tensor) or out.shape != grid.shape:
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"the fuser must return the hidden tokens' shape (B, n_f, n_h, n_w, d) = "
-                                 f"{tuple(grid.shape)}, got {got}")
-            return rearrange(out, "b n_f n_h n_w d -> b n_f (n_h n_w) d")
-
-        return fuse
