@@ -732,7 +732,8 @@ def _summary(card: dict) -> str:
     if "table" in m:
         c, none = m["table"][m["fuser"]], m["table"]["no trajectory"]
         return (f"trajectory error {c['trajectory_error_px']:.2f} px with the {m['fuser']} fuser (no trajectory "
-                f"{none['trajectory_error_px']:.2f} px), sprite check {c['sprite_check']:.0%}")
+                f"{none['trajectory_error_px']:.2f} px), sprite lost in {c['lost']:.0%} of frames, sprite check "
+                f"{c['sprite_check']:.0%}")
     return "see card.json"
 
 
