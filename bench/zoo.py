@@ -5,7 +5,7 @@
 
 For each zoo entry (``minivid.pretrained``): what it is, its parameters, the command that made it, its steps and
 training time, and its held-out metric next to its baselines: PSNR/SSIM against the best latent-free baseline for
-the autoencoders; the sprite-check pass rate (``minivid.data.sprite_check``) and the centre jitter of the tracked
+the autoencoders; the sprite-check pass rate (``minivid.metrics.sprite_check``) and the centre jitter of the tracked
 sprites for the denoisers, against real clips (the ceiling) and uniform noise (the floor). Writes
 ``bench/results/zoo-<machine>.json`` (the machine that trained the entries is on each card).
 """

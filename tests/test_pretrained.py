@@ -102,7 +102,8 @@ def test_zoo_t2v_follows_its_captions_better_than_chance():
     """The zoo's text-to-video model: recomputed on 32 held-out captions, its samples show the caption's colour more
     often than the same samples scored against shuffled captions (chance), as its card (64 captions) says."""
     from minivid.autoencoders import LatentSpace
-    from minivid.pipeline.text2video import caption_accuracy, caption_pool, sample_text_to_video
+    from minivid.metrics import caption_accuracy
+    from minivid.pipeline.text2video import caption_pool, sample_text_to_video
     card = zoo.card("t2v")
     space = LatentSpace(zoo.load(card["autoencoder"]), card["latent_scale"])
     _, captions = caption_pool(32, split="test")
@@ -119,7 +120,8 @@ def test_zoo_latent_unet_samples_pass_the_sprite_check_with_the_asked_colour():
     """The zoo's latent U-Net (one-sprite clips, class = colour x motion): recomputed on 16 samples, most pass the
     sprite check and show the label's colour in every frame; its card's 64 samples say the same."""
     from minivid.autoencoders import LatentSpace
-    from minivid.pipeline.zoo import color_accuracy, sample_latent_unet, sprite_scores
+    from minivid.metrics import sprite_scores
+    from minivid.pipeline.zoo import color_accuracy, sample_latent_unet
     card = zoo.card("latent-unet")
     space = LatentSpace(zoo.load(card["autoencoder"]), card["latent_scale"])
     labels = torch.arange(16) * 2  # every colour, two motions each
@@ -163,7 +165,8 @@ def test_zoo_motion_vae_keeps_where_the_marks_are():
 def test_zoo_tora_follows_the_requested_paths():
     """The zoo's Tora: on 8 held-out one-sprite clips (first frame + the sprite's own path) its sprites are closer to
     the path with the trajectory than the base model is without it, as its card's table (64 clips) says."""
-    from minivid.pipeline.tora import path_errors, sample_tora, tora_data
+    from minivid.metrics import path_errors
+    from minivid.pipeline.tora import sample_tora, tora_data
     from minivid.pipeline.zoo import zoo_latent_space
     card = zoo.card("tora")
     space = zoo_latent_space("vae2d", card["latent_scale"])

@@ -20,7 +20,6 @@ core's (:class:`minivid.diffusion.Trainer`); this class adds the losses and the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..diffusion.training import Trainer
 from ..utils.validation import check_int, check_number

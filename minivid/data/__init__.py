@@ -19,7 +19,7 @@ from .minisprites import (
     sample_trajectory,
 )
 from .mixed import ProgressiveStages, ResolutionBuckets, Stage, pack_clips
-from .tracking import sprite_check, sprite_check_rate, track_sprites
+from .tracking import track_sprites
 from .video_folder import VideoFolder
 
 __all__ = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..data import track_sprites
+
 
 def trajectory_error(pred_centers, true_centers) -> float:
     """Mean Euclidean distance in pixels between predicted and true centres (T9).
@@ -22,3 +24,17 @@ def trajectory_error(pred_centers, true_centers) -> float:
     dist = (p - q).norm(dim=-1)  # (..., T)
     valid = torch.isfinite(dist)
     return float(dist[valid].mean()) if valid.any() else float("nan")
+
+
+def generated_paths(videos: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """The tracked centre path (N, T, 2) of each clip's sprite of palette colour ``colors`` (N,) (NaN where lost)."""
+    return torch.stack([track_sprites(v, [int(c)])[0][0] for v, c in zip(videos, colors)])
+
+
+def path_errors(videos: torch.Tensor, paths: torch.Tensor, colors: torch.Tensor) -> dict:
+    """T9 on clips (N, 3, T, H, W): the mean distance in pixels between each clip's tracked sprite (colour ``colors``)
+    and the requested path ``paths`` (N, T, 2), over frames 1.. (frame 0 is given); ``lost``: the share of those
+    (clip, frame) pairs where the tracker does not find the sprite (counted, not averaged in)."""
+    got = generated_paths(videos, colors)[:, 1:]
+    want = paths[:, 1:]
+    return {"trajectory_error_px": trajectory_error(got, want), "lost": float(torch.isnan(got[..., 0]).float().mean())}

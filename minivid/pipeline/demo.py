@@ -7,7 +7,7 @@ block, space-time attention at the lowest resolution), class-conditional on the 
 classes; one sprite per clip), trained with v-prediction (D10) and explicit uniform timesteps (D9) for a fixed number
 of steps -> EMA weights -> DPM-Solver++ (D8) with classifier-free guidance -> decoded clips, an mp4, a PNG frame grid
 at 4x size, and ``metrics.json`` with the share of samples that pass the sprite check
-(:func:`minivid.data.sprite_check`; real one-sprite clips: 100%) and that show the asked colour in every frame.
+(:func:`minivid.metrics.sprite_check`; real one-sprite clips: 100%) and that show the asked colour in every frame.
 
 Why this model: at this budget a Latte (variant 1) with the same data and labels passed 0-2% of the sprite check
 where this U-Net passed 34% (1500 steps each; the zoo recipe ``latent-unet``, 6000 steps, passes 83%), and
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -312,7 +312,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path = "outputs/demo", device: str 
         "sprite_check": scores["sprite_check"],
         "sprite_check_failures": scores["failures"],
         "num_samples": len(videos),
-        "sprite_check_real_clips": "1.00 (minivid.data.sprite_check on held-out one-sprite MiniSprites clips)",
+        "sprite_check_real_clips": "1.00 (minivid.metrics.sprite_check on held-out one-sprite MiniSprites clips)",
         "color_accuracy": color_accuracy(videos, sample_labels(cfg)),
         "outputs": {k: str(out / k) for k in ("samples.mp4", "frames.png", "model", RUN_FILE, "checkpoints")
                     if (out / k).exists()},

@@ -20,7 +20,6 @@ The zoo entry ``t2v`` (``python -m minivid train t2v``) is made by :func:`train_
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -30,9 +29,9 @@ from tqdm import tqdm
 
 from ..autoencoders import LatentSpace
 from ..conditioning import TextEncoder, TextEncoderConfig
-from ..data import MiniSprites, ProgressiveStages, Stage, pack_clips, track_sprites
-from ..data.minisprites import COLOR_NAMES, DIRECTIONS
+from ..data import MiniSprites, ProgressiveStages, Stage, pack_clips
 from ..diffusion import DiffusionTrainer, NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample, make_timesteps
+from ..metrics.captions import caption_accuracy, caption_scores, parse_caption
 from ..nn import Model, ModelConfig
 from ..transformers import ExpertTransformer, ExpertTransformerConfig
 from ..utils.validation import check_int, is_number
@@ -207,63 +206,6 @@ def sample_text_to_video(model: TextToVideo, space: LatentSpace, captions: Seque
         z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "trailing"), prediction="v")
         out.append(space.decode(z).cpu())
     return torch.cat(out)
-
-
-# ---------------------------------------------------------------------------------------------- caption accuracy
-_ANGLES = {word: k * 45.0 for k, word in enumerate(DIRECTIONS)}  # screen angle, counter-clockwise from "right"
-
-
-def parse_caption(caption: str) -> dict:
-    """The colour and the motion a one-sprite MiniSprites caption asks for: ``{"color", "direction" (degrees,
-    counter-clockwise from right, or None), "turn" (+1 counterclockwise, -1 clockwise, or None)}``."""
-    words = caption.split()
-    color = next((w for w in words if w in COLOR_NAMES), None)
-    if color is None:
-        raise ValueError(f"caption={caption!r} names no palette colour; allowed: {COLOR_NAMES}")
-    direction = turn = None
-    m = re.search(r"moves (.+?)(?: along a wavy path)?$", caption)
-    if m and m.group(1) in _ANGLES:
-        direction = _ANGLES[m.group(1)]
-    if "circles counterclockwise" in caption:
-        turn = 1
-    elif "circles clockwise" in caption:
-        turn = -1
-    return {"color": color, "direction": direction, "turn": turn}
-
-
-def caption_scores(video: torch.Tensor, caption: str) -> dict:
-    """Is the caption's colour shown in every frame, and (where the caption says) does it move in the asked
-    direction (within 45 degrees, from its first to its last frame) or turn the asked way?"""
-    want = parse_caption(caption)
-    centers, _ = track_sprites(video, [want["color"]])  # (1, T, 2)
-    c = centers[0]
-    color_ok = bool(torch.isfinite(c).all())
-    out = {"color": color_ok, "direction": None}
-    if not color_ok:
-        out["direction"] = False if (want["direction"] is not None or want["turn"] is not None) else None
-        return out
-    if want["direction"] is not None:
-        d = c[-1] - c[0]
-        angle = math.degrees(math.atan2(-float(d[1]), float(d[0])))  # screen y points down
-        diff = abs((angle - want["direction"] + 180.0) % 360.0 - 180.0)
-        out["direction"] = bool(d.norm() > 0.5 and diff < 45.0)
-    elif want["turn"] is not None:
-        v = c.diff(dim=0)
-        cross = v[:-1, 0] * -v[1:, 1] - (-v[:-1, 1]) * v[1:, 0]  # z of v_i x v_{i+1} with y up
-        out["direction"] = bool(torch.sign(cross.sum()).item() == want["turn"])
-    return out
-
-
-def caption_accuracy(videos: torch.Tensor, captions: Sequence[str]) -> dict:
-    """Colour accuracy over all clips and direction accuracy over the clips whose caption asks for a direction or
-    a turn (bounces are not scored), for clips (N, 3, T, H, W) and their captions."""
-    if len(videos) != len(captions) or len(captions) == 0:
-        raise ValueError(f"videos ({len(videos)}) and captions ({len(captions)}) must be equally many, at least 1")
-    scores = [caption_scores(v, c) for v, c in zip(videos, captions)]
-    dirs = [s["direction"] for s in scores if s["direction"] is not None]
-    return {"color": sum(s["color"] for s in scores) / len(scores),
-            "direction": sum(dirs) / len(dirs) if dirs else float("nan"), "clips": len(scores),
-            "direction_clips": len(dirs)}
 
 
 __all__ = ["TextToVideoConfig", "TextToVideo", "t2v_schedule", "caption_pool", "train_text_to_video",

@@ -23,6 +23,8 @@ from ..nn import Model, ModelConfig
 from ..transformers import STDiT, STDiTConfig
 from ..conditioning.trajectory import maps_to_video, sample_sparse, sprite_flow, trajectory_maps
 from ..data import MiniSprites
+from ..metrics.sprites import sprite_check
+from ..metrics.trajectory import path_errors
 from ..utils.validation import check_choice, check_int
 
 SEED = 0
@@ -340,31 +342,11 @@ def sample_tora(model: Tora, space, first: torch.Tensor, motion: torch.Tensor | 
     return torch.cat(out)
 
 
-def generated_paths(videos: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
-    """The tracked centre path (N, T, 2) of each clip's sprite of palette colour ``colors`` (N,) (NaN where lost)."""
-    from ..data import track_sprites
-
-    return torch.stack([track_sprites(v, [int(c)])[0][0] for v, c in zip(videos, colors)])
-
-
-def path_errors(videos: torch.Tensor, paths: torch.Tensor, colors: torch.Tensor) -> dict:
-    """T9 on clips (N, 3, T, H, W): the mean distance in pixels between each clip's tracked sprite (colour ``colors``)
-    and the requested path ``paths`` (N, T, 2), over frames 1.. (frame 0 is given); ``lost``: the share of those
-    (clip, frame) pairs where the tracker does not find the sprite (counted, not averaged in)."""
-    from ..metrics.trajectory import trajectory_error
-
-    got = generated_paths(videos, colors)[:, 1:]
-    want = paths[:, 1:]
-    return {"trajectory_error_px": trajectory_error(got, want), "lost": float(torch.isnan(got[..., 0]).float().mean())}
-
-
 # ---------------------------------------------------------------------------------------------- scores and recipe
 @torch.no_grad()
 def tora_scores(model: Tora, space, test: ToraData, use_motion: bool = True, guidance: float = 2.0) -> dict:
     """Samples for the held-out one-sprite clips ``test`` (their first frames, and their sparse paths unless
     ``use_motion`` is False) scored by T9's trajectory error against the requested paths and the sprite check."""
-    from ..data import sprite_check
-
     paths = torch.stack([p[0] for p in test.paths])  # (N, T, 2): one sprite per clip
     colors = test.colors[:, 0]
     videos = sample_tora(model, space, test.video[:, :, 0], test.sparse if use_motion else None, test.null,

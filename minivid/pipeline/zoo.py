@@ -27,7 +27,7 @@ Recipes (``RECIPES``), in dependency order:
   samples keep the frame's sprite colour and start where the frame has it.
 
 An autoencoder's card reports held-out PSNR/SSIM beside the latent-free baselines (clip mean colour, average
-frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.data.sprite_check`) of its samples
+frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.metrics.sprite_check`) of its samples
 beside real clips (the ceiling) and noise (the floor).
 """
 
@@ -48,7 +48,8 @@ from ..autoencoders import (AutoencoderTrainer, CausalVAE, CausalVAEConfig, Late
                             VAE2D, VAE2DConfig)
 from ..autoencoders.compare import evaluate, reference_psnr
 from ..autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
-from ..data import MiniSprites, sprite_check, track_sprites
+from ..data import MiniSprites, track_sprites
+from ..metrics.sprites import centre_jitter, sprite_scores
 from ..diffusion import (DiffusionTrainer, NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample,
                          make_timesteps)
 from ..nn import save_model
@@ -79,32 +80,6 @@ def labelled_pool(n: int, size: int, frames: int, split: str = "train", seed: in
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def centre_jitter(videos: torch.Tensor) -> float:
-    """Mean |second difference| (pixels per frame^2) of the tracked centres of the sprites shown in every frame:
-    how far a sprite's path is from locally straight (MiniSprites' own clips: about 0.3 px at 32 px, mostly
-    circles and bounces). NaN when no clip shows a sprite in every frame."""
-    vals = []
-    for v in videos:
-        centers, _ = track_sprites(v)
-        ok = torch.isfinite(centers).all(-1).all(-1)
-        if ok.any() and centers.shape[1] > 2:
-            vals.append(centers[ok].diff(dim=1).diff(dim=1).norm(dim=-1).mean())
-    return float(torch.stack(vals).mean()) if vals else float("nan")
-
-
-def sprite_scores(videos: torch.Tensor) -> dict:
-    """Sprite-check pass rate, the reasons clips failed (counted by rule) and the centre jitter of ``videos``."""
-    results = [sprite_check(v) for v in videos]
-    reasons: dict[str, int] = {}
-    for r in results:
-        if not r["passed"]:
-            key = ("colours change" if "some frames" in r["reason"] else "sprite count" if "colours (allowed" in
-                   r["reason"] else "not smooth")
-            reasons[key] = reasons.get(key, 0) + 1
-    return {"sprite_check": sum(r["passed"] for r in results) / len(results), "failures": reasons,
-            "centre_jitter_px": round(centre_jitter(videos), 3), "clips": len(results)}
-
-
 def sprite_baselines(size: int, frames: int, n: int = 64) -> dict:
     """The ceiling (held-out real clips) and floor (uniform noise) of the sprite check at this clip size."""
     real = clip_pool(n, size, frames, split="test")
@@ -695,7 +670,7 @@ def _to_half_storage(model, card: dict, recipe: Recipe, log: Callable[[str], Non
     torch.manual_seed(SEED)
     card["metrics"] = _round(recipe.score(model, card))
     card["storage_dtype"] = "float16"
-    log(f"  stored in float16; metrics re-measured on the rounded weights")
+    log("  stored in float16; metrics re-measured on the rounded weights")
     return model.half()
 
 

@@ -14,7 +14,6 @@ into place with ``os.replace``, so an interrupted run never leaves a half-writte
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator, Sequence
 

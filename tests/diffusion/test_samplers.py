@@ -1,7 +1,6 @@
 """Samplers D5, D7, D8, measured against exact answers: the Gaussian oracle (optimal denoiser and exact
 probability-flow map in closed form) and diffusers' schedulers."""
 
-import math
 
 import pytest
 import torch

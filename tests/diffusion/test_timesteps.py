@@ -1,7 +1,6 @@
 """Timestep spacings (against diffusers) and the D9 explicit uniform sampler (stratification, uniformity,
 variance reduction)."""
 
-import math
 
 import numpy as np
 import pytest
