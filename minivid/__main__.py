@@ -1,4 +1,4 @@
-"""Command line: ``python -m minivid demo [options]``. Run with ``--help`` for the options."""
+"""Command line: ``python -m minivid demo|train|eval [options]``. Run with ``--help`` for the options."""
 
 from __future__ import annotations
 
@@ -74,6 +74,36 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument("--rescore", action="store_true",
                        help="do not train: recompute the held-out metrics of the existing entry and rewrite its card")
+    ev = sub.add_parser(
+        "eval", help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
+        description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for a "
+                    "zoo checkpoint's samples, against a reference: MiniSprites' test split (default) or another folder. "
+                    "Writes JSON: the sprite check, FVD (real Kinetics-400 I3D; protocol: bilinear resize to 224, "
+                    "16 frames, logits) with the clip counts, the per-frame Frechet distance beside it, PSNR/SSIM for "
+                    "paired clips, caption accuracy (--captions) and trajectory error (--trajectories).")
+    ev.add_argument("folder", nargs="?", help="folder of clips to score (or use --checkpoint)")
+    ev.add_argument("--checkpoint", help="a zoo name (data/pretrained/NAME): score its samples / reconstructions")
+    ev.add_argument("--reference", default="minisprites",
+                    help="'minisprites' (its test split at the clips' size and frames; default) or a folder of real clips")
+    ev.add_argument("--paired", action="store_true", help="clip i of the folder reconstructs clip i of --reference: "
+                                                         "also PSNR and SSIM")
+    ev.add_argument("--captions", help="JSON {clip name: caption}: caption attribute accuracy (colour, direction)")
+    ev.add_argument("--trajectories", help="JSON {clip name: {\"color\": \"red\", \"trajectory\": [[x, y], ...]}}: "
+                                           "trajectory error of that sprite (T9)")
+    ev.add_argument("--first-frame-given", action="store_true",
+                    help="leave frame 0 out of the trajectory error (image-conditioned models)")
+    ev.add_argument("--clips", type=int, default=64, help="clips to read / samples to make (default 64)")
+    ev.add_argument("--frames", type=int, default=None, help="keep the first N frames of every clip in the folder")
+    ev.add_argument("--no-fvd", action="store_true", help="skip FVD and the per-frame distance (no I3D passes)")
+    ev.add_argument("--resize", default="bilinear", help="FVD resize: bilinear (default) or center_crop")
+    ev.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for I3D (default 16; shorter clips "
+                                                              "repeat frames)")
+    ev.add_argument("--batch-size", type=int, default=8, help="clips per I3D batch (default 8)")
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ev.add_argument("--i3d-weights", default=None, help="path of i3d-kinetics-400.ckpt (default: $MINIVID_I3D_WEIGHTS "
+                                                        "or data/weights/, made by `make weights`)")
+    ev.add_argument("--out", default=None, help="JSON file to write (default outputs/eval/<folder or checkpoint>.json)")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
 
     if args.command == "train":
@@ -94,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                                    threads=args.threads)
         print(json.dumps(card, indent=2))
         return 0
+
+    if args.command == "eval":
+        return _eval(parser, args)
 
     if args.command == "demo":
         import torch
@@ -117,6 +150,91 @@ def main(argv: list[str] | None = None) -> int:
         except OutDirError as e:  # raised before any work: the output folder cannot be used as asked
             parser.error(str(e))
         print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _eval(parser: argparse.ArgumentParser, args) -> int:
+    """``python -m minivid eval``: every check on the arguments comes before any work."""
+    import torch
+
+    from .metrics.evaluate import evaluate_videos, load_captions, load_clips, load_paths, round_metrics, write_json
+    from .metrics.fvd import RESIZES
+    from .metrics.i3d import resolve_weights
+
+    if (args.folder is None) == (args.checkpoint is None):
+        parser.error("eval: give either a FOLDER of clips or --checkpoint NAME (not both)")
+    if args.clips < 2:
+        parser.error(f"--clips {args.clips}: must be an integer >= 2 (FVD needs two clips per side)")
+    if args.frames is not None and args.frames < 1:
+        parser.error(f"--frames {args.frames}: must be a positive integer")
+    if args.fvd_frames < 9:
+        parser.error(f"--fvd-frames {args.fvd_frames}: must be >= 9 (I3D's minimum)")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: must be a positive integer")
+    if args.resize not in RESIZES:
+        parser.error(f"--resize {args.resize!r}: allowed values are {', '.join(RESIZES)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(parser, device, torch)
+    if not args.no_fvd:
+        try:
+            resolve_weights(args.i3d_weights)
+        except FileNotFoundError as e:
+            parser.error(f"{e} (or pass --no-fvd)")
+    for flag, value in (("--captions", args.captions), ("--trajectories", args.trajectories)):
+        if value is not None and not Path(value).is_file():
+            parser.error(f"{flag} {value!r}: no such file")
+    fvd_kw = dict(fvd=not args.no_fvd, frame_fd=not args.no_fvd, resize=args.resize, num_frames=args.fvd_frames,
+                  batch_size=args.batch_size, device=device, weights=args.i3d_weights,
+                  progress=None if not args.no_progress else False)
+    if args.checkpoint is not None:
+        from .pipeline.zoo import RECIPES, zoo_eval_set
+
+        if args.checkpoint not in RECIPES:
+            parser.error(f"--checkpoint {args.checkpoint!r}: not a zoo name; allowed: {', '.join(sorted(RECIPES))}")
+        for flag in ("folder", "captions", "trajectories", "frames"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--checkpoint makes its own clips; {flag} does not apply")
+        try:
+            s = zoo_eval_set(args.checkpoint, args.clips)
+        except ValueError as e:
+            parser.error(str(e))
+        metrics = {"source": {"checkpoint": args.checkpoint, "what": s["what"]},
+                   **evaluate_videos(s["videos"], s["reference"], paired=s["paired"], captions=s["captions"],
+                                     paths=s["paths"], colors=s["colors"], from_frame=s["from_frame"], **fvd_kw)}
+        out = args.out or f"outputs/eval/{args.checkpoint}.json"
+    else:
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            parser.error(f"FOLDER {args.folder!r}: no such folder")
+        ref_folder = None if args.reference == "minisprites" else Path(args.reference)
+        if ref_folder is not None and not ref_folder.is_dir():
+            parser.error(f"--reference {args.reference!r}: not 'minisprites' and no such folder")
+        if args.paired and ref_folder is None:
+            parser.error("--paired needs --reference DIR (the clips the folder's clips reconstruct)")
+        try:
+            videos, names = load_clips(folder, args.clips, args.frames)
+            if ref_folder is not None:
+                reference, _ = load_clips(ref_folder, args.clips, args.frames)
+            else:
+                _, t, h, w = videos.shape[1:]
+                if h != w:
+                    parser.error(f"clips are {h}x{w}: the MiniSprites reference is square; pass --reference DIR")
+                from .pipeline.zoo import clip_pool
+
+                reference = clip_pool(len(videos), h, t, split="test")
+            captions = load_captions(args.captions, names) if args.captions else None
+            paths = colors = None
+            if args.trajectories:
+                paths, colors = load_paths(args.trajectories, names, *videos.shape[2:])
+        except (ValueError, RuntimeError, FileNotFoundError) as e:
+            parser.error(str(e))
+        metrics = {"source": {"folder": str(folder), "reference": args.reference, "names": names},
+                   **evaluate_videos(videos, reference, paired=args.paired, captions=captions, paths=paths,
+                                     colors=colors, from_frame=1 if args.first_frame_given else 0, **fvd_kw)}
+        out = args.out or f"outputs/eval/{folder.resolve().name}.json"
+    path = write_json(metrics, out)
+    print(json.dumps(round_metrics({k: v for k, v in metrics.items() if k != "source"}), indent=2, default=str))
+    print(f"written to {path}", file=sys.stderr)
     return 0
 
 

@@ -31,10 +31,13 @@ def generated_paths(videos: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     return torch.stack([track_sprites(v, [int(c)])[0][0] for v, c in zip(videos, colors)])
 
 
-def path_errors(videos: torch.Tensor, paths: torch.Tensor, colors: torch.Tensor) -> dict:
+def path_errors(videos: torch.Tensor, paths: torch.Tensor, colors: torch.Tensor, from_frame: int = 1) -> dict:
     """T9 on clips (N, 3, T, H, W): the mean distance in pixels between each clip's tracked sprite (colour ``colors``)
-    and the requested path ``paths`` (N, T, 2), over frames 1.. (frame 0 is given); ``lost``: the share of those
-    (clip, frame) pairs where the tracker does not find the sprite (counted, not averaged in)."""
-    got = generated_paths(videos, colors)[:, 1:]
-    want = paths[:, 1:]
+    and the requested path ``paths`` (N, T, 2), over frames ``from_frame``.. (default 1: Tora is given frame 0);
+    ``lost``: the share of those (clip, frame) pairs where the tracker does not find the sprite (counted, not
+    averaged in)."""
+    if not 0 <= from_frame < paths.shape[1]:
+        raise ValueError(f"from_frame={from_frame} is invalid: expected 0..{paths.shape[1] - 1}")
+    got = generated_paths(videos, colors)[:, from_frame:]
+    want = paths[:, from_frame:]
     return {"trajectory_error_px": trajectory_error(got, want), "lost": float(torch.isnan(got[..., 0]).float().mean())}

@@ -614,6 +614,83 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
+EVAL_KINDS = ("autoencoder", "denoiser")
+
+
+@torch.no_grad()
+def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict:
+    """What ``python -m minivid eval --checkpoint NAME`` scores: ``{"videos", "reference", "paired", "captions",
+    "paths", "colors", "from_frame", "what"}`` for zoo entry ``name``. Autoencoders: reconstructions (posterior mode)
+    of ``n`` MiniSprites test clips at their card's size, paired with those clips. Denoisers: ``n`` samples made as the
+    card's metrics make them (same seeds, labels, captions, first frames or paths), against ``n`` held-out real clips
+    of the same kind (one-sprite clips where the model was trained on them)."""
+    if name not in RECIPES:
+        raise ValueError(f"name={name!r} is not a zoo recipe; allowed: {sorted(RECIPES)}")
+    if name == "motion-vae":
+        raise ValueError("motion-vae reconstructs flow videos (T5), not MiniSprites clips: evaluate it with "
+                         "`python -m minivid train motion-vae --rescore` (its card's metrics)")
+    n = check_int("n", n, 2)
+    card = read_card(name, root)
+    model = load_pretrained(name, root=root).eval()
+    out = {"captions": None, "paths": None, "colors": None, "from_frame": 0, "paired": False}
+    torch.manual_seed(SEED)
+    if name in ("vae2d", "causal-vae", "reducio-vae", "pvdm-ae"):
+        test = clip_pool(n, card["data"]["size"], card["data"]["frames"], split="test")
+        rec = []
+        for i in range(0, n, 8):
+            x = test[i:i + 8]
+            rec.append(model.decode(model.encode(x).mode(), **model.conditions(x)).clamp(-1, 1))
+        out.update(videos=torch.cat(rec), reference=test, paired=True,
+                   what=f"reconstructions of {n} MiniSprites test clips (posterior mode)")
+        return out
+    from .text2video import caption_pool
+
+    if name == "latte":
+        out.update(videos=sample_latte(model, zoo_latent_space(card["autoencoder"], card["latent_scale"]),
+                                       torch.arange(n) % MiniSprites.num_classes),
+                   reference=clip_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test"),
+                   what=f"{n} class-conditional samples (guidance 2, 25 steps) vs {n} test clips")
+    elif name == "latent-unet":
+        space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
+        out.update(videos=sample_latent_unet(model, space, torch.arange(n) % COLOR_MOTION_CLASSES),
+                   reference=color_motion_pool(n, split="test")[0],
+                   what=f"{n} colour x motion samples (guidance 4, 25 steps) vs {n} one-sprite test clips")
+    elif name == "t2v":
+        from .text2video import sample_text_to_video
+
+        real, captions = caption_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")
+        space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
+        out.update(videos=sample_text_to_video(model, space, captions), reference=real, captions=captions,
+                   what=f"{n} samples for the captions of {n} one-sprite test clips (guidance 4) vs those clips")
+    elif name == "i2v":
+        from .image2video import conditioning_frames, sample_image_to_video
+
+        real, _ = caption_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")
+        space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
+        out.update(videos=sample_image_to_video(model, space, conditioning_frames(real)), reference=real,
+                   what=f"{n} samples from the first frames of {n} one-sprite test clips (guidance 2) vs those clips")
+    elif name == "pvdm-unet":
+        out.update(videos=pvdm_long_videos(model, load_pretrained("pvdm-ae", root=root), n=n)[:, :, :PVDM_FRAMES],
+                   reference=clip_pool(n, PVDM_SIZE, PVDM_FRAMES, split="test"),
+                   what=f"first clips of {n} long videos (DDIM eta 1, 100 steps) vs {n} test clips")
+    elif name == "tora":
+        from .tora import TORA_FRAMES, TORA_SIZE, sample_tora, tora_data
+
+        space = zoo_latent_space("vae2d", card["latent_scale"])
+        motion = zoo_latent_space("motion-vae", card["motion_latent_scale"])
+        test = tora_data(space, motion, n, split="test", num_sprites=1)
+        real = MiniSprites(num_videos=n, size=TORA_SIZE, num_frames=TORA_FRAMES, split="test", seed=SEED,
+                           num_sprites=1)
+        out.update(videos=sample_tora(model, space, test.video[:, :, 0], test.sparse, test.null),
+                   reference=torch.stack([real[i]["video"] for i in range(n)]),
+                   paths=torch.stack([p[0] for p in test.paths]), colors=test.colors[:, 0], from_frame=1,
+                   what=f"{n} samples from the first frames and sprite paths of {n} one-sprite test clips vs those "
+                        "clips (trajectory error over frames 1..)")
+    else:  # a recipe added later without an eval set
+        raise ValueError(f"zoo entry {name!r} has no evaluation set yet")
+    return out
+
+
 def _commit() -> str | None:
     return versions().get("minivid_commit")
 
@@ -754,6 +831,6 @@ def rescore_zoo_model(name: str, root: str | Path | None = None) -> dict:
     return card
 
 
-__all__ = ["RECIPES", "zoo_latent_space", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
+__all__ = ["RECIPES", "zoo_eval_set", "zoo_latent_space", "rescore_zoo_model", "zoo_readme", "write_zoo_readme", "Recipe", "train_zoo_model", "clip_pool", "sprite_scores", "sprite_baselines",
            "autoencoder_metrics", "latte_config", "train_latte", "sample_latte", "latte_metrics", "centre_jitter", "t2v_metrics", "i2v_metrics", "train_latent_unet", "sample_latent_unet",
            "latent_unet_metrics", "color_motion_pool", "color_accuracy"]
