@@ -33,8 +33,8 @@ WIDTH, ROW, BOX_H = 100.0, 1.0, 0.5  # x span, floor spacing, box height (data u
 GAP, MARGIN, LANE, PAD = 7.0, 1.5, 1.4, 0.06  # between boxes, an arrow beside a box, between arrows; above/below
 ORANGE, BLUE, GREY = "#e66100", "#3b5b92", "#888888"
 # a caption for each floor, for the reader (which packages stand on which floor is minivid.utils.imports.FLOORS)
-ROLES = {0: "utilities", 1: "kernels, metrics", 2: "shared layers", 3: "diffusion math, data", 4: "the models",
-         5: "conditioning", 6: "pipelines", 7: "command line"}
+ROLES = {0: "utilities", 1: "kernels", 2: "shared layers", 3: "diffusion math, data", 4: "metrics", 5: "the models",
+         6: "conditioning, zoo", 7: "pipelines", 8: "command line"}
 
 
 def box_width(lines: int, arrows: int) -> float:

@@ -157,7 +157,8 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
     """``python -m minivid eval``: every check on the arguments comes before any work."""
     import torch
 
-    from .metrics.evaluate import evaluate_videos, load_captions, load_clips, load_paths, round_metrics, write_json
+    from .conditioning.trajectory import load_sprite_paths
+    from .metrics.evaluate import evaluate_videos, load_captions, load_clips, round_metrics, write_json
     from .metrics.fvd import RESIZES
     from .metrics.i3d import resolve_weights
 
@@ -225,7 +226,7 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
             captions = load_captions(args.captions, names) if args.captions else None
             paths = colors = None
             if args.trajectories:
-                paths, colors = load_paths(args.trajectories, names, *videos.shape[2:])
+                paths, colors = load_sprite_paths(args.trajectories, names, *videos.shape[2:])
         except (ValueError, RuntimeError, FileNotFoundError) as e:
             parser.error(str(e))
         metrics = {"source": {"folder": str(folder), "reference": args.reference, "names": names},

@@ -1,4 +1,4 @@
-"""Condition encoders (floor 5): what turns a caption, an image or a trajectory into the tokens a denoiser attends to.
+"""Condition encoders (floor 6): what turns a caption, an image or a trajectory into the tokens a denoiser attends to.
 
 - :mod:`~minivid.conditioning.text`: the T5 text encoder (a small random T5 with ByT5's byte tokenizer by default,
   a local checkpoint by name or path), returning ``(tokens, key_padding_mask)`` and the empty caption's encoding

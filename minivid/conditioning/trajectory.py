@@ -416,3 +416,27 @@ def sample_sparse(centers: torch.Tensor, sprite_mask: torch.Tensor, generator: t
     n = int(torch.randint(1, n_max + 1, (1,), generator=generator))
     pick = idx[torch.randperm(len(idx), generator=generator)[:n]]
     return centers[pick]
+
+
+def load_sprite_paths(path, names: Sequence[str], num_frames: int, height: int, width: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Requested paths (N, T, 2) and sprite colours (N,) for clips ``names``, read by ``python -m minivid eval
+    --trajectories``: a JSON object {name: {"color": "red", "trajectory": points or keyframes (this module's input
+    format), "canvas": [W, H] (optional)}}, one tracked sprite per clip, interpolated to ``num_frames``."""
+    from ..data.minisprites import COLOR_NAMES
+
+    d = json.loads(Path(path).read_text())
+    if not isinstance(d, dict):
+        raise ValueError(f"trajectories file {path}: expected a JSON object {{clip name: {{color, trajectory}}}}")
+    paths, colors = [], []
+    for n in names:
+        if n not in d:
+            raise ValueError(f"trajectories file {path} has no entry for clip {n!r}")
+        e = d[n]
+        if not isinstance(e, dict) or e.get("color") not in COLOR_NAMES or "trajectory" not in e:
+            raise ValueError(f"trajectories file {path}, clip {n!r}: expected {{\"color\": one of {COLOR_NAMES}, "
+                             f"\"trajectory\": [[x, y], ...]}}, got {e!r}")
+        tr = Trajectories([e["trajectory"]], e.get("canvas"))
+        paths.append(tr.per_frame(num_frames, height, width)[0])
+        colors.append(COLOR_NAMES.index(e["color"]))
+    return torch.stack(paths), torch.tensor(colors)

@@ -148,30 +148,6 @@ def load_captions(path, names: Sequence[str]) -> list[str]:
     return [str(d[n]) for n in names]
 
 
-def load_paths(path, names: Sequence[str], num_frames: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Requested paths (N, T, 2) and sprite colours (N,) from a JSON object {name: {"color": "red", "trajectory":
-    points or keyframes (the Tora input format, :func:`minivid.conditioning.load_trajectories`), "canvas": [W, H]
-    (optional)}}: one tracked sprite per clip."""
-    from ..conditioning.trajectory import Trajectories
-    from ..data.minisprites import COLOR_NAMES
-
-    d = json.loads(Path(path).read_text())
-    if not isinstance(d, dict):
-        raise ValueError(f"trajectories file {path}: expected a JSON object {{clip name: {{color, trajectory}}}}")
-    paths, colors = [], []
-    for n in names:
-        if n not in d:
-            raise ValueError(f"trajectories file {path} has no entry for clip {n!r}")
-        e = d[n]
-        if not isinstance(e, dict) or e.get("color") not in COLOR_NAMES or "trajectory" not in e:
-            raise ValueError(f"trajectories file {path}, clip {n!r}: expected {{\"color\": one of {COLOR_NAMES}, "
-                             f"\"trajectory\": [[x, y], ...]}}, got {e!r}")
-        tr = Trajectories([e["trajectory"]], e.get("canvas"))
-        paths.append(tr.per_frame(num_frames, height, width)[0])
-        colors.append(COLOR_NAMES.index(e["color"]))
-    return torch.stack(paths), torch.tensor(colors)
-
-
 def round_metrics(d):
     if isinstance(d, dict):
         return {k: round_metrics(v) for k, v in d.items()}

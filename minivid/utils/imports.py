@@ -25,17 +25,17 @@ from pathlib import Path
 FLOORS = {
     "utils": 0,
     "kernels": 1,
-    "metrics": 1,
     "nn": 2,
     "diffusion": 3,
     "data": 3,
-    "autoencoders": 4,
-    "unets": 4,
-    "transformers": 4,
-    "conditioning": 5,
-    "pretrained": 5,
-    "pipeline": 6,
-    "__main__": 7,
+    "metrics": 4,
+    "autoencoders": 5,
+    "unets": 5,
+    "transformers": 5,
+    "conditioning": 6,
+    "pretrained": 6,
+    "pipeline": 7,
+    "__main__": 8,
 }
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # minivid/
