@@ -50,17 +50,20 @@ def _as_clips(videos) -> torch.Tensor:
     return v
 
 
-def _to_unit_range(v: torch.Tensor) -> torch.Tensor:
+def _check_range(v: torch.Tensor) -> None:
+    """Float clips must lie in [0, 1] (uint8 in [0, 255] always does); checked without copying the clips."""
     if v.dtype == torch.uint8:
-        return v.float() / 255.0
+        return
     if not v.is_floating_point():
         raise ValueError(f"videos has dtype {v.dtype}: expected float values in [0, 1] or uint8 in [0, 255]")
-    v = v.float()
     lo, hi = float(v.min()), float(v.max())
     if lo < -1e-3 or hi > 1 + 1e-3 or not math.isfinite(lo + hi):
         raise ValueError(f"videos must be in [0, 1] (got values in [{lo:.3f}, {hi:.3f}]); map [-1, 1] clips "
                          "with (x + 1) / 2 first")
-    return v.clamp(0, 1)
+
+
+def _to_unit_range(v: torch.Tensor) -> torch.Tensor:
+    return v.float() / 255.0 if v.dtype == torch.uint8 else v.float().clamp(0, 1)
 
 
 def prepare_clips(v: torch.Tensor, resize: str = "bilinear", num_frames: int | None = 16) -> torch.Tensor:
@@ -105,7 +108,7 @@ def i3d_logits(videos, *, resize: str = "bilinear", num_frames: int | None = 16,
         raise ValueError(f"num_frames={num_frames!r} is invalid: expected None or an int >= 9 (I3D's minimum)")
     if num_frames is None and v.shape[2] < 9:
         raise ValueError(f"clips have {v.shape[2]} frames; I3D needs at least 9 (or pass num_frames=16)")
-    _to_unit_range(v)  # checks dtype and range of every clip before any work
+    _check_range(v)  # dtype and range of every clip, before any work
     dev = torch.device(device) if device is not None else _default_device()
     model = load_i3d(weights, dev)
     batches = range(0, len(v), batch_size)

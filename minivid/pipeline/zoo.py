@@ -329,14 +329,17 @@ def _score_pvdm_unet(model, card: dict) -> dict:
 
 
 LATTE_SIZE, LATTE_FRAMES = 32, 8
+COLOR_MOTION_CLASSES = 32  # 8 palette colours x 4 motions (one-sprite clips: color_motion_pool)
 
 
 def latte_config(latent_channels: int = 4, latent_size: int = 8, frames: int = LATTE_FRAMES, dim: int = 96,
-                 depth: int = 4) -> LatteConfig:
-    """The zoo's (and the demo's) Latte: variant 1, patch 2 on 8 x 8 latents (4 x 4 x 8 = 128 tokens), v-prediction
-    with a plain MSE (no learned variance), class-conditional on MiniSprites' 16 classes + the null label."""
+                 depth: int = 4, num_classes: int = COLOR_MOTION_CLASSES) -> LatteConfig:
+    """The zoo's Latte: variant 1, patch 2 on 8 x 8 latents (4 x 4 x 8 = 128 tokens), v-prediction with a plain MSE
+    (no learned variance), class-conditional with the null label: by default on the 32 colour x motion classes of
+    one-sprite clips (``color_motion_pool``, as the latent U-Net), ``num_classes=MiniSprites.num_classes`` for the 16
+    shape x motion classes of 1-3 sprite clips."""
     return LatteConfig(variant=1, in_channels=latent_channels, num_frames=frames, size=latent_size, patch_size=2,
-                       dim=dim, depth=depth, heads=4, num_classes=MiniSprites.num_classes, class_dropout=0.1,
+                       dim=dim, depth=depth, heads=4, num_classes=num_classes, class_dropout=0.1,
                        learn_sigma=False)
 
 
@@ -367,13 +370,17 @@ def sample_latte(model: Latte, space: LatentSpace, labels: torch.Tensor, guidanc
 
 def train_latte(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                 progress: bool = True, log: Callable[[str], None] = print, config: LatteConfig | None = None):
-    """Latte (``latte_config``) trained with v-prediction (D10) on the scaled latents of ``num_clips`` clips;
-    returns (EMA model, trainer). Shared by the ``latte`` recipe and ``python -m minivid demo``."""
-    videos, labels = labelled_pool(num_clips, LATTE_SIZE, LATTE_FRAMES)
-    latents = space.encode(videos)
-    del videos
+    """Latte (``latte_config``) trained with v-prediction (D10) on the scaled latents of ``num_clips`` clips: one-sprite
+    clips with colour x motion labels when the config has 32 classes (the zoo's), else 1-3 sprite clips with shape x
+    motion labels; returns (EMA model, trainer)."""
     f = space.autoencoder.downsample[1]
     cfg = config or latte_config(space.autoencoder.latent_channels, LATTE_SIZE // f)
+    if cfg.num_classes == COLOR_MOTION_CLASSES:
+        videos, labels = color_motion_pool(num_clips)
+    else:
+        videos, labels = labelled_pool(num_clips, LATTE_SIZE, LATTE_FRAMES)
+    latents = space.encode(videos)
+    del videos
     torch.manual_seed(SEED)  # label dropout draws from the global generator
     model = Latte(cfg)
     trainer = DiffusionTrainer(model, latte_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
@@ -383,7 +390,7 @@ def train_latte(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-
     bar = _bar(steps, "Latte", progress)
     for step in range(steps):
         idx = torch.randint(len(latents), (batch,), generator=g)
-        logs = trainer.step(latents[idx], y=labels[idx])
+        trainer.step(latents[idx], y=labels[idx])
         bar.update(1)
         if (step + 1) % max(1, steps // 10) == 0:
             log(f"  step {step + 1}/{steps}: loss {sum(trainer.losses[-50:]) / len(trainer.losses[-50:]):.4f}")
@@ -392,16 +399,24 @@ def train_latte(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-
 
 
 def latte_metrics(model: Latte, space: LatentSpace, n: int = 64, guidance: float = 2.0) -> dict:
-    labels = torch.arange(n) % MiniSprites.num_classes
+    k = model.config.num_classes
+    labels = torch.arange(n) % k
     videos = sample_latte(model, space, labels, guidance=guidance)
-    return {"samples": sprite_scores(videos), "guidance": guidance, "sample_steps": 25,
-            "baselines": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)}
+    if k != COLOR_MOTION_CLASSES:
+        return {"samples": sprite_scores(videos), "guidance": guidance, "sample_steps": 25,
+                "baselines": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)}
+    real, real_labels = color_motion_pool(n, split="test")
+    return {"samples": {**sprite_scores(videos), "color_accuracy": color_accuracy(videos, labels)},
+            "guidance": guidance, "sample_steps": 25,
+            "baselines": {"real clips": {**sprite_scores(real), "color_accuracy": color_accuracy(real, real_labels)},
+                          "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
 
 
 def _latte(steps, progress, log):
     space = zoo_latent_space("vae2d")
     model, _ = train_latte(space, steps, progress=progress, log=log)
-    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32},
+    return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
+                            "num_sprites": 1, "labels": "colour x motion (32 classes)", "label_dropout": 0.1},
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
                    "schedule": "cosine(1000)", "metrics": latte_metrics(model, space)}
 
@@ -424,7 +439,6 @@ def color_motion_pool(n: int, size: int = LATTE_SIZE, frames: int = LATTE_FRAMES
     return torch.stack([it["video"] for it in items]), torch.tensor(labels)
 
 
-COLOR_MOTION_CLASSES = 32  # 8 palette colours x 4 motions
 
 
 def color_motion_name(label: int) -> str:
@@ -596,7 +610,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("pvdm-ae", "PVDM triplane autoencoder (P1-P4), 32 px x 8 frames", 4000, _pvdm_ae, _score_ae),
     Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes", 3000, _pvdm_unet, _score_pvdm_unet,
            ("pvdm-ae",)),
-    Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents (the demo's denoiser)", 4000, _latte,
+    Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents of one-sprite clips, class = colour x motion", 4000, _latte,
            _score_latte, ("vae2d",)),
     Recipe("latent-unet", "latent video U-Net, v-prediction, on vae2d latents of one-sprite clips, class = colour x "
            "motion", 6000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
@@ -646,9 +660,11 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
     from .text2video import caption_pool
 
     if name == "latte":
+        k = model.config.num_classes
         out.update(videos=sample_latte(model, zoo_latent_space(card["autoencoder"], card["latent_scale"]),
-                                       torch.arange(n) % MiniSprites.num_classes),
-                   reference=clip_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test"),
+                                       torch.arange(n) % k),
+                   reference=(color_motion_pool(n, split="test")[0] if k == COLOR_MOTION_CLASSES
+                              else clip_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")),
                    what=f"{n} class-conditional samples (guidance 2, 25 steps) vs {n} test clips")
     elif name == "latent-unet":
         space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
