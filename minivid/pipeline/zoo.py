@@ -67,9 +67,9 @@ SEED = 0
 
 # ---------------------------------------------------------------------------------------------- data
 def clip_pool(n: int, size: int, frames: int, split: str = "train", seed: int = SEED,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+              dtype: torch.dtype = torch.float32, num_sprites=(1, 3)) -> torch.Tensor:
     """``n`` MiniSprites clips (n, 3, T, H, W) in [-1, 1], rendered once (item i of the split, a pure function)."""
-    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed)
+    data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=num_sprites)
     return torch.stack([data[i]["video"].to(dtype) for i in range(n)])
 
 
@@ -80,9 +80,9 @@ def labelled_pool(n: int, size: int, frames: int, split: str = "train", seed: in
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def sprite_baselines(size: int, frames: int, n: int = 64) -> dict:
+def sprite_baselines(size: int, frames: int, n: int = 64, num_sprites=(1, 3)) -> dict:
     """The ceiling (held-out real clips) and floor (uniform noise) of the sprite check at this clip size."""
-    real = clip_pool(n, size, frames, split="test")
+    real = clip_pool(n, size, frames, split="test", num_sprites=num_sprites)
     noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(SEED)) * 2 - 1
     return {"real clips": sprite_scores(real), "uniform noise": sprite_scores(noise)}
 
@@ -264,7 +264,7 @@ def _score_tora(model, card: dict) -> dict:
     return metrics
 
 
-PVDM_SIZE, PVDM_FRAMES, PVDM_CLIPS = 32, 8, 4
+PVDM_SIZE, PVDM_FRAMES, PVDM_CLIPS, PVDM_SPRITES = 32, 8, 4, 1
 
 
 def _pvdm_ae(steps, progress, log):
@@ -285,7 +285,8 @@ def _pvdm_unet(steps, progress, log):
 
     ae = load_pretrained("pvdm-ae")
     n_videos = 512
-    long = clip_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES)  # long videos: PVDM_CLIPS clips each
+    # long videos of PVDM_CLIPS clips each, one sprite per video (with 1-3 sprites: 6% of samples passed the check)
+    long = clip_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES, num_sprites=PVDM_SPRITES)
     clips = rearrange(long, "b c (l s) h w -> (b l) c s h w", s=PVDM_FRAMES)
     with torch.no_grad():
         enc = [ae.encode(clips[i:i + 64]).value for i in range(0, len(clips), 64)]
@@ -307,9 +308,9 @@ def _pvdm_unet(steps, progress, log):
     bar.close()
     model = trainer.ema.eval()
     return model, {"data": {"size": PVDM_SIZE, "frames": PVDM_FRAMES, "long_video_clips": PVDM_CLIPS,
-                            "train_videos": n_videos, "batch": 32},
+                            "train_videos": n_videos, "batch": 32, "num_sprites": PVDM_SPRITES},
                    "autoencoder": "pvdm-ae", "schedule": "linear(1000)", "lam": 0.3,
-                   "metrics": _score_pvdm_unet(model, {})}
+                   "metrics": _score_pvdm_unet(model, {"data": {"num_sprites": PVDM_SPRITES}})}
 
 
 def pvdm_long_videos(model, ae, n: int = 32, num_clips: int = 2, seed: int = SEED) -> torch.Tensor:
@@ -323,8 +324,9 @@ def pvdm_long_videos(model, ae, n: int = 32, num_clips: int = 2, seed: int = SEE
 
 def _score_pvdm_unet(model, card: dict) -> dict:
     video = pvdm_long_videos(model, load_pretrained("pvdm-ae"))
+    sprites = card.get("data", {}).get("num_sprites", (1, 3))  # entries made before the one-sprite recipe: 1-3
     return {"samples": sprite_scores(video[:, :, :PVDM_FRAMES]), "long_videos_16_frames": sprite_scores(video),
-            "baselines": sprite_baselines(PVDM_SIZE, PVDM_FRAMES, 64),
+            "baselines": sprite_baselines(PVDM_SIZE, PVDM_FRAMES, 64, num_sprites=sprites),
             "sampler": "DDIM eta=1, 100 steps per clip (the release's evaluation setting)"}
 
 
@@ -398,7 +400,7 @@ def train_latte(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-
     return trainer.ema.eval(), trainer
 
 
-def latte_metrics(model: Latte, space: LatentSpace, n: int = 64, guidance: float = 2.0) -> dict:
+def latte_metrics(model: Latte, space: LatentSpace, n: int = 64, guidance: float = 4.0) -> dict:
     k = model.config.num_classes
     labels = torch.arange(n) % k
     videos = sample_latte(model, space, labels, guidance=guidance)
@@ -608,7 +610,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("reducio-vae", "Reducio VAE (R1-R2), 4x32x32, |z|=16, content frame, 64 px x 8 frames", 800,
            _reducio_vae, _score_ae, storage="float16"),
     Recipe("pvdm-ae", "PVDM triplane autoencoder (P1-P4), 32 px x 8 frames", 4000, _pvdm_ae, _score_ae),
-    Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes", 3000, _pvdm_unet, _score_pvdm_unet,
+    Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes of one-sprite videos", 3000, _pvdm_unet, _score_pvdm_unet,
            ("pvdm-ae",)),
     Recipe("latte", "Latte variant 1, v-prediction, on vae2d latents of one-sprite clips, class = colour x motion", 4000, _latte,
            _score_latte, ("vae2d",)),
@@ -662,10 +664,10 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
     if name == "latte":
         k = model.config.num_classes
         out.update(videos=sample_latte(model, zoo_latent_space(card["autoencoder"], card["latent_scale"]),
-                                       torch.arange(n) % k),
+                                       torch.arange(n) % k, guidance=4.0),
                    reference=(color_motion_pool(n, split="test")[0] if k == COLOR_MOTION_CLASSES
                               else clip_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")),
-                   what=f"{n} class-conditional samples (guidance 2, 25 steps) vs {n} test clips")
+                   what=f"{n} class-conditional samples (guidance 4, 25 steps) vs {n} test clips")
     elif name == "latent-unet":
         space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
         out.update(videos=sample_latent_unet(model, space, torch.arange(n) % COLOR_MOTION_CLASSES),
@@ -687,7 +689,8 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
                    what=f"{n} samples from the first frames of {n} one-sprite test clips (guidance 2) vs those clips")
     elif name == "pvdm-unet":
         out.update(videos=pvdm_long_videos(model, load_pretrained("pvdm-ae", root=root), n=n)[:, :, :PVDM_FRAMES],
-                   reference=clip_pool(n, PVDM_SIZE, PVDM_FRAMES, split="test"),
+                   reference=clip_pool(n, PVDM_SIZE, PVDM_FRAMES, split="test",
+                                       num_sprites=card["data"].get("num_sprites", (1, 3))),
                    what=f"first clips of {n} long videos (DDIM eta 1, 100 steps) vs {n} test clips")
     elif name == "tora":
         from .tora import TORA_FRAMES, TORA_SIZE, sample_tora, tora_data
