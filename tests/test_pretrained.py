@@ -131,6 +131,22 @@ def test_zoo_latent_unet_samples_pass_the_sprite_check_with_the_asked_colour():
     assert m["sprite_check"] >= 0.8 and m["color_accuracy"] >= 0.9 and m["color_accuracy_shuffled_labels"] <= 0.1
 
 
+def test_zoo_latte_samples_keep_the_asked_colour():
+    """The zoo's Latte (one-sprite clips, class = colour x motion): recomputed on 16 samples, most show the label's
+    colour in every frame (chance: 1 in 8) and a good share pass the sprite check; its card's 64 samples say 58%."""
+    from minivid.autoencoders import LatentSpace
+    from minivid.metrics import sprite_scores
+    from minivid.pipeline.zoo import color_accuracy, sample_latte
+    card = zoo.card("latte")
+    space = LatentSpace(zoo.load(card["autoencoder"]), card["latent_scale"])
+    labels = torch.arange(16) * 2  # every colour, two motions each
+    videos = sample_latte(zoo.load("latte"), space, labels, guidance=card["metrics"]["guidance"])
+    assert color_accuracy(videos, labels) >= 0.75 and color_accuracy(videos, (labels + 4) % 32) <= 0.25
+    assert sprite_scores(videos)["sprite_check"] >= 0.3
+    m = card["metrics"]["samples"]
+    assert m["sprite_check"] >= 0.5 and m["color_accuracy"] >= 0.9
+
+
 def test_zoo_i2v_starts_from_its_frame():
     """The zoo's image-to-video model (Reducio-DiT on the first frame): recomputed on 16 held-out first frames, its
     clips keep the frame's sprite colour and start within a pixel of the frame's sprite, far better than the same
