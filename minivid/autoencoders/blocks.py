@@ -135,6 +135,12 @@ class CausalConv3d(nn.Module):
             past = cache.get(self) if cache is not None else None
             if past is None:  # C1 [code]: the missing past is the first frame repeated
                 past = repeat(x[:, :, :1], "b c 1 h w -> b c p h w", p=self.time_pad)
+                if x.shape[2] == 1:  # an image: every tap sees the same frame, so one 2D conv with the taps summed
+                    if cache is not None:
+                        cache[self] = past
+                    c = self.conv
+                    y = F.conv2d(x[:, :, 0], c.weight.sum(2), c.bias, stride=c.stride[1:], padding=c.padding[1:])
+                    return y[:, :, None]  # (B, C', 1, H', W'), 1/k_t of the 3D conv's work
             x = torch.cat([past, x], dim=2)  # (B, C, time_pad + T, H, W)
             if cache is not None:
                 cache[self] = x[:, :, -self.time_pad:]  # the context the next chunk needs
@@ -234,14 +240,19 @@ class Downsample(nn.Module):
       :math:`2k \to k`.
     - space (``spatial``): pad one zero row/column at the bottom/right, then a 3x3 stride-2 convolution per
       frame (SD-VAE, CogVideoX), :math:`H \to H/2`; without ``spatial`` a 3x3 stride-1 convolution.
+    - ``shortcut`` (not in the papers; DC-AE's residual autoencoding, Chen et al. 2024): add the parameter-free
+      path, each 2x2 block's mean (after the time pairing), to the convolution's output, so that an untrained
+      encoder already passes block means down and training learns only the residual. Off by default.
     """
 
     def __init__(self, channels: int, spatial: bool = True, temporal: bool = False, causal: bool = False,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, shortcut: bool = False):
         super().__init__()
         if not (spatial or temporal):
             raise ValueError("a Downsample must halve space, time or both")
-        self.spatial, self.temporal, self.causal = spatial, temporal, causal
+        if shortcut and out_channels not in (None, channels):
+            raise ValueError(f"shortcut=True needs out_channels == channels ({channels}), got {out_channels}")
+        self.spatial, self.temporal, self.causal, self.shortcut = spatial, temporal, causal, shortcut
         self.conv = nn.Conv2d(channels, out_channels or channels, 3, stride=2 if spatial else 1,
                               padding=0 if spatial else 1)
 
@@ -256,23 +267,29 @@ class Downsample(nn.Module):
             rest = reduce(rest, "b c (t two) h w -> b c t h w", "mean", two=2)  # pairs -> their mean
             x = torch.cat([head, rest], dim=2)  # (B, C, T', H, W)
         y = rearrange(x, "b c t h w -> (b t) c h w")
+        skip = (F.avg_pool2d(y, 2) if self.spatial else y) if self.shortcut else None
         if self.spatial:
             y = F.pad(y, (0, 1, 0, 1))  # bottom/right, so a 3x3 stride-2 kernel gives exactly H/2
         y = self.conv(y)
+        if skip is not None:
+            y = y + skip  # DC-AE residual: block means + the learned part
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
 
 
 class Upsample(nn.Module):
     r"""Double space and/or time, mirror of :class:`Downsample`. Time: every frame repeated twice; if
     ``causal`` the clip's first frame stays single (:math:`1 + k \to 1 + 2k`, C1). Space: nearest-neighbour
-    x2. Then a 3x3 convolution per frame (CogVideoX **[code]**). (B, C, T, H, W) -> (B, C', T', H', W')."""
+    x2. Then a 3x3 convolution per frame (CogVideoX **[code]**). ``shortcut``: the repeated input is added to the
+    convolution's output (DC-AE's residual path, see :class:`Downsample`). (B, C, T, H, W) -> (B, C', T', H', W')."""
 
     def __init__(self, channels: int, spatial: bool = True, temporal: bool = False, causal: bool = False,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, shortcut: bool = False):
         super().__init__()
         if not (spatial or temporal):
             raise ValueError("an Upsample must double space, time or both")
-        self.spatial, self.temporal, self.causal = spatial, temporal, causal
+        if shortcut and out_channels not in (None, channels):
+            raise ValueError(f"shortcut=True needs out_channels == channels ({channels}), got {out_channels}")
+        self.spatial, self.temporal, self.causal, self.shortcut = spatial, temporal, causal, shortcut
         self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
@@ -285,7 +302,7 @@ class Upsample(nn.Module):
         y = rearrange(x, "b c t h w -> (b t) c h w")
         if self.spatial:
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")
-        y = self.conv(y)
+        y = self.conv(y) + y if self.shortcut else self.conv(y)
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
 
 
@@ -328,9 +345,11 @@ class Encoder(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int | None, channels: int, channel_mult: Sequence[int],
                  num_res_blocks: int, transitions: Sequence[tuple[bool, bool]], causal: bool = False,
-                 temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True, mid_blocks: int = 2):
+                 temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True, mid_blocks: int = 2,
+                 shortcuts: bool = False):
         super().__init__()
         _check_widths(channels, channel_mult, transitions, mid_blocks)
+        self.shortcuts = shortcuts and out_channels is not None
         kw = dict(causal=causal, temporal_kernel=temporal_kernel, norm_groups=norm_groups,
                   per_frame_norm=per_frame_norm)
         self.widths = [channels * m for m in channel_mult]
@@ -346,12 +365,15 @@ class Encoder(nn.Module):
             self.blocks.append(level)
             if i < len(transitions):
                 sp, tm = transitions[i]
-                self.downs.append(Downsample(c, sp, tm, causal))
+                self.downs.append(Downsample(c, sp, tm, causal, shortcut=shortcuts))
         self.has_head = out_channels is not None
         if self.has_head:
             self.mid = nn.ModuleList([ResBlock3D(c, c, **kw) for _ in range(mid_blocks)])
             self.norm_out = GroupNorm3d(c, norm_groups, per_frame_norm)
             self.conv_out = make_conv(c, out_channels, (temporal_kernel, 3, 3), causal)
+            if self.shortcuts and (out_channels % 2 or c % (out_channels // 2)):
+                raise ValueError(f"shortcuts=True needs the top width ({c}) to be a multiple of the latent channels "
+                                 f"({out_channels // 2})")
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor | list[torch.Tensor]:
         h = self.conv_in(x, cache)  # (B, C0, T, H, W)
@@ -366,7 +388,11 @@ class Encoder(nn.Module):
             return features
         for block in self.mid:
             h = block(h, cache)
-        return self.conv_out(F.silu(self.norm_out(h)), cache)  # (B, out_channels, T', H', W')
+        out = self.conv_out(F.silu(self.norm_out(h)), cache)  # (B, out_channels, T', H', W')
+        if self.shortcuts:  # DC-AE: the latent mean also gets the group means of the top features' channels
+            z = out.shape[1] // 2
+            out = torch.cat([out[:, :z] + reduce(h, "b (z g) t h w -> b z t h w", "mean", z=z), out[:, z:]], dim=1)
+        return out
 
 
 class Decoder(nn.Module):
@@ -381,15 +407,19 @@ class Decoder(nn.Module):
     def __init__(self, out_channels: int, latent_channels: int, channels: int, channel_mult: Sequence[int],
                  num_res_blocks: int, transitions: Sequence[tuple[bool, bool]], causal: bool = False,
                  temporal_kernel: int = 3, norm_groups: int = 32, per_frame_norm: bool = True,
-                 fusions: dict[int, nn.Module] | None = None, mid_blocks: int = 2):
+                 fusions: dict[int, nn.Module] | None = None, mid_blocks: int = 2, shortcuts: bool = False):
         super().__init__()
         _check_widths(channels, channel_mult, transitions, mid_blocks)
+        self.shortcuts = shortcuts
         kw = dict(causal=causal, temporal_kernel=temporal_kernel, norm_groups=norm_groups,
                   per_frame_norm=per_frame_norm)
         self.widths = [channels * m for m in channel_mult]
         n = len(self.widths)
         c = self.widths[-1]
         self.conv_in = make_conv(latent_channels, c, (temporal_kernel, 3, 3), causal)
+        if shortcuts and c % latent_channels:
+            raise ValueError(f"shortcuts=True needs the top width ({c}) to be a multiple of latent_channels "
+                             f"({latent_channels})")
         self.mid = nn.ModuleList([ResBlock3D(c, c, **kw) for _ in range(mid_blocks)])
         self.blocks = nn.ModuleList([nn.ModuleList() for _ in range(n)])  # indexed by level
         self.ups = nn.ModuleList([nn.Identity() for _ in range(n)])  # ups[i]: level i -> level i - 1
@@ -399,7 +429,7 @@ class Decoder(nn.Module):
                 c = self.widths[i]
             if i > 0:
                 sp, tm = transitions[i - 1]
-                self.ups[i] = Upsample(c, sp, tm, causal)
+                self.ups[i] = Upsample(c, sp, tm, causal, shortcut=shortcuts)
         self.fusions = nn.ModuleDict({str(k): m for k, m in (fusions or {}).items()})
         for k in (fusions or {}):
             if not 0 <= k < n:
@@ -414,6 +444,8 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, cache: Cache | None = None,
                 context: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         h = self.conv_in(z, cache)  # (B, C_top, T', H', W')
+        if self.shortcuts:  # DC-AE: each latent channel repeated over its group of feature channels
+            h = h + z.repeat_interleave(h.shape[1] // z.shape[1], dim=1)
         for block in self.mid:
             h = block(h, cache)
         for i in reversed(range(len(self.blocks))):

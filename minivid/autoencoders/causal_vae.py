@@ -50,6 +50,7 @@ class CausalVAEConfig(ModelConfig):
     num_res_blocks: int = 2
     norm_groups: int = 32
     init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
+    shortcuts: bool = False  # DC-AE's parameter-free residual paths around every resampler and the latent (not C1)
 
     def __post_init__(self):
         s = log2_exact(self.spatial_factor, "spatial_factor")
@@ -74,7 +75,8 @@ class CausalVAE(VideoAutoencoder):
         self.downsample = (c.temporal_factor, c.spatial_factor, c.spatial_factor)
         self.latent_channels = c.latent_channels
         common = dict(channels=c.channels, channel_mult=c.channel_mult, num_res_blocks=c.num_res_blocks,
-                      causal=True, temporal_kernel=3, norm_groups=c.norm_groups, per_frame_norm=True)
+                      causal=True, temporal_kernel=3, norm_groups=c.norm_groups, per_frame_norm=True,
+                      shortcuts=c.shortcuts)
         self.encoder = Encoder(c.in_channels, 2 * c.latent_channels,
                                transitions=make_transitions(c.spatial_factor, c.temporal_factor, True), **common)
         self.decoder = Decoder(c.in_channels, c.latent_channels,

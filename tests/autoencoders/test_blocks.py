@@ -218,3 +218,81 @@ def test_check_video_shape_checks_rank_channels_frames_then_size():
                          ((1, 3, 8, 16, 64), "at least 32x32")]:
         with pytest.raises(ValueError, match=match):
             check_video_shape(shape, 3, 32, rule)
+
+
+@pytest.mark.parametrize("spatial,temporal", [(True, False), (True, True), (False, True)])
+def test_resampler_shortcuts_add_block_means_and_repeats(spatial, temporal):
+    """DC-AE's residual paths: with the convolution zeroed a shortcut Downsample is exactly the (first frame kept,
+    pairs averaged) x (2x2 block mean) of its input and a shortcut Upsample exactly its repetition; with the
+    convolution kept, the output is the plain resampler's plus that path, and causality still holds."""
+    x = _randn(2, 4, 5, 8, 8, dtype=torch.float64)
+    down = Downsample(4, spatial, temporal, causal=True, shortcut=True).double()
+    plain = Downsample(4, spatial, temporal, causal=True).double()
+    plain.load_state_dict(down.state_dict())
+    head, rest = x[:, :, :1], x[:, :, 1:]
+    paired = torch.cat([head, 0.5 * (rest[:, :, 0::2] + rest[:, :, 1::2])], 2) if temporal else x
+    means = F.avg_pool3d(paired, (1, 2, 2)) if spatial else paired
+    torch.testing.assert_close(down(x) - plain(x), means, rtol=0, atol=1e-12)
+    up = Upsample(4, spatial, temporal, causal=True, shortcut=True).double()
+    torch.nn.init.zeros_(up.conv.weight), torch.nn.init.zeros_(up.conv.bias)
+    y = up(means)
+    rep = torch.cat([means[:, :, :1], means[:, :, 1:].repeat_interleave(2, 2)], 2) if temporal else means
+    rep = rep.repeat_interleave(2, 3).repeat_interleave(2, 4) if spatial else rep
+    torch.testing.assert_close(y, rep, rtol=0, atol=0)
+    x2 = x.clone()
+    x2[:, :, 3:] += 1.0  # frames 3, 4 only: with pairing, outputs 0 and 1 (frames 0 and 1-2) must not move
+    keep = 2 if temporal else 3
+    torch.testing.assert_close(down(x2)[:, :, :keep], down(x)[:, :, :keep], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="out_channels"):
+        Downsample(4, shortcut=True, out_channels=8)
+
+
+def test_encoder_shortcuts_carry_block_means_to_the_latent():
+    """With every learned layer of the residual branches zeroed (res-block second convs, resampler convs, conv_out
+    of the encoder, conv_in of the decoder) a shortcut encoder's latent mean is the per-(4x8x8)-block mean of the
+    conv_in features, averaged over channel groups."""
+    torch.manual_seed(0)
+    kw = dict(channels=4, channel_mult=(1, 1, 1, 2), num_res_blocks=1, transitions=make_transitions(8, 4, True),
+              causal=True, norm_groups=2, shortcuts=True)
+    enc = Encoder(3, 2 * 2, **kw).double()
+    for m in enc.modules():
+        if isinstance(m, ResBlock3D):
+            torch.nn.init.zeros_(m.conv2.weight), torch.nn.init.zeros_(m.conv2.conv.bias)
+            if not isinstance(m.skip, torch.nn.Identity):  # the width change 4 -> 8: copy each channel twice
+                with torch.no_grad():
+                    m.skip.weight.zero_(), m.skip.bias.zero_()
+                    for o in range(m.skip.weight.shape[0]):
+                        m.skip.weight[o, o * m.skip.weight.shape[1] // m.skip.weight.shape[0]] = 1.0
+        if isinstance(m, (Downsample, Upsample)):
+            torch.nn.init.zeros_(m.conv.weight), torch.nn.init.zeros_(m.conv.bias)
+    torch.nn.init.zeros_(enc.conv_out.weight), torch.nn.init.zeros_(enc.conv_out.conv.bias)
+    x = _randn(1, 3, 9, 16, 16, dtype=torch.float64)
+    feats = enc.conv_in(x)  # (1, 4, 9, 16, 16)
+    paired = torch.cat([feats[:, :, :1], 0.5 * (feats[:, :, 1::2] + feats[:, :, 2::2])], 2)
+    paired = torch.cat([paired[:, :, :1], 0.5 * (paired[:, :, 1::2] + paired[:, :, 2::2])], 2)  # 9 -> 5 -> 3
+    block = F.avg_pool3d(paired, (1, 8, 8))  # (1, 4, 3, 2, 2)
+    want = block.reshape(1, 2, 2, 3, 2, 2).mean(2)  # top width 8 = the 4 channels twice; groups of 4 -> 2 latents
+    torch.testing.assert_close(enc(x)[:, :2], want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="multiple"):
+        Encoder(3, 2 * 3, **kw)
+
+
+@pytest.mark.parametrize("kernel,dilation,stride", [(3, 1, 1), (3, 2, 1), ((2, 3, 5), 1, 2)])
+def test_causal_conv_on_one_frame_equals_the_padded_conv3d(kernel, dilation, stride):
+    """An image (T = 1) takes the 2D path (taps summed over time); it must equal Conv3d on the first frame
+    repeated into the past, and a stream that starts with it must continue exactly."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(3, 4, kernel, stride=stride, dilation=dilation).double()
+    x = _randn(2, 3, 5, 8, 8, dtype=torch.float64)
+    padded = torch.cat([x[:, :, :1].expand(-1, -1, conv.time_pad, -1, -1), x[:, :, :1]], 2)
+    ref = conv.conv(padded)
+    torch.testing.assert_close(conv(x[:, :, :1]), ref, rtol=0, atol=1e-12)
+    cache = {}
+    chunks = [conv(x[:, :, :1], cache), conv(x[:, :, 1:], cache)]
+    torch.testing.assert_close(torch.cat(chunks, 2), conv(x), rtol=0, atol=1e-12)
+    x.requires_grad_(True)
+    conv(x[:, :, :1]).square().sum().backward()
+    g = x.grad.clone()
+    x.grad = None
+    conv.conv(torch.cat([x[:, :, :1].expand(-1, -1, conv.time_pad, -1, -1), x[:, :, :1]], 2)).square().sum().backward()
+    torch.testing.assert_close(g, x.grad, rtol=1e-12, atol=1e-12)
