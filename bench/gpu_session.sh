@@ -5,16 +5,17 @@
 #      fp32, causal, key padding, long and temporal shapes, padded head dims, determinism; skipped without CUDA),
 #      with the first (heuristic) tile of each shape class: MINIVID_FLASH_AUTOTUNE=0 spares the compile time of
 #      every candidate;
-#   2. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
+#   2. the expert transformer with the Triton kernel against SDPA (tests/transformers/test_cogvideox.py -k triton);
+#   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
-#   3. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
-#   4. the demo at its CUDA scale for 1500 steps (issue 14): training time and the sprite-check rate of its samples
+#   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
+#   5. the demo at its CUDA scale for 1500 steps (issue 14): training time and the sprite-check rate of its samples
 #      (metrics.json), the first GPU measurement of the latent Latte (the CUDA preset's 8000 steps are unmeasured).
 # Each step has its own time limit; bench/attention.py saves after every row, so a step cut off by its limit
 # keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
 # tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
 # preinstalled on the lent machines) with minivid from this checkout, no install:
-#     bash bench/gpu_session.sh            # at most 580 s of limits: inside the device tool's 600 s a call
+#     bash bench/gpu_session.sh            # limits 150 + 60 + 200 + 80 + 90 = 580 s: inside the tool's 600 s a call
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
 set -u
 cd "$(dirname "$0")/.."
@@ -34,6 +35,6 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
     > "$DEST/gpu_session.txt"
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
 step 60 expert_triton.txt "$PY" -m pytest -q -p no:cacheprovider tests/transformers/test_cogvideox.py -k triton -rs
-step 240 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
-step 100 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
+step 200 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
+step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
 step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --out "$DEST/demo-gpu"
