@@ -61,3 +61,20 @@ def test_train_help_names_every_recipe(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in recipes.RECIPES:
         assert name in text.split("recipe name:")[1].split("options")[0], name
+
+
+def test_train_autoencoder_images_first_then_clips(monkeypatch):
+    """``image_steps``: the first updates see ``image_batch`` single frames (1-frame clips) drawn from the pool's
+    clips, the rest whole clips; out-of-range counts are refused before any work."""
+    from minivid.autoencoders import CausalVAE, CausalVAEConfig
+
+    seen = []
+    monkeypatch.setattr(recipes.AutoencoderTrainer, "step", lambda self, x: seen.append(tuple(x.shape)) or {"l1": 0.0,
+                                                                                                          "lr": 0.0})
+    pool = torch.rand(6, 3, 5, 16, 16) * 2 - 1
+    model = CausalVAE(CausalVAEConfig(channels=4, latent_channels=2, spatial_factor=4, num_res_blocks=1, norm_groups=2))
+    recipes.train_autoencoder(model, pool, 5, batch=2, lr=1e-3, warmup=1, progress=False, log=lambda m: None,
+                              image_steps=3, image_batch=7)
+    assert seen == [(7, 3, 1, 16, 16)] * 3 + [(2, 3, 5, 16, 16)] * 2
+    with pytest.raises(ValueError, match="image_steps=6"):
+        recipes.train_autoencoder(model, pool, 5, batch=2, lr=1e-3, warmup=1, progress=False, image_steps=6)
