@@ -17,6 +17,12 @@ own, and every GroupNorm is per frame. Hence
 As in CogVideoX **[code]**, the encoder halves time at its two finest transitions (cheap: the expensive
 high-resolution levels then run on fewer frames) and the decoder doubles it at its two coarsest. The
 official VAE takes 8N+1 frames (its chunk loop works on 8 frames); this one takes any 4k+1.
+
+Small-scale options, not in CogVideoX (off by default): ``shortcuts=True`` adds DC-AE's parameter-free residual
+paths (block means around every downsampler, repetition around every upsampler, channel-group means into the
+latent and repeats out of it), so that training starts from a block-means code and learns the residual; and an
+image (1 frame) costs a 2D convolution per layer (:class:`~minivid.autoencoders.blocks.CausalConv3d`), which makes
+images-first training cheap (the zoo's ``causal-vae`` recipe; bench/results/measurements.md has the figures).
 """
 
 from __future__ import annotations
