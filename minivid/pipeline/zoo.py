@@ -275,7 +275,7 @@ def _score_tora(model, card: dict) -> dict:
 
 
 PVDM_SIZE, PVDM_FRAMES, PVDM_CLIPS = 32, 8, 4
-PVDM_SPRITES = (1, 3)  # sprites per training video (one-sprite videos: not yet tried to the end, see measurements.md)
+PVDM_SPRITES = (1, 3)  # sprites per training video (one sprite: 9% vs 6% pass, not shipped; see measurements.md)
 
 
 def _pvdm_ae(steps, progress, log):
