@@ -296,3 +296,19 @@ def test_causal_conv_on_one_frame_equals_the_padded_conv3d(kernel, dilation, str
     x.grad = None
     conv.conv(torch.cat([x[:, :, :1].expand(-1, -1, conv.time_pad, -1, -1), x[:, :, :1]], 2)).square().sum().backward()
     torch.testing.assert_close(g, x.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_decoder_shortcut_repeats_each_latent_channel_over_its_group():
+    """The decoder's latent shortcut: with conv_in zeroed, what enters the middle blocks is z with each channel
+    repeated over its group (channel k of the top width comes from latent channel k // (C_top / |z|))."""
+    kw = dict(channels=4, channel_mult=(1, 2), num_res_blocks=1, transitions=make_transitions(2, 1, True),
+              causal=True, norm_groups=2, shortcuts=True)
+    dec = Decoder(3, 2, **kw).double()
+    torch.nn.init.zeros_(dec.conv_in.weight), torch.nn.init.zeros_(dec.conv_in.conv.bias)
+    seen = []
+    dec.mid[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    z = _randn(1, 2, 3, 4, 4, dtype=torch.float64)
+    dec(z)
+    torch.testing.assert_close(seen[0], z[:, [0, 0, 0, 0, 1, 1, 1, 1]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiple of latent_channels"):
+        Decoder(3, 3, **kw)
