@@ -135,19 +135,26 @@ def sample_planes(model, schedule: NoiseSchedule, shape: Sequence[int], batch_si
 @torch.no_grad()
 def generate_long_video(model, autoencoder, schedule: NoiseSchedule, num_clips: int, shape: Sequence[int],
                         batch_size: int = 1, steps_first: int = 100, steps_next: int = 100, eta: float = 1.0,
-                        generator: torch.Generator | None = None, device=None) -> dict:
+                        generator: torch.Generator | None = None, device=None, latent_scale: float = 1.0) -> dict:
     """P9: a first clip from the null condition, then ``num_clips - 1`` clips each conditioned on the planes of
     the one before, decoded and concatenated along time. ``shape = (S, H', W')`` is the latent size of one
     clip; DDIM with η = 1 and 100 steps per clip by default, as the release evaluates ("100/100-s" in the
     paper's "N/M-s" notation). Returns ``video`` (B, 3, num_clips * S, H, W) and the list of each clip's
-    ``planes``."""
+    ``planes``.
+
+    ``latent_scale`` (minivid's option; the release diffuses the tanh-bounded planes as they are, 1.0): the
+    model was trained on planes multiplied by it (LDM's scale factor, unit variance at small scale), so the
+    planes are sampled in those units, clamped to [-latent_scale, latent_scale] (the tanh bound) and divided
+    by it before decoding; the returned ``planes`` are in the scaled units the model conditions on."""
     check_int("num_clips", num_clips, 1)
+    latent_scale = check_number("latent_scale", latent_scale, 0.0, strict_minimum=True)
     channels = autoencoder.latent_channels
     planes, clips, prev = [], [], None
     for l in range(num_clips):
         z = sample_planes(model, schedule, shape, batch_size, channels, cond=prev,
-                          steps=steps_first if l == 0 else steps_next, eta=eta, generator=generator, device=device)
+                          steps=steps_first if l == 0 else steps_next, eta=eta, generator=generator, device=device,
+                          clip=latent_scale)
         planes.append(z)
-        clips.append(autoencoder.decode(z))  # (B, 3, S, H, W)
+        clips.append(autoencoder.decode(tuple(p / latent_scale for p in z)))  # (B, 3, S, H, W)
         prev = z  # x^{l+1} ~ p(x^{l+1} | x^l): condition on the clip just sampled
     return {"video": torch.cat(clips, dim=2), "planes": planes}

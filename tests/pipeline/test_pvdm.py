@@ -168,3 +168,24 @@ def test_release_defaults_p8_lambda_and_ddim_eta_one_100_steps():
                                                  generator=torch.Generator().manual_seed(0), **kw))
     torch.testing.assert_close(run(), run(eta=1.0))
     assert not torch.allclose(run(), run(eta=0.0))
+
+
+@torch.no_grad()
+def test_long_video_latent_scale_samples_scaled_planes_and_decodes_them_unscaled():
+    """``latent_scale`` = k: the model works in planes multiplied by k (LDM's scale factor). With the oracle of
+    N(2.0, (0.3)^2) in those units, the returned planes follow it (clamped at the tanh bound times k, not at 1), and
+    the decoder receives them divided by k; bad scales are refused before any work."""
+    s = NoiseSchedule.linear(1000)
+    torch.manual_seed(0)
+    ae = PVDMAutoencoder(PVDMAutoencoderConfig(dim=16, encoder_depth=1, decoder_depth=1, projector_depth=1,
+                                               heads=2, projector_heads=2, latent_channels=C, patch_size=4)).eval()
+    run = lambda k: generate_long_video(ConditionalOracle(s, 2.0, 0.3), ae, s, num_clips=1, shape=SHAPE, batch_size=4,
+                                        generator=torch.Generator().manual_seed(0), latent_scale=k)
+    out = run(3.0)
+    p = pack_planes(out["planes"][0])
+    assert abs(p.mean() - 2.0) < 0.05 and abs(p.std() - 0.3) < 0.05 and p.abs().max() <= 3.0
+    torch.testing.assert_close(out["video"], ae.decode(tuple(z / 3.0 for z in out["planes"][0])))
+    assert pack_planes(run(1.0)["planes"][0]).max() <= 1.0  # unscaled: the clamp at the tanh bound bites
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="latent_scale"):
+            generate_long_video(ConditionalOracle(s, 2.0, 0.3), ae, s, num_clips=1, shape=SHAPE, latent_scale=bad)
