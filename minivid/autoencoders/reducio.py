@@ -41,6 +41,11 @@ change R1's shapes or what the decoder is given, so the compression results comp
 - *Where the fusion sits.* The release fuses after 2 of a level's 4 residual blocks; minivid fuses before the
   level's first residual block (it uses 1-2 blocks per level at CPU scale, where "after half of them" would be
   after the last one at 1 block).
+- *Options the release does not have* (off by default): ``fusion_spatial_pe`` (a 2D sin-cos position code on
+  the fusion's queries and content tokens) and ``fusion_skip`` (a zero-initialised 1x1 convolution adding the
+  content features in place, :class:`ContentFusion`). At CPU scale the official fusion has to learn attention
+  that finds the content before the decoder can copy anything; both options are measured in
+  ``bench/results/measurements.md``.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class ReducioConfig(ModelConfig):
     fusion_factors: tuple[int, ...] = (8, 4)
     fusion_head_dim: int = 64
     fusion_spatial_pe: bool = False
+    fusion_skip: bool = False  # minivid's option: ContentFusion(skip=True), a zero-initialised in-place content path
     normalize_latent: bool = True
     attention_backend: str = "sdpa"  # of the content fusion's cross-attention
     init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
@@ -132,10 +138,15 @@ class ContentFusion(nn.Module):
     the convolutions' zero padding alone) also adds a 2D sin-cos code of the (h, w) position, measured
     on the content grid, to the normalised queries and to the content tokens, so that attention can
     match positions from the start.
+
+    ``skip=True`` (minivid's option, not in the official model): also add a zero-initialised 1x1 convolution
+    of the content features at the same (h, w) position to every frame, out = x + CrossAttn(...) +
+    W·content(h, w). At initialisation the output is the official fusion's; the decoder can copy the content
+    frame's appearance in place from the first update instead of first learning attention that finds it.
     """
 
     def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False,
-                 backend: str = "sdpa"):
+                 backend: str = "sdpa", skip: bool = False):
         super().__init__()
         if spatial_pe and (dim % 4 or context_dim % 4):
             raise ValueError(f"spatial_pe=True needs widths divisible by 4 (2D sin-cos code); got dim={dim}, "
@@ -145,8 +156,22 @@ class ContentFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads=heads, head_dim=min(head_dim, dim), context_dim=context_dim, qkv_bias=False,
                               backend=backend)
+        self.skip = None
+        if skip:
+            self.skip = nn.Conv2d(context_dim, dim, 1)
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
 
     def forward(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        out = self._fuse(h, content)
+        if self.skip is not None:
+            if content.shape[-2:] != h.shape[-2:]:
+                raise ValueError(f"skip=True needs the content grid {tuple(content.shape[-2:])} to equal the "
+                                 f"motion grid {tuple(h.shape[-2:])}")
+            out = out + self.skip(content)[:, :, None]  # the same (h, w) position, every frame
+        return out
+
+    def _fuse(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         b, c, t, hh, ww = h.shape
         pe = timestep_embedding(torch.arange(t, device=h.device), c).to(h.dtype)  # (T, C) temporal sin-cos
         x = rearrange(h, "b c t h w -> b t (h w) c") + pe[None, :, None, :]
@@ -192,7 +217,8 @@ class ReducioVAE(VideoAutoencoder):
                 content_level = log2_exact(f, "fusion factor")
                 self.fusion_levels[level] = content_level
                 fusions[level] = ContentFusion(widths[level], c.content_channels * c.content_channel_mult[content_level],
-                                               c.fusion_head_dim, c.fusion_spatial_pe, c.attention_backend)
+                                               c.fusion_head_dim, c.fusion_spatial_pe, c.attention_backend,
+                                               skip=c.fusion_skip)
         self.decoder = Decoder(c.in_channels, c.latent_channels, transitions=dec_transitions, fusions=fusions,
                                **common)
         self.init_posterior(c.init_logvar)

@@ -194,3 +194,37 @@ def test_a_tiny_reducio_learns_and_round_trips(tmp_path):
     assert type(loaded) is ReducioVAE
     assert loaded.config == m.config and loaded.config.fusion_factors == (8, 4)
     torch.testing.assert_close(loaded.eval().reconstruct(x), m.eval().reconstruct(x))
+
+
+def test_fusion_skip_starts_as_the_official_fusion_and_adds_content_in_place():
+    """``fusion_skip`` (minivid's option): zero-initialised, so a model with it decodes exactly as the same weights
+    without it; once trained, the skip adds W·content(h, w) + b to every frame at the same position (float64
+    reference), so changing one content position changes only that position of the skip's term."""
+    torch.manual_seed(0)
+    plain = ContentFusion(dim=8, context_dim=6, head_dim=4).double()
+    fuse = ContentFusion(dim=8, context_dim=6, head_dim=4, skip=True).double()
+    fuse.load_state_dict({**plain.state_dict(), "skip.weight": fuse.skip.weight, "skip.bias": fuse.skip.bias})
+    h = torch.randn(2, 8, 3, 4, 4, dtype=torch.float64)
+    content = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(fuse(h, content), plain(h, content), rtol=0, atol=0)
+    with torch.no_grad():
+        fuse.skip.weight.normal_()
+        fuse.skip.bias.normal_()
+    term = torch.einsum("oc,bchw->bohw", fuse.skip.weight[:, :, 0, 0], content) + fuse.skip.bias[:, None, None]
+    torch.testing.assert_close(fuse(h, content) - plain(h, content), term[:, :, None].expand(-1, -1, 3, -1, -1))
+    moved = content.clone()
+    moved[:, :, 1, 2] += 1.0
+    delta = (fuse(h, moved) - plain(h, moved)) - (fuse(h, content) - plain(h, content))
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1, 2] = True
+    assert delta[..., mask].abs().amin() > 0 and delta[..., ~mask].abs().amax() < 1e-12
+    with pytest.raises(ValueError, match="content grid"):
+        fuse(h, torch.randn(2, 6, 2, 2, dtype=torch.float64))
+    # in the VAE: off by default (the release), and the option round-trips through the config
+    assert ReducioConfig().fusion_skip is False
+    m = tiny(fusion_skip=True)
+    x = video(2, 8, 32, 32)
+    with torch.no_grad():
+        ref = tiny()
+        ref.load_state_dict({k: v for k, v in m.state_dict().items() if not (k.startswith("decoder.fusions.") and ".skip." in k)})
+        torch.testing.assert_close(m.reconstruct(x), ref.reconstruct(x))
