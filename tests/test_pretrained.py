@@ -133,7 +133,7 @@ def test_zoo_latent_unet_samples_pass_the_sprite_check_with_the_asked_colour():
 
 def test_zoo_latte_samples_keep_the_asked_colour():
     """The zoo's Latte (one-sprite clips, class = colour x motion): recomputed on 16 samples, most show the label's
-    colour in every frame (chance: 1 in 8) and a good share pass the sprite check; its card's 64 samples say 58%."""
+    colour in every frame (chance: 1 in 8) and pass the sprite check; its card's 64 samples meet the issue's 80%."""
     from minivid.autoencoders import LatentSpace
     from minivid.metrics import sprite_scores
     from minivid.pipeline.zoo import color_accuracy, sample_latte
@@ -142,9 +142,9 @@ def test_zoo_latte_samples_keep_the_asked_colour():
     labels = torch.arange(16) * 2  # every colour, two motions each
     videos = sample_latte(zoo.load("latte"), space, labels, guidance=card["metrics"]["guidance"])
     assert color_accuracy(videos, labels) >= 0.75 and color_accuracy(videos, (labels + 4) % 32) <= 0.25
-    assert sprite_scores(videos)["sprite_check"] >= 0.3
+    assert sprite_scores(videos)["sprite_check"] >= 0.5
     m = card["metrics"]["samples"]
-    assert m["sprite_check"] >= 0.5 and m["color_accuracy"] >= 0.9
+    assert m["sprite_check"] >= 0.8 and m["color_accuracy"] >= 0.9
 
 
 def test_zoo_i2v_starts_from_its_frame():
