@@ -355,8 +355,8 @@ COLOR_MOTION_CLASSES = 32  # 8 palette colours x 4 motions (one-sprite clips: co
 def latte_config(latent_channels: int = 4, latent_size: int = 8, frames: int = LATTE_FRAMES, dim: int = 96,
                  depth: int = 8, num_classes: int = COLOR_MOTION_CLASSES) -> LatteConfig:
     """The zoo's Latte: variant 1, depth 8 (four spatial and four temporal blocks; at depth 4 its samples passed the
-    sprite check 58% against 84%, measurements.md), patch 2 on 8 x 8 latents (4 x 4 x 8 = 128 tokens), v-prediction with a plain MSE
-    (no learned variance), class-conditional with the null label: by default on the 32 colour x motion classes of
+    sprite check 58% against 84%, measurements.md), patch 2 on 8 x 8 latents (4 x 4 x 8 = 128 tokens),
+    v-prediction with a plain MSE (no learned variance), class-conditional with the null label: by default on the 32 colour x motion classes of
     one-sprite clips (``color_motion_pool``, as the latent U-Net), ``num_classes=MiniSprites.num_classes`` for the 16
     shape x motion classes of 1-3 sprite clips."""
     return LatteConfig(variant=1, in_channels=latent_channels, num_frames=frames, size=latent_size, patch_size=2,
