@@ -18,6 +18,15 @@ latest one. ``train_state.pt`` holds only tensors and plain containers and is re
 ``torch.load(weights_only=True)``, so a crafted file cannot run code. :meth:`Trainer.load_checkpoint` resumes
 from the latest one: model, EMA, optimiser, step, history and random state, so the continued run matches an
 uninterrupted one exactly.
+
+**Data parallelism.** Under ``torchrun`` (a process group joined with
+:func:`minivid.utils.distributed.init_distributed` before the trainer is built) the trainer wraps the model in
+DistributedDataParallel (rank 0's initial weights are broadcast, gradients averaged), logs the loss averaged over
+ranks, and only rank 0 writes checkpoints. ``step`` then takes this rank's slice of the global batch; the random
+numbers of the whole global batch are drawn on every rank from the same generator and sliced
+(:class:`DiffusionTrainer`), so N processes take the same steps as one process fed the global batch, and a
+checkpoint resumes on any number of processes. Trainers whose loss is not written this way
+(``supports_data_parallel = False``) refuse to run under a process group.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import torch
 
 from ..nn.model import Model, save_model
 from ..utils.checkpoint import load_weights, save_state
+from ..utils.distributed import all_mean, barrier, current
 from ..utils.files import fsync_dir
 from ..utils.validation import check_choice, check_int, check_number
 from .losses import training_losses
@@ -57,6 +67,8 @@ class Trainer:
         seed: seeds ``self.generator`` (CPU), the source of every random number the loss draws.
     """
 
+    supports_data_parallel = False  # True where loss() calls self.net and draws for the global batch
+
     def __init__(self, model: torch.nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay: float = 0.0, warmup_steps: int = 0, total_steps: int | None = None,
                  grad_clip: float | None = 1.0, ema_decay: float | None = None, seed: int = 0):
@@ -73,6 +85,17 @@ class Trainer:
         check_int("seed", seed, 0)
         self.model, self.lr, self.warmup_steps, self.total_steps = model, lr, warmup_steps, total_steps
         self.grad_clip, self.ema_decay = grad_clip, ema_decay
+        self.dist = current()
+        self.net = model  # what the loss calls: the model, or its DistributedDataParallel wrapper
+        if self.dist.distributed:
+            if not self.supports_data_parallel:
+                raise ValueError(f"{type(self).__name__} does not support data-parallel training (world size "
+                                 f"{self.dist.world_size}); run it in one process")
+            from torch.nn.parallel import DistributedDataParallel
+
+            on_cuda = next(model.parameters()).is_cuda
+            self.net = DistributedDataParallel(model, device_ids=[self.dist.local_rank] if on_cuda else None)
+        # after the wrapper: DistributedDataParallel broadcasts rank 0's weights, which the EMA starts from
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay is not None else None
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
@@ -108,7 +131,7 @@ class Trainer:
         if self.ema is not None:
             self._update_ema()
         self.num_updates += 1
-        logs = {**logs, "loss": loss.item(), "lr": lr}
+        logs = {**logs, "loss": all_mean(loss.item()), "lr": lr}  # the global batch's loss on every rank
         self.history.append(logs)
         return logs
 
@@ -170,8 +193,11 @@ class Trainer:
                             f"minivid.nn.Model, got a {type(self.model).__name__}")
         check_int("keep", keep, 1)
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"step-{self.num_updates:08d}"
+        if not self.dist.is_main:  # rank 0 writes; the others wait until the checkpoint is complete
+            barrier()
+            return final
+        root.mkdir(parents=True, exist_ok=True)
         if not final.is_dir():
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
             try:
@@ -187,6 +213,8 @@ class Trainer:
                     shutil.rmtree(staging, ignore_errors=True)
         for old in checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        if self.dist.distributed:
+            barrier()
         return final
 
     def load_checkpoint(self, path: str | os.PathLike) -> Path:
@@ -225,7 +253,13 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 class DiffusionTrainer(Trainer):
     """One optimisation step of a diffusion model: ``step(x0, **model_kwargs)`` draws timesteps (D9: uniform or
     explicit uniform), noises the batch (D3) and takes a step on L_simple (D4 with the ``prediction`` target, D10)
-    or, with ``learned_variance``, the hybrid loss (D6). Keeps an EMA of the weights (``ema``) for sampling."""
+    or, with ``learned_variance``, the hybrid loss (D6). Keeps an EMA of the weights (``ema``) for sampling.
+
+    Under data parallelism ``x0`` is this rank's slice of the global batch: the timesteps (D9: stratified over the
+    global batch, so the union of the ranks' batches covers [0, T)) and the noise are drawn for the global batch
+    and sliced, the same numbers a single process fed the global batch would draw."""
+
+    supports_data_parallel = True
 
     def __init__(self, model: torch.nn.Module, schedule: NoiseSchedule, prediction: str = "eps", lr: float = 1e-3,
                  warmup_steps: int = 50, grad_clip: float | None = 1.0, ema_decay: float | None = 0.995,
@@ -244,8 +278,10 @@ class DiffusionTrainer(Trainer):
 
     def loss(self, x0: torch.Tensor, **model_kwargs) -> tuple[torch.Tensor, dict[str, float]]:
         """D3 + D4 / D6 / D10 on clean data x0 (B, C, ...); ``model_kwargs`` go to the model (labels, conditions)."""
-        t = self.sample_timesteps(x0.shape[0]).to(x0.device)
-        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        losses = training_losses(self.model, self.schedule, x0, t, noise, prediction=self.prediction,
+        n = x0.shape[0] * self.dist.world_size
+        part = self.dist.shard(n)  # this rank's slice of the global batch's draws
+        t = self.sample_timesteps(n)[part].to(x0.device)
+        noise = torch.randn((n, *x0.shape[1:]), generator=self.generator)[part].to(x0)
+        losses = training_losses(self.net, self.schedule, x0, t, noise, prediction=self.prediction,
                                  learned_variance=self.learned_variance, **model_kwargs)
         return losses["loss"].mean(), {}

@@ -78,7 +78,10 @@ def joint_loss(model, schedule: NoiseSchedule, z2, z1, t: torch.Tensor, noise: t
 class JointTrainer(DiffusionTrainer):
     """P8 training on minivid's diffusion trainer (timesteps D9, L_simple D4 with eps-prediction, AdamW, EMA):
     ``step(z2, z1)`` packs the planes, keeps each sample's condition z1 with probability ``lam`` (zeros otherwise)
-    and takes one optimiser step. ``z1=None`` trains the unconditional term only. The EMA model is ``self.ema``."""
+    and takes one optimiser step. ``z1=None`` trains the unconditional term only. The EMA model is ``self.ema``.
+    One process only: its condition coins are drawn per local batch (``supports_data_parallel = False``)."""
+
+    supports_data_parallel = False
 
     def __init__(self, model, schedule: NoiseSchedule, lam: float = 0.3, seed: int = 0, **trainer_kwargs):
         lam = _check_lambda(lam)
