@@ -5,7 +5,7 @@ minivid but ``utils`` and ``nn``; models live in ``unets``, ``transformers`` and
 docs/equations.md for where each equation lives and is tested."""
 
 from .gaussian import GaussianOracle
-from .guidance import classifier_free_guidance, drop_condition
+from .guidance import classifier_free_guidance, drop_condition, nested_guidance
 from .losses import (
     discretized_gaussian_log_likelihood,
     hybrid_loss,
@@ -36,6 +36,7 @@ __all__ = [
     "ddim_sample",
     "dpm_solver_pp_sample",
     "classifier_free_guidance",
+    "nested_guidance",
     "drop_condition",
     "randn_like",
     "l_simple",

@@ -9,7 +9,7 @@ condition otherwise, so one network learns :math:`\epsilon_\theta(x_t, c, t)` an
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -64,4 +64,38 @@ def classifier_free_guidance(
         g = out_u[:, :c] + guidance_scale * (out_c[:, :c] - out_u[:, :c])
         return torch.cat([g, out_c[:, c:]], dim=1) if out_c.shape[1] > c else g
 
+    return guided
+
+
+def nested_guidance(branches: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+                    scales: Sequence[float]) -> Model:
+    r"""Classifier-free guidance with one scale per condition (the full system; InstructPix2Pix's form for two
+    conditions, extended to K). ``branches[k](x, t)`` is the prediction with the first k conditions given and the
+    others null (``branches[0]``: none, ``branches[K]``: all); ``scales[k-1]`` = :math:`s_k` guides condition k
+    against the model that already has conditions 1..k-1:
+
+    .. math:: \hat\epsilon = \hat\epsilon_0 + \sum_{k=1}^{K} s_k\,(\hat\epsilon_k - \hat\epsilon_{k-1})
+              = (1 - s_1)\,\hat\epsilon_0 + \sum_{k=1}^{K-1} (s_k - s_{k+1})\,\hat\epsilon_k + s_K\,\hat\epsilon_K .
+
+    Only branches with a non-zero coefficient in the second form are evaluated: all scales 1 is the fully
+    conditional model in one pass, equal scales s cost two passes (plain guidance of all conditions together
+    against none), and K = 1 is :func:`classifier_free_guidance`."""
+    branches = list(branches)
+    scales = [float(s) for s in scales]
+    if len(branches) < 2 or len(scales) != len(branches) - 1:
+        raise ValueError(f"nested_guidance needs K + 1 >= 2 branches and K scales, got {len(branches)} branches and "
+                         f"{len(scales)} scales")
+    for k, s in enumerate(scales):
+        check_number(f"scales[{k}]", s)
+    coeffs = [1.0 - scales[0]] + [scales[k - 1] - scales[k] for k in range(1, len(scales))] + [scales[-1]]
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = None
+        for c, branch in zip(coeffs, branches):
+            if c != 0.0:
+                term = c * branch(x, t)
+                out = term if out is None else out + term
+        return out if out is not None else torch.zeros_like(x)
+
+    guided.coefficients = coeffs  # which branches run, for tests and cost estimates
     return guided

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from minivid.diffusion import classifier_free_guidance, drop_condition
+from minivid.diffusion import classifier_free_guidance, drop_condition, nested_guidance
 
 
 def test_drop_condition_keeps_each_sample_whole_with_probability_keep_prob():
@@ -60,3 +60,53 @@ def test_classifier_free_guidance_combines_the_two_passes():
     out = classifier_free_guidance(model_kw, {"text": torch.ones(3, 4), "mask": torch.ones(3, 4)},
                                    {"text": torch.zeros(3, 4), "mask": torch.ones(3, 4)}, 2.0)(x, t)
     torch.testing.assert_close(out, 2.0 * 4 * x)
+
+
+def _constant_branches(values, calls):
+    def make(k, v):
+        def fn(x, t):
+            calls.append(k)
+            return torch.full_like(x, v)
+        return fn
+    return [make(k, v) for k, v in enumerate(values)]
+
+
+def test_nested_guidance_is_the_telescoped_sum_and_skips_cancelled_branches():
+    """e = e_0 + sum_k s_k (e_k - e_{k-1}); branches whose coefficient is zero are not run."""
+    x, t = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+    e = [0.5, -1.25, 2.0, 3.5]
+    for scales in ([2.0, 4.0, 1.5], [1.0, 1.0, 1.0], [3.0, 3.0, 3.0], [0.0, 0.0, 0.0], [1.0, 4.0, 4.0]):
+        calls = []
+        out = nested_guidance(_constant_branches(e, calls), scales)(x, t)
+        want = e[0] + sum(s * (e[k + 1] - e[k]) for k, s in enumerate(scales))
+        assert torch.allclose(out, torch.full_like(x, want), atol=1e-12), (scales, out[0, 0].item(), want)
+        coeffs = [1 - scales[0]] + [scales[k - 1] - scales[k] for k in range(1, 3)] + [scales[-1]]
+        assert calls == [k for k, c in enumerate(coeffs) if c != 0], (scales, calls)
+    calls = []
+    nested_guidance(_constant_branches(e, calls), [1.0, 1.0, 1.0])(x, t)
+    assert calls == [3]  # every scale 1: the fully conditional model, one pass
+    calls = []
+    nested_guidance(_constant_branches(e, calls), [3.0, 3.0, 3.0])(x, t)
+    assert calls == [0, 3]  # equal scales: all conditions guided together against none
+
+
+def test_nested_guidance_with_one_condition_is_classifier_free_guidance():
+    torch.manual_seed(0)
+    w = torch.randn(4, 4)
+
+    def model(x, t, c):
+        return x @ w + c
+
+    x, t = torch.randn(3, 4), torch.zeros(3, dtype=torch.long)
+    cond, uncond = torch.randn(3, 4), torch.zeros(3, 4)
+    a = classifier_free_guidance(model, cond, uncond, 3.0)(x, t)
+    b = nested_guidance([lambda x, t: model(x, t, uncond), lambda x, t: model(x, t, cond)], [3.0])(x, t)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_nested_guidance_bad_input():
+    f = lambda x, t: x  # noqa: E731
+    with pytest.raises(ValueError, match="K \\+ 1 >= 2 branches and K scales, got 2 branches and 2 scales"):
+        nested_guidance([f, f], [1.0, 2.0])
+    with pytest.raises(ValueError, match="scales\\[0\\]"):
+        nested_guidance([f, f], [float("nan")])

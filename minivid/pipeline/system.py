@@ -1,0 +1,306 @@
+r"""The full system: one denoiser with every condition (text, image, trajectory, previous clip) on a VAE's latents.
+
+**The model** (:class:`System`). CogVideoX's expert transformer (C2-C5) on video latents x (B, C, T, h, w), with
+
+- *text*: T5 tokens (:class:`~minivid.conditioning.TextEncoder`) concatenated with the video tokens (C2, C5);
+- *given frames*: latent frames the sampler keeps fixed, un-noised in x (T8's image conditioning) and marked by an
+  extra input channel that is 1 at those frames, so the model knows which frames are data and which noise. The
+  first frame given is image-to-video; the first k frames given are the end of the previous clip (continuation, as
+  PVDM's P8-P9 condition the next clip on the last one, here inside one clip); none given is text-to-video;
+- *trajectory*: Tora's motion guidance (T6-T7) on the motion VAE's latents of the requested paths, fused in every
+  block through the expert transformer's fuser hook; the null trajectory is the latent of an all-white flow video
+  (no motion anywhere), as in :func:`~minivid.pipeline.tora.null_motion`.
+
+**Training** (:func:`condition_batch` + :class:`~minivid.diffusion.DiffusionTrainer`): v-prediction on the
+zero-terminal-SNR schedule (D10), explicit uniform timesteps over the global batch (D9); each clip's caption is
+replaced by "" with probability ``text_dropout``, its trajectory by the null one with ``trajectory_dropout``, and
+it is given no frame, its first frame, or its first ``previous_frames`` frames with the probabilities of
+``given_modes``; given frames leave the loss. The coins are drawn for the whole global batch from one generator
+and sliced per rank, so data-parallel runs draw what one process would.
+
+**Sampling** (:func:`sample_system`): DPM-Solver++ (D8) over trailing timesteps from SNR 0 (D10), the given frames
+re-inserted at every step, and classifier-free guidance with one scale per condition, nested in the order
+image/previous clip, text, trajectory (:func:`~minivid.diffusion.nested_guidance`): the text is guided against the
+model that already has the frames, the trajectory against the one that has frames and text. Without frames the
+"no frames" branch sees the given frames noised to the current step (the input it was trained on for "no frames").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..conditioning.motion import MotionGuidance, MotionGuidanceConfig
+from ..conditioning.text import TextEncoder, TextEncoderConfig
+from ..diffusion import NoiseSchedule, dpm_solver_pp_sample, make_timesteps, nested_guidance
+from ..nn import Model, ModelConfig
+from ..transformers import ExpertTransformer, ExpertTransformerConfig
+from ..utils.validation import check_int, check_number
+
+GIVEN_MODES = ("none", "first", "previous")
+
+
+def _default_text() -> TextEncoderConfig:
+    return TextEncoderConfig(max_length=72, pad_to_max_length=True, d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                             num_heads=4)
+
+
+def _default_transformer() -> ExpertTransformerConfig:
+    # vae2d latents of 32 px x 8 frames: (4, 8, 8, 8) + the given-frames channel; patch 2 -> 128 video tokens
+    return ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=2, patch_size_t=1, heads=6, head_dim=16,
+                                   depth=4, time_embed_dim=128, text_dim=64, max_text_len=72, positional="rope",
+                                   rope_grid="slice", base_size=(8, 8))
+
+
+def _default_motion() -> MotionGuidanceConfig | None:
+    return MotionGuidanceConfig(motion_channels=4, dim=96, depth=4, patch_size=2, motion_dim=32, fuser="adanorm")
+
+
+@dataclass
+class SystemConfig(ModelConfig):
+    """The text encoder, the expert transformer (``in_channels`` = latent channels + 1, the given-frames channel;
+    ``out_channels`` = latent channels) and the motion guidance (None: no trajectory condition; its ``dim``,
+    ``depth`` and ``patch_size`` are the transformer's)."""
+
+    text: TextEncoderConfig = field(default_factory=_default_text)
+    transformer: ExpertTransformerConfig = field(default_factory=_default_transformer)
+    motion: MotionGuidanceConfig | None = field(default_factory=_default_motion)
+
+    def __post_init__(self):
+        if not isinstance(self.text, TextEncoderConfig):
+            raise ValueError(f"text={self.text!r} must be a TextEncoderConfig")
+        tr = self.transformer
+        if not isinstance(tr, ExpertTransformerConfig):
+            raise ValueError(f"transformer={tr!r} must be an ExpertTransformerConfig")
+        if tr.in_channels != tr.out_channels + 1:
+            raise ValueError(f"transformer.in_channels={tr.in_channels} must be out_channels + 1 = "
+                             f"{tr.out_channels + 1} (the latent channels and the given-frames channel)")
+        if self.text.name_or_path is None and tr.text_dim != self.text.d_model:
+            raise ValueError(f"transformer.text_dim={tr.text_dim} must equal the text encoder's width "
+                             f"text.d_model={self.text.d_model}")
+        if tr.max_text_len < self.text.max_length:
+            raise ValueError(f"transformer.max_text_len={tr.max_text_len} must be at least "
+                             f"text.max_length={self.text.max_length}")
+        if self.motion is not None:
+            if not isinstance(self.motion, MotionGuidanceConfig):
+                raise ValueError(f"motion={self.motion!r} must be a MotionGuidanceConfig or None")
+            for k, v in (("dim", tr.dim), ("depth", tr.depth), ("patch_size", tr.patch_size)):
+                if getattr(self.motion, k) != v:
+                    raise ValueError(f"motion.{k}={getattr(self.motion, k)} must equal the transformer's {k}={v} "
+                                     "(one fuser per block, on its token grid)")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.out_channels
+
+
+class System(Model):
+    """``model(x, t, ids, mask, given_frames=None, motion=None)`` -> the v-prediction (B, C, T, h, w) for noisy latents
+    x (B, C, T, h, w), caption token ids and mask (B, L) from :meth:`tokenize`, a (B, T) bool mask of the frames that
+    are given (clean in x; None: none) and motion latents (B, C_m, T, h, w) of the trajectories (None: the condition
+    is absent; the model needs ``config.motion`` for it)."""
+
+    config_class = SystemConfig
+
+    def __init__(self, config: SystemConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        c = self.config
+        self.text = TextEncoder(c.text)
+        self.transformer = ExpertTransformer(c.transformer)
+        self.motion = MotionGuidance(c.motion) if c.motion is not None else None
+        if self.text.width != c.transformer.text_dim:
+            raise ValueError(f"transformer.text_dim={c.transformer.text_dim} must equal the text encoder's width "
+                             f"{self.text.width}")
+
+    def tokenize(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids (B, L), mask (B, L) bool), padded to the text encoder's ``max_length``."""
+        return self.text.tokenize(captions)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                given_frames: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.config.latent_channels
+        if x.ndim != 5 or x.shape[1] != c:
+            raise ValueError(f"x must be latents (B, C={c}, T, h, w), got shape {tuple(x.shape)}")
+        b, _, frames, h, w = x.shape
+        if given_frames is None:
+            given_frames = torch.zeros(b, frames, dtype=torch.bool, device=x.device)
+        if not isinstance(given_frames, torch.Tensor) or tuple(given_frames.shape) != (b, frames) \
+                or given_frames.dtype.is_floating_point:
+            got = tuple(given_frames.shape) if isinstance(given_frames, torch.Tensor) else type(given_frames).__name__
+            raise ValueError(f"given_frames must be a bool (B, T) = ({b}, {frames}) mask, got {got}")
+        fuse = {}
+        if motion is not None:
+            if self.motion is None:
+                raise ValueError("this System has no trajectory condition (config.motion=None): call it without motion")
+            if not isinstance(motion, torch.Tensor) or motion.ndim != 5 or motion.shape[0] != b \
+                    or motion.shape[2:] != x.shape[2:]:
+                got = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
+                raise ValueError(f"motion must be motion latents (B={b}, C_m, T={frames}, {h}, {w}), got {got}")
+            fuse = {"fuser": self.motion.fusers, "motion_features": self.motion(motion)}
+        flag = given_frames.to(x.dtype)[:, None, :, None, None].expand(b, 1, frames, h, w)
+        tokens = self.text.encode_ids(ids, mask)
+        return self.transformer(torch.cat([x, flag], dim=1), t, tokens, text_mask=mask, **fuse)
+
+
+def system_schedule(num_steps: int = 1000) -> NoiseSchedule:
+    """D10: CogVideoX's zero-terminal-SNR schedule (shift 1, as the zoo's t2v, i2v and Tora models)."""
+    return NoiseSchedule.cogvideox(num_steps, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- training batches
+@dataclass
+class ConditionDropout:
+    """Training-time condition sampling (for classifier-free guidance and the three uses of given frames):
+    probabilities of the empty caption and of the null trajectory, the probabilities of giving no frame / the
+    first frame / the first ``previous_frames`` frames (``given_modes``, summing to 1)."""
+
+    text_dropout: float = 0.1
+    trajectory_dropout: float = 0.1
+    given_modes: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    previous_frames: int = 2
+
+    def __post_init__(self):
+        check_number("text_dropout", self.text_dropout, 0.0, 1.0)
+        check_number("trajectory_dropout", self.trajectory_dropout, 0.0, 1.0)
+        self.given_modes = tuple(float(p) for p in self.given_modes)
+        if len(self.given_modes) != 3 or min(self.given_modes) < 0 or abs(sum(self.given_modes) - 1) > 1e-6:
+            raise ValueError(f"given_modes={self.given_modes} must be three probabilities (none, first, previous) "
+                             "summing to 1")
+        check_int("previous_frames", self.previous_frames, 1)
+
+
+def condition_batch(dropout: ConditionDropout, global_batch: int, frames: int, generator: torch.Generator,
+                    part: slice | None = None) -> dict[str, torch.Tensor]:
+    """The coins of one global batch, drawn in a fixed order from ``generator`` and sliced to ``part`` (this rank's
+    clips): ``keep_text`` (B,) bool, ``keep_trajectory`` (B,) bool and ``given_frames`` (B, T) bool."""
+    global_batch = check_int("global_batch", global_batch, 1)
+    frames = check_int("frames", frames, 2)
+    if dropout.previous_frames >= frames:
+        raise ValueError(f"previous_frames={dropout.previous_frames} must leave a frame to generate in clips of "
+                         f"{frames} latent frames")
+    keep_text = torch.rand(global_batch, generator=generator) >= dropout.text_dropout
+    keep_traj = torch.rand(global_batch, generator=generator) >= dropout.trajectory_dropout
+    mode = torch.multinomial(torch.tensor(dropout.given_modes, dtype=torch.float64), global_batch, replacement=True,
+                             generator=generator)
+    n_given = torch.where(mode == 1, 1, torch.where(mode == 2, dropout.previous_frames, 0))
+    given = torch.arange(frames)[None] < n_given[:, None]
+    part = part if part is not None else slice(0, global_batch)
+    return {"keep_text": keep_text[part], "keep_trajectory": keep_traj[part], "given_frames": given[part]}
+
+
+def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor,
+                    null_ids: torch.Tensor, null_mask: torch.Tensor, motion: torch.Tensor | None = None,
+                    null_motion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The keyword arguments of ``DiffusionTrainer.step(x0, **kwargs)`` for one batch: captions dropped to the empty
+    one, trajectories dropped to the null one (always passed, so every parameter is used under DDP), the given frames
+    both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8)."""
+    keep = coins["keep_text"][:, None]
+    kw = {"ids": torch.where(keep, ids, null_ids), "mask": torch.where(keep, mask, null_mask),
+          "given_frames": coins["given_frames"], "clean_frames": coins["given_frames"]}
+    if model.motion is not None:
+        if motion is None or null_motion is None:
+            raise ValueError("this System has a trajectory condition: pass motion and null_motion latents")
+        kw["motion"] = torch.where(coins["keep_trajectory"][:, None, None, None, None], motion,
+                                   null_motion.expand_as(motion))
+    return kw
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int, int, int], *,
+                  given: torch.Tensor | None = None, given_frames: torch.Tensor | None = None,
+                  motion: torch.Tensor | None = None, null_motion: torch.Tensor | None = None,
+                  guidance: dict[str, float] | None = None, steps: int = 20, seed: int = 0,
+                  schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """Latents (N, C, T, h, w) for ``captions`` (N strings; "" for none) of latent ``shape`` (C, T, h, w).
+
+    ``given`` (N, C, T, h, w) latents with ``given_frames`` (N, T) bool: the frames kept (the first for an image,
+    the first k for a previous clip's end); ``motion`` (N, C_m, T, h, w): the trajectories' motion latents, with
+    ``null_motion`` (1, C_m, T, h, w) for guidance. ``guidance``: scales {"frames", "text", "trajectory"} (default
+    1, 4, 2; 1 means no guidance for that condition); conditions that are absent take no branch. The same seed and
+    inputs give the same latents."""
+    n = len(captions)
+    if n == 0 or isinstance(captions, str):
+        raise ValueError("captions must be a non-empty list of strings (\"\" for no caption)")
+    shape = tuple(int(v) for v in shape)
+    c = model.config.latent_channels
+    if len(shape) != 4 or shape[0] != c:
+        raise ValueError(f"shape must be the latent (C={c}, T, h, w), got {shape}")
+    frames = shape[1]
+    scales = {"frames": 1.0, "text": 4.0, "trajectory": 2.0}
+    for k, v in (guidance or {}).items():
+        if k not in scales:
+            raise ValueError(f"guidance key {k!r}: allowed {sorted(scales)}")
+        scales[k] = check_number(f"guidance[{k!r}]", v)
+    if (given is None) != (given_frames is None):
+        raise ValueError("pass given latents and given_frames together (or neither)")
+    if given is not None:
+        if tuple(given.shape) != (n, *shape):
+            raise ValueError(f"given must be latents (N={n}, {', '.join(map(str, shape))}), got {tuple(given.shape)}")
+        if tuple(given_frames.shape) != (n, frames) or given_frames.dtype.is_floating_point:
+            raise ValueError(f"given_frames must be a bool (N, T) = ({n}, {frames}) mask, got "
+                             f"{tuple(given_frames.shape)}")
+        if bool(given_frames.all(1).any()):
+            raise ValueError("given_frames gives every frame of a clip: leave at least one frame to generate")
+        if not bool(given_frames.any()):
+            given, given_frames = None, None
+    if motion is not None:
+        if model.motion is None:
+            raise ValueError("this System has no trajectory condition (config.motion=None): pass motion=None")
+        if motion.ndim != 5 or motion.shape[0] != n or tuple(motion.shape[2:]) != shape[1:]:
+            raise ValueError(f"motion must be motion latents (N={n}, C_m, {frames}, {shape[2]}, {shape[3]}), got "
+                             f"{tuple(motion.shape)}")
+    if model.motion is not None and null_motion is None:
+        raise ValueError("this System has a trajectory condition: pass null_motion, the motion latent of no trajectory "
+                         "(pipeline.tora.null_motion), which it was trained with for 'no trajectory'")
+    steps = check_int("steps", steps, 1)
+    s = schedule or system_schedule()
+    model.eval()
+    ids, mask = model.tokenize(list(captions))
+    null_ids, null_mask = model.tokenize([""] * n)
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((n, *shape), generator=g)
+    renoise = torch.randn((n, *shape), generator=g)  # the no-frames branch's view of the given frames
+
+    # conditions in nesting order, each with its null and its kwargs when on
+    levels = []
+    if given is not None:
+        levels.append("frames")
+    has_text = any(cap for cap in captions)
+    if has_text:
+        levels.append("text")
+    if motion is not None:
+        levels.append("trajectory")
+    null_m = None if null_motion is None else null_motion.expand(n, *null_motion.shape[1:])
+
+    def branch(k: int):
+        on = set(levels[:k])
+
+        def fn(x, t):
+            kw = {"ids": ids if "text" in on else null_ids, "mask": mask if "text" in on else null_mask}
+            if given is not None:
+                keep = given_frames[:, None, :, None, None]
+                if "frames" in on:
+                    x = torch.where(keep, given, x)
+                    kw["given_frames"] = given_frames
+                else:
+                    x = torch.where(keep, s.q_sample(given, t, renoise), x)
+            if model.motion is not None:
+                kw["motion"] = motion if "trajectory" in on else null_m
+            return model(x, t, **kw)
+        return fn
+
+    if levels:
+        fn = nested_guidance([branch(k) for k in range(len(levels) + 1)], [scales[name] for name in levels])
+    else:
+        fn = branch(0)
+    z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "trailing"), prediction="v")
+    if given is not None:
+        z = torch.where(given_frames[:, None, :, None, None], given, z)
+    return z
+
+
+__all__ = ["SystemConfig", "System", "system_schedule", "ConditionDropout", "condition_batch", "training_kwargs",
+           "sample_system", "GIVEN_MODES"]

@@ -1,0 +1,192 @@
+"""The full system's model (issue: full system): the expert transformer with text, given frames (image, previous
+clip) and trajectory conditions; the training coins and keyword arguments; the nested-guidance sampler."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minivid.conditioning import TextEncoderConfig
+from minivid.conditioning.motion import MotionGuidanceConfig
+from minivid.diffusion import DiffusionTrainer
+from minivid.nn import load_model, save_model
+from minivid.pipeline.system import (ConditionDropout, System, SystemConfig, condition_batch, sample_system,
+                                     system_schedule, training_kwargs)
+from minivid.transformers import ExpertTransformerConfig
+
+C, T, HW = 4, 4, 4
+
+
+def tiny(motion: bool = True, zero_init: bool = False) -> SystemConfig:
+    return SystemConfig(
+        text=TextEncoderConfig(max_length=24, pad_to_max_length=True, d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                               num_heads=2),
+        transformer=ExpertTransformerConfig(in_channels=C + 1, out_channels=C, patch_size=2, heads=2, head_dim=16,
+                                            depth=2, time_embed_dim=32, text_dim=16, max_text_len=24, positional="rope",
+                                            rope_grid="slice", base_size=(HW, HW), zero_init=zero_init),
+        motion=MotionGuidanceConfig(motion_channels=2, dim=32, depth=2, patch_size=2, motion_dim=16, heads=2)
+        if motion else None)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = System(tiny()).eval()
+    with torch.no_grad():  # Tora's fusers start at zero (T7); give them weights so the trajectory matters
+        for p in m.motion.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def _inputs(model, b=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, C, T, HW, HW, generator=g)
+    ids, mask = model.tokenize(["a red square moves left", "a blue circle"][:b])
+    motion = torch.randn(b, 2, T, HW, HW, generator=g)
+    return x, torch.tensor([10, 900][:b]), ids, mask, motion
+
+
+def test_forward_shape_and_each_condition_changes_the_output(model):
+    x, t, ids, mask, motion = _inputs(model)
+    given = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    with torch.no_grad():
+        base = model(x, t, ids, mask, given_frames=given, motion=motion)
+        assert base.shape == x.shape
+        other_given = model(x, t, ids, mask, given_frames=torch.zeros_like(given), motion=motion)
+        null_ids, null_mask = model.tokenize(["", ""])
+        other_text = model(x, t, null_ids, null_mask, given_frames=given, motion=motion)
+        other_motion = model(x, t, ids, mask, given_frames=given, motion=torch.zeros_like(motion))
+        # per-sample independence: sample 1's output does not depend on sample 0's inputs
+        x2 = x.clone()
+        x2[0] += 1
+        indep = model(x2, t, ids, mask, given_frames=given, motion=motion)
+    for other in (other_given, other_text, other_motion):
+        assert (other - base).abs().max() > 1e-4
+    assert torch.allclose(indep[1], base[1], atol=1e-5) and (indep[0] - base[0]).abs().max() > 1e-4
+
+
+def test_a_new_model_predicts_zero_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    m = System(tiny(zero_init=True)).eval()
+    x, t, ids, mask, motion = _inputs(m)
+    with torch.no_grad():
+        assert m(x, t, ids, mask, motion=motion).abs().max() == 0  # adaLN-zero output layer, zero-init fusers
+    save_model(m, tmp_path / "sys")
+    back = load_model(tmp_path / "sys")
+    assert isinstance(back, System) and back.config == m.config
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    save_model(System(tiny(motion=False)), tmp_path / "no_motion")
+    assert load_model(tmp_path / "no_motion").motion is None
+
+
+def test_config_errors_name_the_field():
+    cfg = tiny()
+    with pytest.raises(ValueError, match="in_channels=4 must be out_channels \\+ 1 = 5"):
+        SystemConfig(text=cfg.text, transformer=ExpertTransformerConfig(
+            in_channels=4, out_channels=4, heads=2, head_dim=16, depth=2, text_dim=16, max_text_len=24), motion=None)
+    with pytest.raises(ValueError, match="motion.depth=3 must equal the transformer's depth=2"):
+        SystemConfig(text=cfg.text, transformer=cfg.transformer,
+                     motion=MotionGuidanceConfig(motion_channels=2, dim=32, depth=3, patch_size=2))
+    with pytest.raises(ValueError, match="text_dim=16 must equal the text encoder's width text.d_model=32"):
+        SystemConfig(text=TextEncoderConfig(max_length=24, d_model=32), transformer=cfg.transformer, motion=None)
+
+
+def test_forward_bad_input(model):
+    x, t, ids, mask, motion = _inputs(model)
+    with pytest.raises(ValueError, match="given_frames must be a bool \\(B, T\\) = \\(2, 4\\) mask"):
+        model(x, t, ids, mask, given_frames=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="motion must be motion latents \\(B=2, C_m, T=4, 4, 4\\)"):
+        model(x, t, ids, mask, motion=motion[:, :, :2])
+    with pytest.raises(ValueError, match="no trajectory condition"):
+        System(tiny(motion=False))(x, t, ids, mask, motion=motion)
+
+
+def test_condition_coins_follow_their_probabilities_and_slice_the_global_batch():
+    d = ConditionDropout(text_dropout=0.2, trajectory_dropout=0.3, given_modes=(0.5, 0.3, 0.2), previous_frames=3)
+    n = 20000
+    coins = condition_batch(d, n, 8, torch.Generator().manual_seed(0))
+    tol = lambda p: 4 * math.sqrt(p * (1 - p) / n)  # noqa: E731
+    assert abs((~coins["keep_text"]).float().mean().item() - 0.2) < tol(0.2)
+    assert abs((~coins["keep_trajectory"]).float().mean().item() - 0.3) < tol(0.3)
+    k = coins["given_frames"].sum(1)
+    assert set(k.unique().tolist()) == {0, 1, 3}
+    for value, p in ((0, 0.5), (1, 0.3), (3, 0.2)):
+        assert abs((k == value).float().mean().item() - p) < tol(p)
+    g = coins["given_frames"]
+    assert torch.equal(g, torch.arange(8)[None] < k[:, None])  # a prefix of frames
+    full = condition_batch(d, 16, 8, torch.Generator().manual_seed(5))
+    half = condition_batch(d, 16, 8, torch.Generator().manual_seed(5), part=slice(8, 16))
+    for key in full:
+        assert torch.equal(full[key][8:], half[key])
+    with pytest.raises(ValueError, match="given_modes=.*summing to 1"):
+        ConditionDropout(given_modes=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="previous_frames=8 must leave a frame"):
+        condition_batch(ConditionDropout(previous_frames=8), 4, 8, torch.Generator())
+
+
+def test_training_kwargs_drop_to_the_nulls_and_train(model):
+    torch.manual_seed(0)
+    m = System(tiny(zero_init=True))
+    x, _, ids, mask, motion = _inputs(m)
+    null_ids, null_mask = m.tokenize(["", ""])
+    null_motion = torch.full((1, 2, T, HW, HW), 0.5)
+    coins = {"keep_text": torch.tensor([True, False]), "keep_trajectory": torch.tensor([False, True]),
+             "given_frames": torch.tensor([[True, False, False, False], [False] * 4])}
+    kw = training_kwargs(m, coins, ids, mask, null_ids, null_mask, motion, null_motion)
+    assert torch.equal(kw["ids"][0], ids[0]) and torch.equal(kw["ids"][1], null_ids[1])
+    assert torch.equal(kw["motion"][0], null_motion[0]) and torch.equal(kw["motion"][1], motion[1])
+    assert torch.equal(kw["given_frames"], coins["given_frames"]) and torch.equal(kw["clean_frames"],
+                                                                                  coins["given_frames"])
+    trainer = DiffusionTrainer(m, system_schedule(), prediction="v", lr=3e-3, warmup_steps=1, ema_decay=None)
+    losses = [trainer.step(x, **kw)["loss"] for _ in range(120)]  # one batch, overfit
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert all(math.isfinite(v) for v in losses) and last < 0.6 * first, (first, last)
+    with pytest.raises(ValueError, match="pass motion and null_motion"):
+        training_kwargs(m, coins, ids, mask, null_ids, null_mask)
+
+
+def test_sampler_keeps_given_frames_is_seeded_and_runs_only_needed_branches(model):
+    n = 2
+    g = torch.Generator().manual_seed(3)
+    given = torch.randn(n, C, T, HW, HW, generator=g)
+    frames = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    motion = torch.randn(n, 2, T, HW, HW, generator=g)
+    null = torch.zeros(1, 2, T, HW, HW)
+    caps = ["a red square moves left", "a blue circle moves up"]
+    kw = dict(given=given, given_frames=frames, motion=motion, null_motion=null, steps=3)
+    a = sample_system(model, caps, (C, T, HW, HW), seed=7, **kw)
+    b = sample_system(model, caps, (C, T, HW, HW), seed=7, **kw)
+    c = sample_system(model, caps, (C, T, HW, HW), seed=8, **kw)
+    assert torch.equal(a, b) and (a - c).abs().max() > 1e-3
+    keep = frames[:, None, :, None, None].expand_as(a)
+    assert torch.equal(a[keep], given[keep])  # the given frames come back exactly
+    calls = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs.get("given_frames")),
+                                           with_kwargs=True)
+    try:
+        sample_system(model, caps, (C, T, HW, HW), guidance={"frames": 1.0, "text": 1.0, "trajectory": 1.0}, **kw)
+        assert len(calls) == 3  # every scale 1: one pass per step
+        calls.clear()
+        sample_system(model, caps, (C, T, HW, HW), guidance={"frames": 2.0, "text": 4.0, "trajectory": 2.0}, **kw)
+        assert len(calls) == 3 * 4 and sum(c is None for c in calls) == 3  # the no-frames branch once a step
+    finally:
+        hook.remove()
+
+
+def test_sampler_bad_input(model):
+    shape = (C, T, HW, HW)
+    null = torch.zeros(1, 2, T, HW, HW)
+    with pytest.raises(ValueError, match="shape must be the latent \\(C=4, T, h, w\\)"):
+        sample_system(model, ["a"], (3, T, HW, HW), null_motion=null)
+    with pytest.raises(ValueError, match="guidance key 'image'"):
+        sample_system(model, ["a"], shape, guidance={"image": 2.0}, null_motion=null)
+    with pytest.raises(ValueError, match="pass null_motion"):
+        sample_system(model, ["a"], shape)
+    with pytest.raises(ValueError, match="leave at least one frame"):
+        sample_system(model, ["a"], shape, given=torch.zeros(1, *shape), given_frames=torch.ones(1, T, dtype=torch.bool),
+                      null_motion=null)
+    with pytest.raises(ValueError, match="non-empty list"):
+        sample_system(model, "a red square", shape, null_motion=null)
