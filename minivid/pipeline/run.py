@@ -1,0 +1,256 @@
+"""Training the full system (:mod:`minivid.pipeline.system`) as a run in a folder, with presets, exact resume and
+data parallelism.
+
+A run folder holds ``run.json`` (the :class:`SystemRunConfig`), ``checkpoints/step-XXXXXXXX/`` (the model and its EMA
+in ``minivid.save_model``'s format and ``train_state.pt``: optimiser, step, history, every random generator and the
+data order; written through a staging folder, so a crash or a full disk while saving keeps the previous checkpoint,
+and read with ``torch.load(weights_only=True)``), and ``log.csv`` (step, loss, learning rate, seconds). A resumed run
+continues bit for bit: the learning rate is a function of the step, the timesteps and noise come from the trainer's
+generator, the condition coins from their own, and the clips from :class:`~minivid.utils.distributed.GlobalBatches`,
+all restored from the checkpoint.
+
+Under ``torchrun`` every rank trains on its slice of the global batch (the coins and the diffusion draws are made for
+the global batch and sliced, see :mod:`minivid.utils.distributed`); rank 0 alone writes the log and checkpoints. A
+checkpoint resumes on another number of ranks as long as the global batch is the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..diffusion import DiffusionTrainer
+from ..utils.checkpoint import save_json
+from ..utils.config import Config
+from ..utils.distributed import DistInfo, GlobalBatches, current
+from ..utils.validation import check_choice, check_int, check_number
+from .system import ConditionDropout, System, SystemConfig, condition_batch, system_schedule, training_kwargs
+
+RUN_FILE = "run.json"
+LOG_FILE = "log.csv"
+
+
+@dataclass
+class SystemRunConfig(Config):
+    """One training run of the full system. ``latent`` / ``motion_latent``: zoo autoencoders (names in
+    ``minivid.pretrained.available()``) giving the video latents and the trajectories' motion latents; clips of
+    ``size`` px and ``frames`` frames, ``num_clips`` of them (one sprite each, captioned, with its path)."""
+
+    model: SystemConfig = field(default_factory=SystemConfig)
+    dropout: ConditionDropout = field(default_factory=ConditionDropout)
+    latent: str = "vae2d"
+    motion_latent: str = "motion-vae"
+    size: int = 32
+    frames: int = 8
+    num_clips: int = 4096
+    steps: int = 3000
+    global_batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    keep: int = 2
+    autocast: str = "none"  # "bf16": torch.autocast on CUDA (GPU presets)
+
+    def __post_init__(self):
+        if isinstance(self.dropout, dict):
+            self.dropout = ConditionDropout(**self.dropout)
+        if not isinstance(self.model, SystemConfig):
+            raise ValueError(f"model={self.model!r} must be a SystemConfig")
+        for k in ("size", "frames", "num_clips", "steps", "global_batch", "checkpoint_every", "log_every", "keep"):
+            check_int(k, getattr(self, k), 1)
+        check_int("warmup", self.warmup, 0)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.lr, 0.0, strict_minimum=True)
+        check_number("ema_decay", self.ema_decay, 0.0, 1.0)
+        check_number("grad_clip", self.grad_clip, 0.0, strict_minimum=True)
+        check_choice("autocast", self.autocast, ("none", "bf16"))
+
+
+# Options that only say how long a run goes on and how often it reports: a resumed run may change them.
+BUDGET_KEYS = {"steps", "checkpoint_every", "log_every", "keep"}
+
+
+class SystemTrainer(DiffusionTrainer):
+    """:class:`~minivid.diffusion.DiffusionTrainer` for the full system, whose saved state also holds the condition
+    coins' generator and the data order (``extra_state``), so a checkpoint restores every random stream."""
+
+    supports_data_parallel = True
+
+    def __init__(self, model: System, cfg: SystemRunConfig, info: DistInfo | None = None):
+        super().__init__(model, system_schedule(), prediction="v", lr=cfg.lr, warmup_steps=cfg.warmup,
+                         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, total_steps=cfg.steps)
+        self.cfg = cfg
+        self.coins = torch.Generator().manual_seed(cfg.seed + 1)
+        self.order = GlobalBatches(cfg.num_clips, cfg.global_batch, seed=cfg.seed + 2, info=info or current())
+
+    def extra_state(self) -> dict:
+        return {"coins": self.coins.get_state(), "order": self.order.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.coins.set_state(state["coins"])
+        self.order.load_state_dict(state["order"])
+
+
+@dataclass
+class SystemData:
+    """The training clips as the model sees them: ``latents`` (n, C, T, h, w) (the video VAE's, scaled), their
+    ``captions``, the ``motion`` latents (n, C_m, T, h, w) of each sprite's path (the motion VAE's, scaled), the
+    ``null_motion`` latent (1, C_m, T, h, w) of no trajectory, and the sprites' centre ``paths`` (n, 1, T, 2)."""
+
+    latents: torch.Tensor
+    captions: list
+    motion: torch.Tensor
+    null_motion: torch.Tensor
+    paths: list
+
+
+def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, split: str = "train",
+                seed: int = 0) -> SystemData:
+    """``n`` one-sprite MiniSprites clips encoded for the system (:func:`~minivid.pipeline.tora.tora_data` for the
+    latents and paths, the same clips' captions)."""
+    from ..data import MiniSprites
+    from .tora import tora_data
+
+    d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames)
+    clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
+    captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
+    return SystemData(d.video, captions, d.sparse, d.null, d.paths)
+
+
+def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
+    n = len(data.latents)
+    if n != cfg.num_clips or len(data.captions) != n or len(data.motion) != n:
+        raise ValueError(f"data holds {n} latents, {len(data.captions)} captions and {len(data.motion)} motion latents;"
+                         f" the run needs num_clips={cfg.num_clips} of each")
+    c, frames = model.config.latent_channels, data.latents.shape[2]
+    if data.latents.shape[1] != c:
+        raise ValueError(f"the latents have {data.latents.shape[1]} channels; model.transformer.out_channels={c}")
+    if frames <= cfg.dropout.previous_frames:
+        raise ValueError(f"clips of {frames} latent frames leave nothing to generate after "
+                         f"dropout.previous_frames={cfg.dropout.previous_frames} given frames")
+
+
+def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
+    """The checkpoint to continue from (``resume``), or None for a new run. A ValueError, before any work, when a new
+    run would overwrite a folder holding a checkpoint, when there is nothing to resume, or when the folder's run was
+    made with another config (budget options excepted: :data:`BUDGET_KEYS`)."""
+    from ..diffusion.training import latest_checkpoint
+    from .demo import _config_diff
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder; choose another --out")
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if ckpt is None:
+        if resume:
+            raise ValueError(f"cannot resume: {str(out)!r} holds no checkpoint (no checkpoints/step-*); run without "
+                             "--resume to start a new run")
+        return None
+    if not resume:
+        raise ValueError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
+    run_file = out / RUN_FILE
+    if not run_file.is_file():
+        raise ValueError(f"cannot resume from {ckpt}: {run_file} (the run's config) is missing")
+    old = {k: v for k, v in json.loads(run_file.read_text()).items() if k not in BUDGET_KEYS}
+    new = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in BUDGET_KEYS}
+    diff = _config_diff(old, new)
+    if diff:
+        raise ValueError(f"cannot resume from {ckpt}: it was made with another config (" + "; ".join(diff[:8])
+                         + "); use the run's options or another --out")
+    return ckpt
+
+
+def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume: bool = False,
+                 stop_after: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print, device: str | torch.device = "cpu") -> SystemTrainer:
+    """Train (or, with ``resume``, continue) the run in folder ``out`` on ``data`` (:func:`system_data`, made with the
+    run's latents) up to ``cfg.steps`` steps, or until ``stop_after`` more steps (an interrupted run, for tests).
+    Checkpoints every ``checkpoint_every`` steps and at the end. Returns the trainer (its ``ema`` samples)."""
+    from tqdm import tqdm
+
+    info = current()
+    out = Path(out)
+    ckpt = previous_run(out, cfg, resume)  # before any work
+    torch.manual_seed(cfg.seed)
+    model = System(cfg.model).to(device)
+    _check_data(data, cfg, model)
+    part = info.shard(cfg.global_batch)
+    trainer = SystemTrainer(model, cfg, info)
+    log_path = out / LOG_FILE
+    if ckpt is not None:
+        trainer.load_checkpoint(ckpt)
+        log(f"resumed from {ckpt} (step {trainer.num_updates})")
+        if info.is_main:
+            _truncate_log(log_path, trainer.num_updates)  # rows logged after the checkpoint are made again
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(cfg.to_dict(), out / RUN_FILE)
+    null_ids, null_mask = model.tokenize([""] * (part.stop - part.start))
+    ids_all, mask_all = model.tokenize(list(data.captions))
+    frames = data.latents.shape[2]
+    end = cfg.steps if stop_after is None else min(cfg.steps, trainer.num_updates + check_int("stop_after", stop_after, 1))
+    bar = tqdm(total=end, initial=trainer.num_updates, desc="system", disable=not (progress and info.is_main),
+               dynamic_ncols=True, mininterval=5.0)
+    t0 = time.perf_counter()
+    while trainer.num_updates < end:
+        idx = trainer.order.next()
+        coins = condition_batch(cfg.dropout, cfg.global_batch, frames, trainer.coins, part)
+        kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, data.motion[idx].float(),
+                             data.null_motion.float())
+        kw = {k: v.to(device) for k, v in kw.items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and torch.device(
+                device).type == "cuda"):
+            logs = trainer.step(data.latents[idx].float().to(device), **kw)
+        bar.update(1)
+        step = trainer.num_updates
+        if info.is_main and (step % cfg.log_every == 0 or step == end):
+            _append_log(log_path, {"step": step, "loss": logs["loss"], "lr": logs["lr"],
+                                   "seconds": round(time.perf_counter() - t0, 3)})
+        if step % cfg.checkpoint_every == 0 or step == end:
+            trainer.save_checkpoint(out / "checkpoints", keep=cfg.keep)
+    bar.close()
+    return trainer
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's rows up to ``step`` (atomically)."""
+    from ..utils.files import atomic_path
+
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if int(r["step"]) <= step)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The rows of a run's ``log.csv`` with numbers parsed."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+__all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "train_system", "previous_run",
+           "read_log"]
