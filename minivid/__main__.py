@@ -1,4 +1,4 @@
-"""Command line: ``python -m minivid demo|train|eval [options]``. Run with ``--help`` for the options."""
+"""Command line: ``python -m minivid demo|train|sample|eval [options]``. Run with ``--help`` for the options."""
 
 from __future__ import annotations
 
@@ -62,18 +62,52 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--resume", action="store_true",
                       help="continue from OUT/train_state.pt (without it, an OUT that holds one is refused)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train = sub.add_parser("train", help="train one model of the zoo (data/pretrained/NAME) with its recipe",
-                           description="Train one model of the zoo with its recipe (minivid.pipeline.zoo): fixed steps "
-                                       "on MiniSprites, held-out metrics against baselines, the folder and card.json "
-                                       "written to --out (default data/pretrained/NAME).")
+    train = sub.add_parser(
+        "train", help="train the full system from a preset (cpu, gpu, gpu-multi), or one model of the zoo",
+        description="With a preset (cpu, gpu, gpu-multi): train the full system (minivid.pipeline.system: the expert "
+                    "transformer with text, image / previous-clip and trajectory conditions on the zoo's latents) as a "
+                    "run in --out (run.json, checkpoints/, log.csv), resumable with --resume; under torchrun "
+                    "(torchrun --nproc_per_node N -m minivid train gpu-multi) with DistributedDataParallel. With a zoo "
+                    "recipe name: train that model with its recipe (minivid.pipeline.zoo): fixed steps on MiniSprites, "
+                    "held-out metrics against baselines, the folder and card.json written to --out (default "
+                    "data/pretrained/NAME).")
     from .pipeline.zoo import RECIPES
-    train.add_argument("name", help="recipe name: " + ", ".join(RECIPES))
-    train.add_argument("--out", default=None, help="output folder (default: data/pretrained/NAME)")
-    train.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    train.add_argument("name", help="a preset (cpu, gpu, gpu-multi) or a zoo recipe: " + ", ".join(RECIPES))
+    train.add_argument("--out", default=None, help="output folder (presets: default outputs/runs/NAME; zoo: "
+                                                  "data/pretrained/NAME)")
+    train.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's or recipe's)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument("--rescore", action="store_true",
-                       help="do not train: recompute the held-out metrics of the existing entry and rewrite its card")
+                       help="zoo only: do not train, recompute the held-out metrics of the entry and rewrite its card")
+    train.add_argument("--resume", action="store_true", help="presets: continue the run in --out from its latest "
+                                                             "checkpoint (without it, a folder holding one is refused)")
+    train.add_argument("--config", default=None, help="presets: a YAML file of overrides (nested keys or dotted ones)")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="presets: overrides after --config, e.g. --set lr=5e-4 model.transformer.depth=8")
+    train.add_argument("--device", default=None, help="presets: cpu or cuda (default: cuda when available; under "
+                                                      "torchrun each rank takes cuda:LOCAL_RANK)")
+    sample = sub.add_parser(
+        "sample", help="generate a video with the full system from a prompt, an image and a trajectory",
+        description="Sample a trained full-system run (python -m minivid train cpu): a video from --prompt, optionally "
+                    "starting from --image (resized to the run's size) and following --trajectory (a JSON or text file "
+                    "of points, the format of minivid.conditioning.trajectory); --frames longer than one clip "
+                    "continues it clip by clip. Writes --out (mp4) and a PNG frame grid beside it. The same seed and "
+                    "inputs give the same video.")
+    sample.add_argument("--checkpoint", required=True, help="a run folder (its latest checkpoint) or a checkpoint folder")
+    sample.add_argument("--prompt", default="", help='the caption, e.g. "a red square moves right" (default: none)')
+    sample.add_argument("--image", default=None, help="first frame: an image file (PNG, JPEG)")
+    sample.add_argument("--trajectory", default=None, help="a .json or text file of points (x y per line; several "
+                                                           "objects as JSON lists)")
+    sample.add_argument("--frames", type=int, default=None, help="frames to make (default: one clip of the run)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--guidance", type=float, default=4.0, help="text guidance scale (default 4)")
+    sample.add_argument("--guidance-trajectory", type=float, default=2.0, help="trajectory guidance scale (default 2)")
+    sample.add_argument("--guidance-frames", type=float, default=1.0,
+                        help="image / previous-clip guidance scale (default 1: none)")
+    sample.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps (default 20)")
+    sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    sample.add_argument("--out", default="outputs/sample.mp4", help="mp4 to write (default outputs/sample.mp4)")
     ev = sub.add_parser(
         "eval", help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
         description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for a "
@@ -108,11 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
 
+    if args.command == "sample":
+        return _sample(parser, args)
+
     if args.command == "train":
+        from .pipeline.run import presets
         from .pipeline.zoo import RECIPES, train_zoo_model
 
+        if args.name in presets():
+            return _train_system(parser, args)
+        if args.resume or args.config or args.set or args.device:
+            parser.error(f"train {args.name!r}: --resume, --config, --set and --device apply to the presets "
+                         f"({', '.join(presets())})")
         if args.name not in RECIPES:
-            parser.error(f"train {args.name!r}: not a zoo recipe; allowed: {', '.join(sorted(RECIPES))}")
+            import difflib
+
+            near = difflib.get_close_matches(args.name, list(presets()) + list(RECIPES), n=1, cutoff=0.5)
+            parser.error(f"train {args.name!r}: not a preset ({', '.join(presets())}) or a zoo recipe "
+                         f"({', '.join(sorted(RECIPES))})" + (f"; did you mean {near[0]!r}?" if near else ""))
         if args.steps is not None and args.steps < 1:
             parser.error(f"--steps {args.steps}: must be a positive integer")
         if args.threads is not None and args.threads < 1:
@@ -153,6 +200,125 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(e))
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _train_system(parser: argparse.ArgumentParser, args) -> int:
+    """``python -m minivid train cpu|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
+    import torch
+
+    from .pipeline.run import (load_overrides_file, parse_overrides, preset_config, previous_run, run_spaces,
+                               system_data, train_system)
+    from .utils.distributed import cleanup, init_distributed
+
+    if args.rescore:
+        parser.error("--rescore applies to zoo recipes, not to presets")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads {args.threads}: must be a positive integer")
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(parser, device, torch)
+    try:
+        overrides = load_overrides_file(args.config) if args.config else {}
+        overrides.update(parse_overrides(args.set))
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        cfg = preset_config(args.name, overrides)
+        out = Path(args.out or f"outputs/runs/{args.name}")
+        previous_run(out, cfg, args.resume)
+    except ValueError as e:
+        parser.error(str(e))
+    info = init_distributed(device=device)
+    if info.distributed and device.startswith("cuda"):
+        device = f"cuda:{info.local_rank}"
+    try:
+        info.shard(cfg.global_batch)
+    except ValueError as e:
+        parser.error(f"global_batch={cfg.global_batch}: {e}")
+    n_params = _system_parameters(cfg)
+    if info.is_main:
+        print(f"preset {args.name}: {n_params / 1e6:.2f}M parameters; weights, gradients, EMA and AdamW states take "
+              f"{n_params * 4 * 5 / 2**20:.0f} MiB, plus activations; global batch {cfg.global_batch} on "
+              f"{info.world_size} process(es), {cfg.steps} steps, {device}", file=sys.stderr)
+    space, motion_space = run_spaces(cfg)
+    data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
+    trainer = train_system(cfg, out, data, resume=args.resume, progress=not args.no_progress, device=device,
+                           log=lambda m: print(m, file=sys.stderr) if info.is_main else None)
+    if info.is_main:
+        print(json.dumps({"out": str(out), "steps": trainer.num_updates, "loss": trainer.losses[-1]}, indent=2))
+    cleanup()
+    return 0
+
+
+def _system_parameters(cfg) -> int:
+    import torch
+
+    from .pipeline.system import System
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in System(cfg.model).parameters())
+
+
+def _sample(parser: argparse.ArgumentParser, args) -> int:
+    """``python -m minivid sample``: inputs checked before any work, then one video (mp4 + PNG frame grid)."""
+    import torch
+
+    from .pipeline.run import generate, load_run, run_spaces
+    from .utils.video import save_frame_grid, write_video
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(parser, device, torch)
+    if args.frames is not None and args.frames < 1:
+        parser.error(f"--frames {args.frames}: must be a positive integer")
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: must be a positive integer")
+    if not args.out.endswith(".mp4"):
+        parser.error(f"--out {args.out!r}: must end with .mp4")
+    try:
+        model, cfg, folder = load_run(args.checkpoint)
+    except ValueError as e:
+        parser.error(f"--checkpoint: {e}")
+    image = None
+    if args.image is not None:
+        image = _read_image(parser, args.image)
+    trajectory = None
+    if args.trajectory is not None:
+        from .conditioning.trajectory import load_trajectories
+
+        try:
+            trajectory = load_trajectories(args.trajectory)
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(f"--trajectory {args.trajectory!r}: {e}")
+    space, motion_space = run_spaces(cfg)
+    try:
+        video = generate(model, cfg, space, motion_space, prompt=args.prompt, image=image, trajectory=trajectory,
+                         frames=args.frames, seed=args.seed, steps=args.steps,
+                         guidance={"text": args.guidance, "trajectory": args.guidance_trajectory,
+                                   "frames": args.guidance_frames})
+    except ValueError as e:
+        parser.error(str(e))
+    out = Path(args.out)
+    write_video(out, video, fps=8)
+    grid = save_frame_grid(out.with_suffix(".png"), video[None], scale=max(1, 128 // video.shape[-1]))
+    print(json.dumps({"video": str(out), "frames_png": str(grid), "checkpoint": str(folder),
+                      "frames": int(video.shape[1])}, indent=2))
+    return 0
+
+
+def _read_image(parser: argparse.ArgumentParser, path: str):
+    """An image file as a (3, H, W) tensor in [-1, 1] (alpha dropped, grey expanded); a usage error when unreadable."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+    except (FileNotFoundError, IsADirectoryError):
+        parser.error(f"--image {path!r}: no such file")
+    except (UnidentifiedImageError, OSError) as e:
+        parser.error(f"--image {path!r}: not a readable image ({e})")
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
 
 
 def _eval(parser: argparse.ArgumentParser, args) -> int:

@@ -30,7 +30,8 @@ from ..utils.checkpoint import save_json
 from ..utils.config import Config
 from ..utils.distributed import DistInfo, GlobalBatches, current
 from ..utils.validation import check_choice, check_int, check_number
-from .system import ConditionDropout, System, SystemConfig, condition_batch, system_schedule, training_kwargs
+from .system import (ConditionDropout, System, SystemConfig, condition_batch, sample_system, system_schedule,
+                     training_kwargs)
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.csv"
@@ -254,3 +255,217 @@ def _append_log(path: Path, row: dict) -> None:
 
 __all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "train_system", "previous_run",
            "read_log"]
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def _gpu_model() -> SystemConfig:
+    from ..conditioning.motion import MotionGuidanceConfig
+    from ..conditioning.text import TextEncoderConfig
+    from ..transformers import ExpertTransformerConfig
+
+    return SystemConfig(
+        text=TextEncoderConfig(max_length=72, pad_to_max_length=True, d_model=256, d_kv=32, d_ff=512, num_layers=4,
+                               num_heads=8),
+        transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=2, patch_size_t=1, heads=8,
+                                            head_dim=48, depth=12, time_embed_dim=384, text_dim=256, max_text_len=72,
+                                            positional="rope", rope_grid="slice", base_size=(16, 16)),
+        motion=MotionGuidanceConfig(motion_channels=4, dim=384, depth=12, patch_size=2, motion_dim=128,
+                                    fuser="adanorm"))
+
+
+def presets() -> dict[str, SystemRunConfig]:
+    """The named starting points of ``python -m minivid train``: ``cpu`` (the default model on the zoo's 32 px
+    latents: trains on 2 CPU cores), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and
+    ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it
+    with ``global_batch=``)."""
+    cpu = SystemRunConfig()
+    gpu = SystemRunConfig(model=_gpu_model(), size=64, frames=8, num_clips=16384, steps=20000, global_batch=64,
+                          lr=5e-4, warmup=1000, checkpoint_every=2000, log_every=100, autocast="bf16")
+    multi = SystemRunConfig.from_dict({**gpu.to_dict(), "global_batch": 256})
+    return {"cpu": cpu, "gpu": gpu, "gpu-multi": multi}
+
+
+def _closest(name: str, options) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def preset_config(name: str, overrides: dict | None = None) -> SystemRunConfig:
+    """Preset ``name`` with ``overrides`` ({dotted key: value}, e.g. ``{"model.transformer.depth": 8, "lr": 5e-4}``)
+    applied. A ValueError names an unknown preset or key with the closest valid one, before any work."""
+    table = presets()
+    if name not in table:
+        raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(table)}{_closest(name, table)}")
+    d = table[name].to_dict()
+    for key, value in (overrides or {}).items():
+        node, parts = d, key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:depth]) or "the run config"
+                options = list(node) if isinstance(node, dict) else []
+                raise ValueError(f"unknown key {key!r}: {where} has no field {part!r}{_closest(part, options)}"
+                                 + (f" (fields: {', '.join(sorted(options))})" if options else ""))
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node[part]
+    return SystemRunConfig.from_dict(d)
+
+
+def parse_overrides(items) -> dict:
+    """``["lr=5e-4", "model.transformer.depth=8"]`` -> {key: value}, values parsed as YAML scalars (numbers, true,
+    null, [lists]); a ValueError for an item without ``=``."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must be KEY=VALUE, e.g. lr=5e-4 or model.transformer.depth=8")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def load_overrides_file(path: str | Path) -> dict:
+    """A YAML (or JSON) file of overrides: nested mappings or dotted keys, flattened to {dotted key: value}."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {str(path)!r} does not parse: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values, got {type(doc).__name__}")
+
+    def flat(node, prefix=""):
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    return dict(flat(doc))
+
+
+__all__ += ["presets", "preset_config", "parse_overrides", "load_overrides_file", "run_spaces", "load_run",
+            "prepare_image", "generate"]
+
+
+# ---------------------------------------------------------------------------------------------- loading and sampling
+def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
+    """(video latent space, motion latent space or None) of a run: the zoo autoencoders it names, with their cards'
+    latent scales."""
+    from .zoo import zoo_latent_space
+
+    space = zoo_latent_space(cfg.latent)
+    space.autoencoder.to(device)
+    motion = None
+    if cfg.model.motion is not None:
+        motion = zoo_latent_space(cfg.motion_latent)
+        motion.autoencoder.to(device)
+    return space, motion
+
+
+def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
+             ) -> tuple[System, SystemRunConfig, Path]:
+    """The model (EMA weights by default) of a run folder's latest checkpoint, or of a checkpoint folder, with the
+    run's config and the folder read. A clear error when ``source`` is neither."""
+    from ..diffusion.training import latest_checkpoint
+    from ..nn import load_model
+
+    p = Path(source)
+    if (p / "train_state.pt").is_file():
+        folder, run_dir = p, p.parent.parent
+    else:
+        folder, run_dir = latest_checkpoint(p / "checkpoints"), p
+    if folder is None or not (run_dir / RUN_FILE).is_file():
+        raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*) or one of "
+                         "its checkpoints; train one with `python -m minivid train cpu --out DIR`")
+    cfg = SystemRunConfig.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
+    model = load_model(folder / ("ema" if ema and (folder / "ema").is_dir() else "model"), device=device)
+    if not isinstance(model, System) or model.config != cfg.model:
+        raise ValueError(f"{folder} holds a {type(model).__name__} whose config is not its run's model config")
+    return model.eval(), cfg, folder
+
+
+def prepare_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """An image (3, H, W) in [-1, 1] resized to ``size`` x ``size`` (bilinear, antialiased) when it has another
+    size (the system generates square clips of its run's size)."""
+    import torch.nn.functional as F
+
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be (3, H, W) in [-1, 1], got {got}")
+    if tuple(image.shape[1:]) != (size, size):
+        image = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
+    return image.clamp(-1, 1)
+
+
+@torch.no_grad()
+def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prompt: str = "",
+             image: torch.Tensor | None = None, trajectory=None, frames: int | None = None, seed: int = 0,
+             guidance: dict | None = None, steps: int = 20) -> torch.Tensor:
+    """One video (3, F, H, W) in [-1, 1] from a prompt ("" for none), an optional first frame ``image`` (3, H, W)
+    (resized to the run's size), optional ``trajectory`` (anything
+    :func:`~minivid.conditioning.trajectory.load_trajectories` reads; interpolated over all F frames) and ``frames``
+    F (default: one clip of the run's length). Longer videos are continued clip by clip: each next clip is given the
+    last ``dropout.previous_frames`` latent frames of the one before (P8-P9's idea inside the system) and adds the
+    rest. The same inputs and seed give the same video."""
+    from ..conditioning.trajectory import load_trajectories, motion_video
+    from .tora import TORA_BLUR
+
+    clip = cfg.frames
+    f_t, f_s = space.autoencoder.downsample[0], space.autoencoder.downsample[1]
+    frames = clip if frames is None else check_int("frames", frames, 1)
+    if f_t != 1 and frames != clip:
+        raise ValueError(f"frames={frames}: the run's VAE {cfg.latent!r} compresses time by {f_t}, and continuation "
+                         f"is implemented for per-frame latents only; use frames={clip}")
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    limit = model.config.text.max_length - 1  # ByT5: one token per byte and </s>
+    if len(prompt.encode()) > limit:
+        raise ValueError(f"prompt is {len(prompt.encode())} bytes; the text encoder reads at most {limit} "
+                         f"(max_length={model.config.text.max_length} tokens with </s>)")
+    size, k = cfg.size, cfg.dropout.previous_frames
+    latent_t = clip // f_t
+    shape = (model.config.latent_channels, latent_t, size // f_s, size // f_s)
+    total = max(frames, clip)
+    windows = 1 + -(-(total - clip) // (clip - k))  # clips needed: the first, then clip - k new frames each
+    padded = clip + (windows - 1) * (clip - k)
+    points = None
+    if trajectory is not None:
+        if model.motion is None or motion_space is None:
+            raise ValueError("this model has no trajectory condition (config.motion=None)")
+        points = load_trajectories(trajectory).per_frame(total, size, size)  # (K, F, 2) in the clip's pixels
+        if padded > total:  # the last clip runs past the video: its extra frames hold the last position
+            points = torch.cat([points, points[:, -1:].expand(-1, padded - total, -1)], dim=1)
+    null = motion_space.encode(torch.ones(1, 3, clip, size, size)) if model.motion is not None else None
+    first = None
+    if image is not None:
+        first = space.encode(prepare_image(image, size)[None, :, None])[:, :, 0]  # (1, C, h, w)
+    out = None
+    for window in range(windows):
+        start = window * (clip - k)
+        given = torch.zeros(1, *shape)
+        given_frames = torch.zeros(1, latent_t, dtype=torch.bool)
+        if out is not None:
+            given[:, :, :k] = out[:, :, -k:]
+            given_frames[:, :k] = True
+        elif first is not None:
+            given[:, :, 0] = first
+            given_frames[:, 0] = True
+        motion = None
+        if points is not None:
+            motion = motion_space.encode(motion_video(points[:, start:start + clip], size, size, TORA_BLUR)[None])
+        z = sample_system(model, [prompt], shape, given=given if given_frames.any() else None,
+                          given_frames=given_frames if given_frames.any() else None, motion=motion, null_motion=null,
+                          guidance=guidance, steps=steps, seed=seed + window)
+        out = z if out is None else torch.cat([out, z[:, :, k:]], dim=2)
+    return space.decode(out[:, :, :total])[0, :, :frames]

@@ -62,7 +62,7 @@ def _default_motion() -> MotionGuidanceConfig | None:
 class SystemConfig(ModelConfig):
     """The text encoder, the expert transformer (``in_channels`` = latent channels + 1, the given-frames channel;
     ``out_channels`` = latent channels) and the motion guidance (None: no trajectory condition; its ``dim``,
-    ``depth`` and ``patch_size`` are the transformer's)."""
+    ``depth`` and ``patch_size`` are set to the transformer's, whatever they were)."""
 
     text: TextEncoderConfig = field(default_factory=_default_text)
     transformer: ExpertTransformerConfig = field(default_factory=_default_transformer)
@@ -86,10 +86,9 @@ class SystemConfig(ModelConfig):
         if self.motion is not None:
             if not isinstance(self.motion, MotionGuidanceConfig):
                 raise ValueError(f"motion={self.motion!r} must be a MotionGuidanceConfig or None")
+            # one fuser per block, on the transformer's token grid: the motion guidance follows the transformer
             for k, v in (("dim", tr.dim), ("depth", tr.depth), ("patch_size", tr.patch_size)):
-                if getattr(self.motion, k) != v:
-                    raise ValueError(f"motion.{k}={getattr(self.motion, k)} must equal the transformer's {k}={v} "
-                                     "(one fuser per block, on its token grid)")
+                setattr(self.motion, k, v)
 
     @property
     def latent_channels(self) -> int:

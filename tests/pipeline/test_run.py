@@ -70,3 +70,89 @@ def test_the_folder_is_protected(tmp_path):
         train_system(cfg(num_clips=8), tmp_path / "small", data, progress=False, log=lambda m: None)
     with pytest.raises(ValueError, match="autocast='fp8'"):
         cfg(autocast="fp8")
+
+
+def tiny_spaces():
+    from minivid.autoencoders import CausalVAE, CausalVAEConfig, LatentSpace, VAE2D, VAE2DConfig
+
+    torch.manual_seed(0)
+    vae = VAE2D(VAE2DConfig(spatial_factor=4, latent_channels=4, channels=8, channel_mult=(1, 2, 2), num_res_blocks=1,
+                            norm_groups=4, num_mid_blocks=0))
+    motion = CausalVAE(CausalVAEConfig(spatial_factor=4, temporal_factor=1, latent_channels=2, channels=8,
+                                       channel_mult=(1, 2, 2), num_res_blocks=1, norm_groups=4))
+    return LatentSpace(vae), LatentSpace(motion)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    c = cfg(steps=3, size=16, frames=T)
+    train_system(c, out, fake_data(), progress=False, log=lambda m: None)
+    return out, c
+
+
+def test_load_run_and_generate(trained):
+    from minivid.pipeline.run import generate, load_run
+
+    out, c = trained
+    model, cfg_back, folder = load_run(out)
+    assert cfg_back == c and folder.name == "step-00000003"
+    space, motion_space = tiny_spaces()
+    kw = dict(prompt="a red dot, left", trajectory="[[2, 2], [12, 12]]", steps=2, seed=3)
+    one = generate(model, c, space, motion_space, **kw)
+    assert one.shape == (3, T, 16, 16) and one.abs().max() <= 1
+    assert torch.equal(one, generate(model, c, space, motion_space, **kw))  # same inputs and seed, same video
+    # a longer video continues the first clip: its first frames are that clip (window 0 draws the same noise)
+    long = generate(model, c, space, motion_space, frames=7, prompt="a red dot, left", steps=2, seed=3)
+    short = generate(model, c, space, motion_space, frames=T, prompt="a red dot, left", steps=2, seed=3)
+    assert long.shape == (3, 7, 16, 16) and torch.equal(long[:, :T], short)
+    # an image is the given first frame: the video starts with its reconstruction, at any input size (resized)
+    image = torch.rand(3, 24, 24) * 2 - 1
+    with_image = generate(model, c, space, motion_space, image=image, steps=2)
+    from minivid.pipeline.run import prepare_image
+    recon = space.decode(space.encode(prepare_image(image, 16)[None, :, None]))[0, :, 0]
+    assert torch.allclose(with_image[:, 0], recon, atol=1e-5)
+
+
+def test_generate_bad_input(trained):
+    from minivid.pipeline.run import generate, load_run
+
+    out, c = trained
+    model, _, _ = load_run(out)
+    space, motion_space = tiny_spaces()
+    with pytest.raises(ValueError, match="prompt is 30 bytes; the text encoder reads at most 23"):
+        generate(model, c, space, motion_space, prompt="x" * 30)
+    with pytest.raises(ValueError, match="image must be \\(3, H, W\\)"):
+        generate(model, c, space, motion_space, image=torch.zeros(16, 16))
+    with pytest.raises(ValueError, match="not a run folder"):
+        load_run(out.parent / "nothing")
+
+
+def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
+    from minivid.__main__ import main
+
+    out, _ = trained
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("lr: [1, 2\n")
+    traj = tmp_path / "t.json"
+    traj.write_text('[[1, 2], [3, ')
+    cases = [
+        (["train", "cpux"], "did you mean 'cpu'"),
+        (["train", "cpu", "--set", "model.transformr.depth=2"], "did you mean 'transformer'"),
+        (["train", "cpu", "--set", "lr"], "must be KEY=VALUE"),
+        (["train", "cpu", "--config", str(bad_yaml)], "does not parse"),
+        (["train", "cpu", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "cpu", "--device", "tpu"],
+         "--device"),
+        (["train", "latte", "--resume"], "apply to the presets"),
+        (["train", "cpu", "--out", str(out), "--set", "size=16"], "exists; pass --resume"),
+        (["sample", "--checkpoint", str(tmp_path)], "not a run folder"),
+        (["sample", "--checkpoint", str(out), "--image", str(tmp_path / "none.png")], "no such file"),
+        (["sample", "--checkpoint", str(out), "--image", str(traj)], "not a readable image"),
+        (["sample", "--checkpoint", str(out), "--trajectory", str(traj)], "line 1 column"),
+        (["sample", "--checkpoint", str(out), "--out", "x.gif"], "must end with .mp4"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert message in err, (argv, err[-500:])

@@ -79,9 +79,9 @@ def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="in_channels=4 must be out_channels \\+ 1 = 5"):
         SystemConfig(text=cfg.text, transformer=ExpertTransformerConfig(
             in_channels=4, out_channels=4, heads=2, head_dim=16, depth=2, text_dim=16, max_text_len=24), motion=None)
-    with pytest.raises(ValueError, match="motion.depth=3 must equal the transformer's depth=2"):
-        SystemConfig(text=cfg.text, transformer=cfg.transformer,
-                     motion=MotionGuidanceConfig(motion_channels=2, dim=32, depth=3, patch_size=2))
+    synced = SystemConfig(text=cfg.text, transformer=cfg.transformer,
+                          motion=MotionGuidanceConfig(motion_channels=2, dim=8, depth=3, patch_size=1))
+    assert (synced.motion.dim, synced.motion.depth, synced.motion.patch_size) == (32, 2, 2)  # the transformer's
     with pytest.raises(ValueError, match="text_dim=16 must equal the text encoder's width text.d_model=32"):
         SystemConfig(text=TextEncoderConfig(max_length=24, d_model=32), transformer=cfg.transformer, motion=None)
 
