@@ -570,11 +570,21 @@ def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -
                           "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
 
 
+def t2v_zoo_config():
+    """The zoo's text-to-video model: :class:`~minivid.pipeline.text2video.TextToVideoConfig`'s defaults with an
+    expert transformer of depth 8 (at depth 4 its samples passed the sprite check 17%, measurements.md)."""
+    from dataclasses import replace
+
+    from .text2video import TextToVideoConfig, _default_transformer
+
+    return TextToVideoConfig(transformer=replace(_default_transformer(), depth=8))
+
+
 def _t2v(steps, progress, log):
     from .text2video import train_text_to_video
 
     space = zoo_latent_space("vae2d")
-    model, _ = train_text_to_video(space, steps, progress=progress, log=log)
+    model, _ = train_text_to_video(space, steps, config=t2v_zoo_config(), progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "caption_dropout": 0.1},
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
@@ -605,11 +615,21 @@ def i2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 2.0) -
                           "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
 
 
+def i2v_zoo_config():
+    """The zoo's image-to-video model: :class:`~minivid.pipeline.image2video.ImageToVideoConfig`'s defaults with a
+    Reducio-DiT of depth 8 (at depth 4 its samples passed the sprite check 75%, measurements.md)."""
+    from dataclasses import replace
+
+    from .image2video import ImageToVideoConfig, _default_dit
+
+    return ImageToVideoConfig(dit=replace(_default_dit(), depth=8))
+
+
 def _i2v(steps, progress, log):
     from .image2video import train_image_to_video
 
     space = zoo_latent_space("vae2d")
-    model, _ = train_image_to_video(space, steps, progress=progress, log=log)
+    model, _ = train_image_to_video(space, steps, config=i2v_zoo_config(), progress=progress, log=log)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "conditioning_frame": 0, "image_dropout": 0.1},
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
@@ -620,6 +640,36 @@ def _i2v(steps, progress, log):
 def _score_i2v(model, card: dict) -> dict:
     space = zoo_latent_space(card["autoencoder"], card["latent_scale"])
     return i2v_metrics(model, space)
+
+
+def _system(steps, progress, log):
+    """The full system's cpu preset (minivid.pipeline.run) trained as a run in ``outputs/runs/zoo-system-<steps>``
+    (checkpoints every 500 steps and a log; an interrupted recipe resumes there, to the same weights), its EMA model
+    kept; the card records the run's config."""
+    from ..diffusion.training import latest_checkpoint
+    from .run import preset_config, run_spaces, system_data, system_metrics, train_system
+
+    cfg = preset_config("cpu", {"steps": steps})
+    space, motion_space = run_spaces(cfg)
+    log(f"  encoding {cfg.num_clips} training clips, their captions and sprite paths")
+    data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
+    run = Path("outputs/runs") / f"zoo-system-{steps}"
+    trainer = train_system(cfg, run, data, resume=latest_checkpoint(run / "checkpoints") is not None,
+                           progress=progress, log=log)
+    model = trainer.ema.eval()
+    return model, {"run": cfg.to_dict(), "autoencoder": cfg.latent, "motion_autoencoder": cfg.motion_latent,
+                   "latent_scale": space.scale, "prediction": "v", "schedule": "cogvideox(1000, shift 1): zero terminal SNR",
+                   "data": {"size": cfg.size, "frames": cfg.frames, "train_clips": cfg.num_clips,
+                            "batch": cfg.global_batch, "num_sprites": 1},
+                   "metrics": system_metrics(model, cfg, space, motion_space)}
+
+
+def _score_system(model, card: dict) -> dict:
+    from .run import SystemRunConfig, run_spaces, system_metrics
+
+    cfg = SystemRunConfig.from_dict(card["run"])
+    space, motion_space = run_spaces(cfg)
+    return system_metrics(model, cfg, space, motion_space)
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
@@ -646,6 +696,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("tora", "Tora (T1-T8): ST-DiT on vae2d latents, first frame given, trajectories through the motion VAE, "
            "extractor and the best of three fusers", 3000, _tora, _score_tora, ("vae2d", "motion-vae"),
            storage="float16"),
+    Recipe("system", "the full system (minivid.pipeline.system): T5 + expert transformer with given frames (image, "
+           "previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite clips; the cpu preset",
+           3000, _system, _score_system, ("vae2d", "motion-vae"), storage="float16"),
 ]}
 
 
