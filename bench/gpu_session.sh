@@ -10,12 +10,15 @@
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
 #   5. the demo at its CUDA scale for 1500 steps (issue 14): training time and the sprite-check rate of its samples
-#      (metrics.json), the first GPU measurement of the latent Latte (the CUDA preset's 8000 steps are unmeasured).
+#      (metrics.json), the first GPU measurement of the latent Latte (the CUDA preset's 8000 steps are unmeasured);
+#   6. bench/system.py --quick (issue 18): the full system's gpu preset, training throughput (clips/s, MFU) and the
+#      latency of a 16-frame 64 x 64 video at 20 steps, with SDPA and with the Triton kernel.
 # Each step has its own time limit; bench/attention.py saves after every row, so a step cut off by its limit
 # keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
 # tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
 # preinstalled on the lent machines) with minivid from this checkout, no install:
-#     bash bench/gpu_session.sh            # limits 150 + 60 + 200 + 80 + 90 = 580 s: inside the tool's 600 s a call
+#     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 60 + 200 + 80 + 90 = 580 s, inside one 600 s call
+#     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
 set -u
 cd "$(dirname "$0")/.."
@@ -33,6 +36,10 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1;
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
     > "$DEST/gpu_session.txt"
+if [ "${PART:-1}" = 2 ]; then
+    step 240 system.txt "$PY" bench/system.py --device cuda --quick --out "$DEST/system.json"
+    exit 0
+fi
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
 step 60 expert_triton.txt "$PY" -m pytest -q -p no:cacheprovider tests/transformers/test_cogvideox.py -k triton -rs
 step 200 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"

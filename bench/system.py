@@ -1,0 +1,152 @@
+"""Benchmark: the full system's training throughput and sampling latency (issue: full system).
+
+    python bench/system.py                      # the cpu preset on this machine's CPU
+    python bench/system.py --device cuda        # the gpu preset on a GPU, with SDPA and with the Triton kernel
+    python bench/system.py --quick              # fewer repetitions
+
+Training: updates of the preset's global batch (random latents, captions and motion latents of the preset's shape;
+the speed does not depend on the data), timed after two warm-up updates: clips per second, and the model FLOPs of an
+update counted by ``torch.utils.flop_counter`` (forward + backward of the text encoder, transformer and motion guidance)
+divided by its time: achieved TFLOP/s and, on a GPU with a known peak, the model FLOP utilisation (MFU).
+
+Sampling: one 16-frame video of the preset's size at 20 DPM-Solver++ steps with a caption and a trajectory (text and
+trajectory guidance: three branches a step) through :func:`minivid.pipeline.run.generate` (8-frame clips continued
+with 2 given frames: three clips), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is
+absent. Goals (issue): under 5 s on 2 CPU cores for 32 x 32; under 1 s on one H100/H200 at 64 x 64.
+
+Writes ``bench/results/system-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from minivid.pipeline.run import SystemRunConfig, generate, preset_config, run_spaces, training_kwargs  # noqa: E402
+from minivid.pipeline.system import System, condition_batch  # noqa: E402
+from minivid.utils.machine import device_name, slug, versions  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_throughput(cfg: SystemRunConfig, device: str, updates: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minivid.pipeline.run import SystemTrainer
+
+    torch.manual_seed(0)
+    model = System(cfg.model).to(device)
+    trainer = SystemTrainer(model, cfg)
+    b, latent = cfg.global_batch, cfg.size // 4
+    c, cm = model.config.latent_channels, 4
+    x0 = torch.randn(b, c, cfg.frames, latent, latent, device=device)
+    ids, mask = model.tokenize(["a red square moves right along a wavy path"] * b)
+    null_ids, null_mask = model.tokenize([""] * b)
+    motion = torch.randn(b, cm, cfg.frames, latent, latent)
+    null = torch.zeros(1, cm, cfg.frames, latent, latent)
+    autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and device != "cpu")
+
+    def update():
+        coins = condition_batch(cfg.dropout, b, cfg.frames, trainer.coins)
+        kw = training_kwargs(model, coins, ids.cpu(), mask.cpu(), null_ids.cpu(), null_mask.cpu(), motion, null)
+        kw = {k: v.to(device) for k, v in kw.items()}
+        with torch.autocast(**autocast):
+            trainer.step(x0, **kw)
+
+    for _ in range(2):
+        update()
+    with FlopCounterMode(display=False) as fc:
+        update()
+    flops = fc.get_total_flops()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(updates):
+        update()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / updates
+    out = {"global_batch": b, "seconds_per_update": round(dt, 4), "clips_per_second": round(b / dt, 2),
+           "model_gflops_per_update": round(flops / 1e9, 2), "achieved_tflops": round(flops / dt / 1e12, 4),
+           "parameters": model.num_parameters()}
+    if device != "cpu":
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        if peak:
+            out["mfu"] = round(flops / dt / 1e12 / peak, 4)
+            out["peak_tflops_bf16"] = peak
+    return out
+
+
+def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: int = 16) -> dict:
+    torch.manual_seed(0)
+    model = System(cfg.model).to(device).eval()
+    try:
+        space, motion_space = run_spaces(cfg, device)
+        zoo = True
+    except (FileNotFoundError, ValueError):  # no zoo here: random VAEs of the zoo's shapes time the same
+        from minivid.autoencoders import CausalVAE, LatentSpace, VAE2D, VAE2DConfig
+        from minivid.pipeline.tora import motion_vae_config
+
+        space = LatentSpace(VAE2D(VAE2DConfig(spatial_factor=4, latent_channels=4, channels=16, channel_mult=(1, 2, 2),
+                                              num_res_blocks=1, norm_groups=8, num_mid_blocks=0)).to(device))
+        motion_space = LatentSpace(CausalVAE(motion_vae_config()).to(device))
+        zoo = False
+    s = cfg.size
+    traj = [[2.0, s / 2], [s - 3.0, s / 3]]
+    kw = dict(prompt="a red square moves right", trajectory=[traj], frames=frames, steps=20)
+    generate(model, cfg, space, motion_space, **kw)  # warm-up (caches, kernels)
+    times = []
+    for r in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        generate(model, cfg, space, motion_space, seed=r, **kw)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"frames": frames, "size": s, "steps": 20, "guidance": "text 4, trajectory 2 (3 branches a step)",
+            "seconds": sorted(times), "median_seconds": round(sorted(times)[len(times) // 2], 3),
+            "zoo_vaes": zoo}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default=None, help="default: cpu on a CPU, gpu on CUDA")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = args.device
+    preset = args.preset or ("gpu" if device.startswith("cuda") else "cpu")
+    backends = ["sdpa", "triton"] if device.startswith("cuda") else ["sdpa"]
+    rows = []
+    for backend in backends:
+        cfg = preset_config(preset, {"model.transformer.attention_backend": backend})
+        row = {"preset": preset, "attention_backend": backend,
+               "train": train_throughput(cfg, device, 3 if args.quick else 10),
+               "sample": sampling_latency(cfg, device, 1 if args.quick else 3)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    name = device_name(device)
+    out = args.out or RESULTS / f"system-{slug(name)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": name, "threads": torch.get_num_threads(), "versions": versions(),
+                               "date": _dt.datetime.now().isoformat(), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
