@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     "of points, the format of minivid.conditioning.trajectory); --frames longer than one clip "
                     "continues it clip by clip. Writes --out (mp4) and a PNG frame grid beside it. The same seed and "
                     "inputs give the same video.")
-    sample.add_argument("--checkpoint", required=True, help="a run folder (its latest checkpoint) or a checkpoint folder")
+    sample.add_argument("--checkpoint", required=True,
+                        help="a run folder (its latest checkpoint), a checkpoint folder, or the zoo name 'system'")
     sample.add_argument("--prompt", default="", help='the caption, e.g. "a red square moves right" (default: none)')
     sample.add_argument("--image", default=None, help="first frame: an image file (PNG, JPEG)")
     sample.add_argument("--trajectory", default=None, help="a .json or text file of points (x y per line; several "

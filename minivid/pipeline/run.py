@@ -376,19 +376,28 @@ def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
 
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
              ) -> tuple[System, SystemRunConfig, Path]:
-    """The model (EMA weights by default) of a run folder's latest checkpoint, or of a checkpoint folder, with the
-    run's config and the folder read. A clear error when ``source`` is neither."""
+    """The model (EMA weights by default) of a run folder's latest checkpoint, of a checkpoint folder, or of a zoo
+    entry trained from a preset (``"system"``: its card holds the run's config), with the run's config and the folder
+    read. A clear error when ``source`` is none of these."""
+    from .. import pretrained
     from ..diffusion.training import latest_checkpoint
     from ..nn import load_model
 
+    if isinstance(source, str) and source in pretrained.available() and not Path(source).exists():
+        card = pretrained.card(source)
+        if "run" not in card:
+            raise ValueError(f"zoo entry {source!r} is not a full-system model (its card has no run config); "
+                             "the full system's entry is 'system'")
+        model = pretrained.load(source, device=device).eval()
+        return model, SystemRunConfig.from_dict(card["run"]), pretrained.zoo_root() / source
     p = Path(source)
     if (p / "train_state.pt").is_file():
         folder, run_dir = p, p.parent.parent
     else:
         folder, run_dir = latest_checkpoint(p / "checkpoints"), p
     if folder is None or not (run_dir / RUN_FILE).is_file():
-        raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*) or one of "
-                         "its checkpoints; train one with `python -m minivid train cpu --out DIR`")
+        raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*), one of "
+                         "its checkpoints or the zoo's 'system'; train one with `python -m minivid train cpu --out DIR`")
     cfg = SystemRunConfig.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
     model = load_model(folder / ("ema" if ema and (folder / "ema").is_dir() else "model"), device=device)
     if not isinstance(model, System) or model.config != cfg.model:
