@@ -778,6 +778,20 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
                    paths=torch.stack([p[0] for p in test.paths]), colors=test.colors[:, 0], from_frame=1,
                    what=f"{n} samples from the first frames and sprite paths of {n} one-sprite test clips vs those "
                         "clips (trajectory error over frames 1..)")
+    elif name == "system":
+        from .run import SystemRunConfig, run_spaces, system_data
+        from .system import sample_system
+
+        cfg = SystemRunConfig.from_dict(card["run"])
+        space, motion_space = run_spaces(cfg)
+        test = system_data(space, motion_space, n, cfg.size, cfg.frames, split="test")
+        z = sample_system(model, test.captions, (model.config.latent_channels, *test.latents.shape[2:]),
+                          motion=test.motion, null_motion=test.null_motion)
+        real = MiniSprites(num_videos=n, size=cfg.size, num_frames=cfg.frames, split="test", seed=SEED, num_sprites=1)
+        out.update(videos=space.decode(z), reference=torch.stack([real[i]["video"] for i in range(n)]),
+                   captions=test.captions, paths=torch.stack([p[0] for p in test.paths]), colors=test.colors,
+                   what=f"{n} samples from the captions and sprite paths of {n} one-sprite test clips (no frame "
+                        "given) vs those clips")
     else:  # a recipe added later without an eval set
         raise ValueError(f"zoo entry {name!r} has no evaluation set yet")
     return out
