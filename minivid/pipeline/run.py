@@ -61,6 +61,8 @@ class SystemRunConfig(Config):
     log_every: int = 50
     keep: int = 2
     autocast: str = "none"  # "bf16": torch.autocast on CUDA (GPU presets)
+    compile: bool = False  # torch.compile the transformer in place (nn.Module.compile: the weights keep their names)
+    gradient_checkpointing: bool = False  # recompute the transformer's blocks in the backward pass
 
     def __post_init__(self):
         if isinstance(self.dropout, dict):
@@ -75,10 +77,14 @@ class SystemRunConfig(Config):
         check_number("ema_decay", self.ema_decay, 0.0, 1.0)
         check_number("grad_clip", self.grad_clip, 0.0, strict_minimum=True)
         check_choice("autocast", self.autocast, ("none", "bf16"))
+        for k in ("compile", "gradient_checkpointing"):
+            if not isinstance(getattr(self, k), bool):
+                raise ValueError(f"{k}={getattr(self, k)!r} must be true or false")
 
 
-# Options that only say how long a run goes on and how often it reports: a resumed run may change them.
-BUDGET_KEYS = {"steps", "checkpoint_every", "log_every", "keep"}
+# Options that only say how long a run goes on, how often it reports, or how it computes the same numbers: a resumed
+# run may change them.
+BUDGET_KEYS = {"steps", "checkpoint_every", "log_every", "keep", "compile", "gradient_checkpointing"}
 
 
 class SystemTrainer(DiffusionTrainer):
@@ -186,6 +192,9 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     torch.manual_seed(cfg.seed)
     model = System(cfg.model).to(device)
     _check_data(data, cfg, model)
+    model.transformer.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.compile:
+        model.transformer.compile()
     part = info.shard(cfg.global_batch)
     trainer = SystemTrainer(model, cfg, info)
     log_path = out / LOG_FILE

@@ -278,6 +278,7 @@ class ExpertTransformer(Model):
         self.norm_out = nn.LayerNorm(d, eps=c.norm_eps, elementwise_affine=c.norm_affine)
         self.proj_out = nn.Linear(d, c.patch_volume * c.out_channels)
         self._cache: dict = {}
+        self.gradient_checkpointing = False  # recompute each block in the backward pass (memory for time; training)
         if c.zero_init:
             for m in [b.norm1.linear for b in self.blocks] + [b.norm2.linear for b in self.blocks] + [
                     self.norm_out_linear, self.proj_out]:
@@ -374,7 +375,12 @@ class ExpertTransformer(Model):
         for block, fn, f_i in zip(self.blocks, fusers, motion_features or [None] * c.depth):
             fuse = None if fn is None else grid_fuse_hook(fn, f_i, "b (n_t n_h n_w) d", "b n_t n_h n_w d", n_t=n_t,
                                                           n_h=n_h, n_w=n_w)  # T7 on the video tokens' grid
-            video, text_tokens = block(video, text_tokens, emb, rope, mask, fuse)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                video, text_tokens = checkpoint(block, video, text_tokens, emb, rope, mask, fuse, use_reentrant=False)
+            else:
+                video, text_tokens = block(video, text_tokens, emb, rope, mask, fuse)
         h = self.norm_final(video)
         shift, scale = self.norm_out_linear(F.silu(emb))[:, None].chunk(2, dim=-1)
         h = self.norm_out(h) * (1 + scale) + shift
