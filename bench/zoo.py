@@ -58,6 +58,12 @@ def main(argv=None) -> int:
             print(f"{name:12s} trajectory error {chosen['trajectory_error_px']:.2f} px ({m['fuser']}; no trajectory "
                   f"{m['table']['no trajectory']['trajectory_error_px']:.2f} px), sprite check "
                   f"{chosen['sprite_check']:.0%}")
+        elif "text+trajectory" in m:  # the full system: three uses
+            row.update(kind="full system", uses={k: v for k, v in m.items() if isinstance(v, dict)})
+            u = m["text+trajectory"]
+            print(f"{name:12s} caption + path: sprite check {u['sprite_check']:.0%}, colour "
+                  f"{u['caption_accuracy']['color']:.0%}, trajectory error {u['trajectory_error_px']:.2f} px (caption "
+                  f"alone: {m['text']['sprite_check']:.0%}, {m['text']['trajectory_error_px']:.2f} px)")
         else:
             s, b = m["samples"], m["baselines"]
             row.update(kind="denoiser", sprite_check=s["sprite_check"], centre_jitter_px=s["centre_jitter_px"],
