@@ -38,7 +38,7 @@ from ..diffusion import DiffusionTrainer, check_prediction, latest_checkpoint
 from ..nn import load_model, save_model
 from ..unets import VideoUNet, VideoUNetConfig
 from ..utils.checkpoint import save_json
-from ..utils.config import Config
+from ..utils.config import Config, config_diff
 from ..utils.machine import device_name
 from ..utils.validation import is_int, is_number
 from ..utils.video import save_frame_grid, write_video
@@ -156,18 +156,6 @@ class OutDirError(ValueError):
 _BUDGET_KEYS = {"steps", "checkpoint_every", "num_samples", "sample_steps", "fps", "guidance"}
 
 
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every differing key (nested dicts such as ``model`` key by key)."""
-    lines = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += _config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return lines
-
-
 def _previous_run(out: Path, cfg: DemoConfig, resume: bool) -> Path | None:
     """The checkpoint to continue from (``resume``), or None for a new run; an OutDirError when the run would
     overwrite finished work, has nothing to resume, or was written with another config."""
@@ -190,7 +178,7 @@ def _previous_run(out: Path, cfg: DemoConfig, resume: bool) -> Path | None:
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise OutDirError(f"cannot resume from {ckpt}: it was written with a different config ({changed}): "
-                          + "; ".join(_config_diff({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed}))
+                          + "; ".join(config_diff({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed}))
                           + ". Use the original options, or choose another --out for a new run")
     return ckpt
 

@@ -154,7 +154,7 @@ def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
     run would overwrite a folder holding a checkpoint, when there is nothing to resume, or when the folder's run was
     made with another config (budget options excepted: :data:`BUDGET_KEYS`)."""
     from ..diffusion.training import latest_checkpoint
-    from .demo import _config_diff
+    from ..utils.config import config_diff
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder; choose another --out")
@@ -171,7 +171,7 @@ def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
         raise ValueError(f"cannot resume from {ckpt}: {run_file} (the run's config) is missing")
     old = {k: v for k, v in json.loads(run_file.read_text()).items() if k not in BUDGET_KEYS}
     new = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in BUDGET_KEYS}
-    diff = _config_diff(old, new)
+    diff = config_diff(old, new)
     if diff:
         raise ValueError(f"cannot resume from {ckpt}: it was made with another config (" + "; ".join(diff[:8])
                          + "); use the run's options or another --out")
@@ -372,15 +372,13 @@ __all__ += ["presets", "preset_config", "parse_overrides", "load_overrides_file"
 def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
     """(video latent space, motion latent space or None) of a run: the zoo autoencoders it names, with their cards'
     latent scales."""
-    from .zoo import zoo_latent_space
+    from .. import pretrained
+    from ..autoencoders import LatentSpace
 
-    space = zoo_latent_space(cfg.latent)
-    space.autoencoder.to(device)
-    motion = None
-    if cfg.model.motion is not None:
-        motion = zoo_latent_space(cfg.motion_latent)
-        motion.autoencoder.to(device)
-    return space, motion
+    def space(name):
+        return LatentSpace(pretrained.load(name, device=device), pretrained.card(name)["latent_scale"])
+
+    return space(cfg.latent), (space(cfg.motion_latent) if cfg.model.motion is not None else None)
 
 
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True

@@ -51,3 +51,16 @@ def _tuples(value):
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every key whose value differs between two config dicts (nested dicts key by key, with
+    dotted names): what a refused resume reports."""
+    lines = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return lines

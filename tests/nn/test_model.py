@@ -17,6 +17,7 @@ from minivid.transformers import (ExpertTransformer, ExpertTransformerConfig, Im
 from minivid.conditioning.motion import MotionGuidance, MotionGuidanceConfig
 from minivid.pipeline.image2video import ImageToVideo, ImageToVideoConfig
 from minivid.pipeline.tora import Tora, ToraConfig
+from minivid.pipeline.system import System, SystemConfig
 from minivid.pipeline.text2video import TextToVideo, TextToVideoConfig
 from minivid.unets import PlaneUNet, PlaneUNetConfig, VideoUNet, VideoUNetConfig
 
@@ -96,6 +97,16 @@ CASES = {
                                      motion=MotionGuidanceConfig(motion_channels=4, dim=16, depth=2, patch_size=2,
                                                                  motion_dim=8, fuser="cross_attention"))),
              lambda m: m(rand(2, 4, 3, 4, 4), torch.tensor([3, 70]), motion=rand(2, 4, 3, 4, 4))),
+    "System": (lambda: System(SystemConfig(
+        text=TextEncoderConfig(max_length=24, pad_to_max_length=True, d_model=16, d_kv=4, d_ff=32, num_layers=1,
+                               num_heads=2),
+        transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, heads=2, head_dim=16, depth=2,
+                                            time_embed_dim=16, text_dim=16, max_text_len=24, base_size=(4, 4),
+                                            attention_backend="math"),
+        motion=MotionGuidanceConfig(motion_channels=2, motion_dim=8, heads=2))),
+               lambda m: m(rand(2, 4, 3, 4, 4), torch.tensor([3, 70]),
+                           *m.tokenize(["a red circle moves up", "a blue square bounces"]),
+                           given_frames=torch.tensor([[True, False, False], [False] * 3]), motion=rand(2, 2, 3, 4, 4))),
 }
 
 
