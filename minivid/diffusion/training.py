@@ -250,6 +250,42 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def resume_point(out: str | os.PathLike, config: dict, resume: bool, budget_keys=(), run_file: str = "run.json",
+                 error: type[Exception] = ValueError) -> Path | None:
+    """The checkpoint a run in folder ``out`` continues from (``resume``), or None for a new run; ``error`` (a
+    ValueError by default), before any work, when the run would overwrite a folder holding a checkpoint, has nothing
+    to resume, or was written with another config than ``config`` (the run's ``to_dict()``; keys in ``budget_keys``,
+    which only say how long a run goes on or what it reports, may change). Reads ``out/checkpoints/`` and
+    ``out/<run_file>``."""
+    import json
+
+    from ..utils.config import config_diff
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise error(f"out_dir {str(out)!r} exists and is not a folder; choose another --out")
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if ckpt is None:
+        if resume:
+            raise error(f"cannot resume: {str(out)!r} holds no checkpoint (no {out / 'checkpoints'}/step-*); "
+                        "run without --resume to start a new run, or pass the --out of the run to continue")
+        return None
+    step = int(ckpt.name.split("-")[1])
+    if not resume:
+        raise error(f"{ckpt} exists (step {step}); pass --resume to continue or choose another --out")
+    path = out / run_file
+    if not path.is_file():
+        raise error(f"cannot resume from {ckpt}: {path} (the run's config) is missing")
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in budget_keys}
+    new = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in budget_keys}
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise error(f"cannot resume from {ckpt}: it was written with a different config ({changed}): "
+                    + "; ".join(config_diff({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed}))
+                    + ". Use the original options, or choose another --out for a new run")
+    return ckpt
+
+
 class DiffusionTrainer(Trainer):
     """One optimisation step of a diffusion model: ``step(x0, **model_kwargs)`` draws timesteps (D9: uniform or
     explicit uniform), noises the batch (D3) and takes a step on L_simple (D4 with the ``prediction`` target, D10)

@@ -35,10 +35,11 @@ from tqdm import tqdm
 from .. import pretrained
 from ..autoencoders import LatentSpace
 from ..diffusion import DiffusionTrainer, check_prediction, latest_checkpoint
+from ..diffusion.training import resume_point
 from ..nn import load_model, save_model
 from ..unets import VideoUNet, VideoUNetConfig
 from ..utils.checkpoint import save_json
-from ..utils.config import Config, config_diff
+from ..utils.config import Config
 from ..utils.machine import device_name
 from ..utils.validation import is_int, is_number
 from ..utils.video import save_frame_grid, write_video
@@ -159,28 +160,7 @@ _BUDGET_KEYS = {"steps", "checkpoint_every", "num_samples", "sample_steps", "fps
 def _previous_run(out: Path, cfg: DemoConfig, resume: bool) -> Path | None:
     """The checkpoint to continue from (``resume``), or None for a new run; an OutDirError when the run would
     overwrite finished work, has nothing to resume, or was written with another config."""
-    if out.exists() and not out.is_dir():
-        raise OutDirError(f"out_dir {str(out)!r} exists and is not a folder; choose another --out")
-    ckpt = latest_checkpoint(out / "checkpoints")
-    if ckpt is None:
-        if resume:
-            raise OutDirError(f"cannot resume: {str(out)!r} holds no checkpoint (no {out / 'checkpoints'}/step-*); "
-                              "run without --resume to start a new run, or pass the --out of the run to continue")
-        return None
-    step = int(ckpt.name.split("-")[1])
-    if not resume:
-        raise OutDirError(f"{ckpt} exists (step {step}); pass --resume to continue or choose another --out")
-    run_file = out / RUN_FILE
-    if not run_file.is_file():
-        raise OutDirError(f"cannot resume from {ckpt}: {run_file} (the run's config) is missing")
-    old = {k: v for k, v in json.loads(run_file.read_text()).items() if k not in _BUDGET_KEYS}
-    new = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in _BUDGET_KEYS}
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        raise OutDirError(f"cannot resume from {ckpt}: it was written with a different config ({changed}): "
-                          + "; ".join(config_diff({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed}))
-                          + ". Use the original options, or choose another --out for a new run")
-    return ckpt
+    return resume_point(out, cfg.to_dict(), resume, _BUDGET_KEYS, RUN_FILE, OutDirError)
 
 
 def latent_space(cfg: DemoConfig, device: torch.device | str = "cpu") -> LatentSpace:

@@ -153,29 +153,9 @@ def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
     """The checkpoint to continue from (``resume``), or None for a new run. A ValueError, before any work, when a new
     run would overwrite a folder holding a checkpoint, when there is nothing to resume, or when the folder's run was
     made with another config (budget options excepted: :data:`BUDGET_KEYS`)."""
-    from ..diffusion.training import latest_checkpoint
-    from ..utils.config import config_diff
+    from ..diffusion.training import resume_point
 
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out {str(out)!r} exists and is not a folder; choose another --out")
-    ckpt = latest_checkpoint(out / "checkpoints")
-    if ckpt is None:
-        if resume:
-            raise ValueError(f"cannot resume: {str(out)!r} holds no checkpoint (no checkpoints/step-*); run without "
-                             "--resume to start a new run")
-        return None
-    if not resume:
-        raise ValueError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
-    run_file = out / RUN_FILE
-    if not run_file.is_file():
-        raise ValueError(f"cannot resume from {ckpt}: {run_file} (the run's config) is missing")
-    old = {k: v for k, v in json.loads(run_file.read_text()).items() if k not in BUDGET_KEYS}
-    new = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in BUDGET_KEYS}
-    diff = config_diff(old, new)
-    if diff:
-        raise ValueError(f"cannot resume from {ckpt}: it was made with another config (" + "; ".join(diff[:8])
-                         + "); use the run's options or another --out")
-    return ckpt
+    return resume_point(out, cfg.to_dict(), resume, BUDGET_KEYS, RUN_FILE)
 
 
 def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume: bool = False,

@@ -60,9 +60,9 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path):
 def test_the_folder_is_protected(tmp_path):
     data = fake_data()
     train_system(cfg(steps=3), tmp_path / "run", data, progress=False, log=lambda m: None)
-    with pytest.raises(ValueError, match="step-00000003 exists; pass --resume"):
+    with pytest.raises(ValueError, match="step-00000003 exists \\(step 3\\); pass --resume"):
         train_system(cfg(steps=3), tmp_path / "run", data, progress=False, log=lambda m: None)
-    with pytest.raises(ValueError, match="another config \\(lr: 0.003 -> 0.001\\)"):
+    with pytest.raises(ValueError, match="different config \\(\\['lr'\\]\\): lr: 0.003 -> 0.001"):
         train_system(cfg(steps=6, lr=1e-3), tmp_path / "run", data, resume=True, progress=False, log=lambda m: None)
     with pytest.raises(ValueError, match="holds no checkpoint"):
         train_system(cfg(), tmp_path / "empty", data, resume=True, progress=False, log=lambda m: None)
@@ -144,7 +144,7 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
         (["train", "cpu", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "cpu", "--device", "tpu"],
          "--device"),
         (["train", "latte", "--resume"], "apply to the presets"),
-        (["train", "cpu", "--out", str(out), "--set", "size=16"], "exists; pass --resume"),
+        (["train", "cpu", "--out", str(out), "--set", "size=16"], "pass --resume to continue"),
         (["sample", "--checkpoint", str(tmp_path)], "not a run folder"),
         (["sample", "--checkpoint", str(out), "--image", str(tmp_path / "none.png")], "no such file"),
         (["sample", "--checkpoint", str(out), "--image", str(traj)], "not a readable image"),
