@@ -1,9 +1,10 @@
-"""Pipelines: what composes models, data and the training core into runs. The demo behind ``python -m minivid demo``
-(``demo``) and PVDM's joint conditional/unconditional training and long-video sampling on the triplane latent
-(``pvdm``, P8-P9). The command line itself is ``minivid/__main__.py``; train/sample/eval come with notebook 08."""
+"""Pipelines: what composes models, data and the training core into runs. The full system (``system``: one model with
+every condition; ``run``: its training runs, presets, sampling and scores), the demo behind ``python -m minivid demo``
+(``demo``: the system's cpu preset from scratch), the zoo's recipes (``zoo``) and the papers' pipelines: PVDM's joint
+training and long-video sampling (``pvdm``, P8-P9), text-to-video, image-to-video and Tora. The command line itself is
+``minivid/__main__.py``."""
 
-from .demo import DemoConfig, load_demo_model, run_demo
+from .demo import demo_config, run_demo
 from .pvdm import JointTrainer, generate_long_video, joint_loss, sample_planes
 
-__all__ = ["DemoConfig", "run_demo", "load_demo_model", "JointTrainer", "joint_loss", "sample_planes",
-           "generate_long_video"]
+__all__ = ["demo_config", "run_demo", "JointTrainer", "joint_loss", "sample_planes", "generate_long_video"]

@@ -63,6 +63,9 @@ class SystemRunConfig(Config):
     autocast: str = "none"  # "bf16": torch.autocast on CUDA (GPU presets)
     compile: bool = False  # torch.compile the transformer in place (nn.Module.compile: the weights keep their names)
     gradient_checkpointing: bool = False  # recompute the transformer's blocks in the backward pass
+    # the text encoder's starting weights: a zoo entry or run folder of the full system (its T5 must have the same
+    # shape), as CogVideoX starts from a pretrained T5 (with model.text.trainable=false, frozen as there); None: random
+    text_from: str | None = None
 
     def __post_init__(self):
         if isinstance(self.dropout, dict):
@@ -80,6 +83,8 @@ class SystemRunConfig(Config):
         for k in ("compile", "gradient_checkpointing"):
             if not isinstance(getattr(self, k), bool):
                 raise ValueError(f"{k}={getattr(self, k)!r} must be true or false")
+        if self.text_from is not None and (not isinstance(self.text_from, str) or not self.text_from):
+            raise ValueError(f"text_from={self.text_from!r} must be a zoo name or a run folder (or null)")
 
 
 # Options that only say how long a run goes on, how often it reports, or how it computes the same numbers: a resumed
@@ -112,8 +117,9 @@ class SystemTrainer(DiffusionTrainer):
 class SystemData:
     """The training clips as the model sees them: ``latents`` (n, C, T, h, w) (the video VAE's, scaled), their
     ``captions``, the ``motion`` latents (n, C_m, T, h, w) of each sprite's path (the motion VAE's, scaled), the
-    ``null_motion`` latent (1, C_m, T, h, w) of no trajectory, the sprites' centre ``paths`` (n, 1, T, 2) and palette
-    ``colors`` (n,)."""
+    ``null_motion`` latent (1, C_m, T, h, w) of no trajectory, the sprites' centre ``paths`` (n, 1, T, 2), palette
+    ``colors`` (n,) and the clips' ``first_frames`` (n, 3, H, W) in [-1, 1] (the images of a semantic image
+    encoder)."""
 
     latents: torch.Tensor
     captions: list
@@ -121,6 +127,7 @@ class SystemData:
     null_motion: torch.Tensor
     paths: list
     colors: torch.Tensor | None = None
+    first_frames: torch.Tensor | None = None
 
 
 def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, split: str = "train",
@@ -130,10 +137,11 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
     from ..data import MiniSprites
     from .tora import tora_data
 
-    d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames)
+    d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames,
+                  dense=False)
     clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
     captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
-    return SystemData(d.video, captions, d.sparse, d.null, d.paths, d.colors[:, 0])
+    return SystemData(d.video, captions, d.sparse, d.null, d.paths, d.colors[:, 0], d.first)
 
 
 def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
@@ -144,6 +152,9 @@ def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
     c, frames = model.config.latent_channels, data.latents.shape[2]
     if data.latents.shape[1] != c:
         raise ValueError(f"the latents have {data.latents.shape[1]} channels; model.transformer.out_channels={c}")
+    if model.semantic is not None and (data.first_frames is None or len(data.first_frames) != n):
+        raise ValueError("the model has a semantic image encoder (model.image): the data needs the clips' "
+                         "first_frames (system_data makes them)")
     if frames <= cfg.dropout.previous_frames:
         raise ValueError(f"clips of {frames} latent frames leave nothing to generate after "
                          f"dropout.previous_frames={cfg.dropout.previous_frames} given frames")
@@ -151,10 +162,15 @@ def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
 
 def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
     """The checkpoint to continue from (``resume``), or None for a new run. A ValueError, before any work, when a new
-    run would overwrite a folder holding a checkpoint, when there is nothing to resume, or when the folder's run was
-    made with another config (budget options excepted: :data:`BUDGET_KEYS`)."""
+    run would overwrite a folder holding a checkpoint, when there is nothing to resume, when the folder's run was
+    made with another config (budget options excepted: :data:`BUDGET_KEYS`), or when ``text_from`` names nothing."""
+    from .. import pretrained
     from ..diffusion.training import resume_point
 
+    src = cfg.text_from
+    if src is not None and src not in pretrained.available() and not (Path(src) / RUN_FILE).is_file():
+        raise ValueError(f"text_from={src!r} is neither a zoo entry ({', '.join(pretrained.available())}) nor a run "
+                         f"folder (no {RUN_FILE} in it)")
     return resume_point(out, cfg.to_dict(), resume, BUDGET_KEYS, RUN_FILE)
 
 
@@ -173,6 +189,8 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     model = System(cfg.model).to(device)
     _check_data(data, cfg, model)
     model.transformer.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.text_from is not None and ckpt is None:  # a resumed run's checkpoint holds the text encoder already
+        load_text_encoder(model, cfg.text_from)
     if cfg.compile:
         model.transformer.compile()
     part = info.shard(cfg.global_batch)
@@ -196,8 +214,9 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     while trainer.num_updates < end:
         idx = trainer.order.next()
         coins = condition_batch(cfg.dropout, cfg.global_batch, frames, trainer.coins, part)
+        images = data.first_frames[idx].float() if model.semantic is not None else None
         kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, data.motion[idx].float(),
-                             data.null_motion.float())
+                             data.null_motion.float(), images=images)
         kw = {k: v.to(device) for k, v in kw.items()}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and torch.device(
                 device).type == "cuda"):
@@ -211,6 +230,18 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
             trainer.save_checkpoint(out / "checkpoints", keep=cfg.keep)
     bar.close()
     return trainer
+
+
+def load_text_encoder(model: System, source: str | Path) -> None:
+    """Copy the text encoder's weights of ``source`` (a zoo entry or run folder of the full system,
+    :func:`load_run`) into ``model``; a ValueError when its T5 has another shape or tokenizer length."""
+    other, _, _ = load_run(source)
+    mine, theirs = model.config.text, other.config.text
+    shape = ("name_or_path", "max_length", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+    diff = [f"{k}: {getattr(theirs, k)} -> {getattr(mine, k)}" for k in shape if getattr(mine, k) != getattr(theirs, k)]
+    if diff:
+        raise ValueError(f"text_from={str(source)!r}: its text encoder differs from model.text ({'; '.join(diff)})")
+    model.text.load_state_dict(other.text.state_dict())
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -250,11 +281,15 @@ __all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "tra
 
 # ---------------------------------------------------------------------------------------------- presets
 def _gpu_model() -> SystemConfig:
+    """The gpu preset's model: every condition, the first frame's OpenCLIP tokens included (R4's e_s: a small random
+    ViT, 4 layers of width 256, 16 tokens at 64 px; a local open_clip checkpoint through ``model.image``)."""
+    from ..conditioning.image import SemanticImageEncoderConfig
     from ..conditioning.motion import MotionGuidanceConfig
     from ..conditioning.text import TextEncoderConfig
     from ..transformers import ExpertTransformerConfig
 
     return SystemConfig(
+        image=SemanticImageEncoderConfig(image_size=64, patch_size=16, width=256, layers=4, heads=8, embed_dim=256),
         text=TextEncoderConfig(max_length=72, pad_to_max_length=True, d_model=256, d_kv=32, d_ff=512, num_layers=4,
                                num_heads=8),
         transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=2, patch_size_t=1, heads=8,
@@ -305,17 +340,30 @@ def preset_config(name: str, overrides: dict | None = None) -> SystemRunConfig:
     return SystemRunConfig.from_dict(d)
 
 
+def _yaml_load(text: str):
+    """``yaml.safe_load`` that also reads ``5e-4`` as a number (YAML 1.1, which PyYAML follows, wants ``5.0e-4`` and
+    would keep the string "5e-4")."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
+
 def parse_overrides(items) -> dict:
     """``["lr=5e-4", "model.transformer.depth=8"]`` -> {key: value}, values parsed as YAML scalars (numbers, true,
     null, [lists]); a ValueError for an item without ``=``."""
-    import yaml
-
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} must be KEY=VALUE, e.g. lr=5e-4 or model.transformer.depth=8")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = _yaml_load(v)
     return out
 
 
@@ -327,7 +375,7 @@ def load_overrides_file(path: str | Path) -> dict:
     if not p.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = _yaml_load(p.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"config file {str(path)!r} does not parse: {e}") from None
     if doc is None:
@@ -445,9 +493,11 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
         if padded > total:  # the last clip runs past the video: its extra frames hold the last position
             points = torch.cat([points, points[:, -1:].expand(-1, padded - total, -1)], dim=1)
     null = motion_space.encode(torch.ones(1, 3, clip, size, size)) if model.motion is not None else None
-    first = None
+    first = semantic = None
     if image is not None:
-        first = space.encode(prepare_image(image, size)[None, :, None])[:, :, 0]  # (1, C, h, w)
+        pixels = prepare_image(image, size)
+        first = space.encode(pixels[None, :, None])[:, :, 0]  # (1, C, h, w)
+        semantic = pixels[None] if model.semantic is not None else None
     out = None
     for window in range(windows):
         start = window * (clip - k)
@@ -464,7 +514,7 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
             motion = motion_space.encode(motion_video(points[:, start:start + clip], size, size, TORA_BLUR)[None])
         z = sample_system(model, [prompt], shape, given=given if given_frames.any() else None,
                           given_frames=given_frames if given_frames.any() else None, motion=motion, null_motion=null,
-                          guidance=guidance, steps=steps, seed=seed + window)
+                          image=semantic if window == 0 else None, guidance=guidance, steps=steps, seed=seed + window)
         out = z if out is None else torch.cat([out, z[:, :, k:]], dim=2)
     return space.decode(out[:, :, :total])[0, :, :frames]
 
@@ -492,10 +542,11 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     first_frames = torch.zeros(n, shape[1], dtype=torch.bool)
     first_frames[:, 0] = True
     null = test.null_motion if model.motion is not None else None
+    image = {"image": test.first_frames.float()} if model.semantic is not None else {}
     modes = {"text": {}, "text+trajectory": {"motion": test.motion},
-             "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames}}
+             "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames, **image}}
     if model.motion is None:
-        modes = {"text": {}, "image+text": {"given": first, "given_frames": first_frames}}
+        modes = {"text": {}, "image+text": {"given": first, "given_frames": first_frames, **image}}
     out = {}
     for name, kw in modes.items():
         z = sample_system(model, test.captions, shape, null_motion=null, guidance=guidance, steps=steps, seed=seed,

@@ -9,7 +9,11 @@ r"""The full system: one denoiser with every condition (text, image, trajectory,
   PVDM's P8-P9 condition the next clip on the last one, here inside one clip); none given is text-to-video;
 - *trajectory*: Tora's motion guidance (T6-T7) on the motion VAE's latents of the requested paths, fused in every
   block through the expert transformer's fuser hook; the null trajectory is the latent of an all-white flow video
-  (no motion anywhere), as in :func:`~minivid.pipeline.tora.null_motion`.
+  (no motion anywhere), as in :func:`~minivid.pipeline.tora.null_motion`;
+- *image semantics* (optional, ``SystemConfig.image``): when the first frame is given as an image, its OpenCLIP
+  tokens (R4's e_s, :class:`~minivid.conditioning.SemanticImageEncoder`) through an MLP join the text tokens, as
+  Reducio-DiT adds e_s to its condition; the given latent frame is the content side (R4's e_c). Masked out when no
+  image is given.
 
 **Training** (:func:`condition_batch` + :class:`~minivid.diffusion.DiffusionTrainer`): v-prediction on the
 zero-terminal-SNR schedule (D10), explicit uniform timesteps over the global batch (D9); each clip's caption is
@@ -32,6 +36,7 @@ from typing import Sequence
 
 import torch
 
+from ..conditioning.image import SemanticImageEncoder, SemanticImageEncoderConfig
 from ..conditioning.motion import MotionGuidance, MotionGuidanceConfig
 from ..conditioning.text import TextEncoder, TextEncoderConfig
 from ..diffusion import NoiseSchedule, dpm_solver_pp_sample, make_timesteps, nested_guidance
@@ -61,12 +66,15 @@ def _default_motion() -> MotionGuidanceConfig | None:
 @dataclass
 class SystemConfig(ModelConfig):
     """The text encoder, the expert transformer (``in_channels`` = latent channels + 1, the given-frames channel;
-    ``out_channels`` = latent channels) and the motion guidance (None: no trajectory condition; its ``dim``,
-    ``depth`` and ``patch_size`` are set to the transformer's, whatever they were)."""
+    ``out_channels`` = latent channels), the motion guidance (None: no trajectory condition; its ``dim``,
+    ``depth`` and ``patch_size`` are set to the transformer's, whatever they were) and the semantic image encoder
+    (None: an image enters only as the given first frame; else its tokens follow the text's in the transformer's
+    condition sequence)."""
 
     text: TextEncoderConfig = field(default_factory=_default_text)
     transformer: ExpertTransformerConfig = field(default_factory=_default_transformer)
     motion: MotionGuidanceConfig | None = field(default_factory=_default_motion)
+    image: SemanticImageEncoderConfig | None = None
 
     def __post_init__(self):
         if not isinstance(self.text, TextEncoderConfig):
@@ -83,6 +91,9 @@ class SystemConfig(ModelConfig):
         if tr.max_text_len < self.text.max_length:
             raise ValueError(f"transformer.max_text_len={tr.max_text_len} must be at least "
                              f"text.max_length={self.text.max_length}")
+        if self.image is not None:
+            if not isinstance(self.image, SemanticImageEncoderConfig):
+                raise ValueError(f"image={self.image!r} must be a SemanticImageEncoderConfig or None")
         if self.motion is not None:
             if not isinstance(self.motion, MotionGuidanceConfig):
                 raise ValueError(f"motion={self.motion!r} must be a MotionGuidanceConfig or None")
@@ -94,12 +105,21 @@ class SystemConfig(ModelConfig):
     def latent_channels(self) -> int:
         return self.transformer.out_channels
 
+    @property
+    def image_tokens(self) -> int:
+        """Tokens the semantic image encoder adds (0 without one): the patch grid, or 1 with ``pooled_only``."""
+        if self.image is None:
+            return 0
+        return 1 if self.image.pooled_only else (self.image.image_size // self.image.patch_size) ** 2
+
 
 class System(Model):
-    """``model(x, t, ids, mask, given_frames=None, motion=None)`` -> the v-prediction (B, C, T, h, w) for noisy latents
-    x (B, C, T, h, w), caption token ids and mask (B, L) from :meth:`tokenize`, a (B, T) bool mask of the frames that
-    are given (clean in x; None: none) and motion latents (B, C_m, T, h, w) of the trajectories (None: the condition
-    is absent; the model needs ``config.motion`` for it)."""
+    """``model(x, t, ids, mask, given_frames=None, motion=None, image=None, image_given=None)`` -> the v-prediction
+    (B, C, T, h, w) for noisy latents x (B, C, T, h, w), caption token ids and mask (B, L) from :meth:`tokenize`, a
+    (B, T) bool mask of the frames that are given (clean in x; None: none), motion latents (B, C_m, T, h, w) of the
+    trajectories (None: the condition is absent; the model needs ``config.motion`` for it) and images (B, 3, H, W) in
+    [-1, 1] for the semantic image tokens with ``image_given`` (B,) bool saying whose are used (None: all; no
+    images: none; the model needs ``config.image`` for them)."""
 
     config_class = SystemConfig
 
@@ -109,6 +129,12 @@ class System(Model):
         self.text = TextEncoder(c.text)
         self.transformer = ExpertTransformer(c.transformer)
         self.motion = MotionGuidance(c.motion) if c.motion is not None else None
+        self.semantic = self.image_proj = None
+        if c.image is not None:
+            d = c.transformer.text_dim
+            self.semantic = SemanticImageEncoder(c.image)
+            self.image_proj = torch.nn.Sequential(torch.nn.Linear(self.semantic.width, d), torch.nn.GELU(),
+                                                  torch.nn.Linear(d, d))  # R4's MLP(e_s), to the text tokens' width
         if self.text.width != c.transformer.text_dim:
             raise ValueError(f"transformer.text_dim={c.transformer.text_dim} must equal the text encoder's width "
                              f"{self.text.width}")
@@ -117,8 +143,28 @@ class System(Model):
         """(ids (B, L), mask (B, L) bool), padded to the text encoder's ``max_length``."""
         return self.text.tokenize(captions)
 
+    def encode_image(self, image: torch.Tensor | None, image_given: torch.Tensor | None, batch: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The semantic image tokens (B, N, text_dim) and their mask (B, N): R4's MLP(e_s) of ``image``, masked where
+        ``image_given`` is False; without an image, the tokens of a zero image, all masked (the same shapes, so every
+        batch runs the same graph)."""
+        if image is None:
+            h, w = self.semantic.image_size
+            image = torch.zeros(batch, 3, h, w, device=device)
+            image_given = torch.zeros(batch, dtype=torch.bool, device=device)
+        elif not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (batch, 3):
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be images (B={batch}, 3, H, W) in [-1, 1], got {got}")
+        if image_given is None:
+            image_given = torch.ones(batch, dtype=torch.bool, device=device)
+        if tuple(image_given.shape) != (batch,) or image_given.dtype != torch.bool:
+            raise ValueError(f"image_given must be a bool (B,) = ({batch},) mask, got {tuple(image_given.shape)}")
+        e_s, m = self.semantic(image.float())
+        return self.image_proj(e_s), m & image_given[:, None]
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                given_frames: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> torch.Tensor:
+                given_frames: torch.Tensor | None = None, motion: torch.Tensor | None = None,
+                image: torch.Tensor | None = None, image_given: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config.latent_channels
         if x.ndim != 5 or x.shape[1] != c:
             raise ValueError(f"x must be latents (B, C={c}, T, h, w), got shape {tuple(x.shape)}")
@@ -140,6 +186,12 @@ class System(Model):
             fuse = {"fuser": self.motion.fusers, "motion_features": self.motion(motion)}
         flag = given_frames.to(x.dtype)[:, None, :, None, None].expand(b, 1, frames, h, w)
         tokens = self.text.encode_ids(ids, mask)
+        if self.semantic is not None:
+            e_img, m_img = self.encode_image(image, image_given, b, x.device)
+            tokens, mask = torch.cat([tokens, e_img.to(tokens.dtype)], 1), torch.cat([mask, m_img], 1)
+        elif image is not None:
+            raise ValueError("this System has no semantic image encoder (config.image=None): an image enters as the "
+                             "given first frame; call it without image")
         return self.transformer(torch.cat([x, flag], dim=1), t, tokens, text_mask=mask, **fuse)
 
 
@@ -173,7 +225,8 @@ class ConditionDropout:
 def condition_batch(dropout: ConditionDropout, global_batch: int, frames: int, generator: torch.Generator,
                     part: slice | None = None) -> dict[str, torch.Tensor]:
     """The coins of one global batch, drawn in a fixed order from ``generator`` and sliced to ``part`` (this rank's
-    clips): ``keep_text`` (B,) bool, ``keep_trajectory`` (B,) bool and ``given_frames`` (B, T) bool."""
+    clips): ``keep_text`` (B,) bool, ``keep_trajectory`` (B,) bool, ``given_frames`` (B, T) bool and ``image_given``
+    (B,) bool (the first frame given as an image: the mode "first", not a previous clip's end)."""
     global_batch = check_int("global_batch", global_batch, 1)
     frames = check_int("frames", frames, 2)
     if dropout.previous_frames >= frames:
@@ -186,15 +239,19 @@ def condition_batch(dropout: ConditionDropout, global_batch: int, frames: int, g
     n_given = torch.where(mode == 1, 1, torch.where(mode == 2, dropout.previous_frames, 0))
     given = torch.arange(frames)[None] < n_given[:, None]
     part = part if part is not None else slice(0, global_batch)
-    return {"keep_text": keep_text[part], "keep_trajectory": keep_traj[part], "given_frames": given[part]}
+    return {"keep_text": keep_text[part], "keep_trajectory": keep_traj[part], "given_frames": given[part],
+            "image_given": (mode == 1)[part]}
 
 
 def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor,
                     null_ids: torch.Tensor, null_mask: torch.Tensor, motion: torch.Tensor | None = None,
-                    null_motion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    null_motion: torch.Tensor | None = None, images: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
     """The keyword arguments of ``DiffusionTrainer.step(x0, **kwargs)`` for one batch: captions dropped to the empty
     one, trajectories dropped to the null one (always passed, so every parameter is used under DDP), the given frames
-    both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8)."""
+    both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8), and, for a
+    model with a semantic image encoder, the clips' first frames ``images`` (B, 3, H, W), used where the coins give
+    the first frame as an image."""
     keep = coins["keep_text"][:, None]
     kw = {"ids": torch.where(keep, ids, null_ids), "mask": torch.where(keep, mask, null_mask),
           "given_frames": coins["given_frames"], "clean_frames": coins["given_frames"]}
@@ -203,6 +260,10 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
             raise ValueError("this System has a trajectory condition: pass motion and null_motion latents")
         kw["motion"] = torch.where(coins["keep_trajectory"][:, None, None, None, None], motion,
                                    null_motion.expand_as(motion))
+    if model.semantic is not None:
+        if images is None:
+            raise ValueError("this System has a semantic image encoder: pass the clips' first frames as images")
+        kw["image"], kw["image_given"] = images, coins["image_given"]
     return kw
 
 
@@ -211,15 +272,16 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
 def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int, int, int], *,
                   given: torch.Tensor | None = None, given_frames: torch.Tensor | None = None,
                   motion: torch.Tensor | None = None, null_motion: torch.Tensor | None = None,
-                  guidance: dict[str, float] | None = None, steps: int = 20, seed: int = 0,
-                  schedule: NoiseSchedule | None = None) -> torch.Tensor:
+                  image: torch.Tensor | None = None, guidance: dict[str, float] | None = None, steps: int = 20,
+                  seed: int = 0, schedule: NoiseSchedule | None = None) -> torch.Tensor:
     """Latents (N, C, T, h, w) for ``captions`` (N strings; "" for none) of latent ``shape`` (C, T, h, w).
 
     ``given`` (N, C, T, h, w) latents with ``given_frames`` (N, T) bool: the frames kept (the first for an image,
     the first k for a previous clip's end); ``motion`` (N, C_m, T, h, w): the trajectories' motion latents, with
-    ``null_motion`` (1, C_m, T, h, w) for guidance. ``guidance``: scales {"frames", "text", "trajectory"} (default
-    1, 4, 2; 1 means no guidance for that condition); conditions that are absent take no branch. The same seed and
-    inputs give the same latents."""
+    ``null_motion`` (1, C_m, T, h, w) for guidance; ``image`` (N, 3, H, W) in [-1, 1]: the first frames as images for
+    the semantic image tokens (a model with ``config.image``; guided with the given frames, as "frames").
+    ``guidance``: scales {"frames", "text", "trajectory"} (default 1, 4, 2; 1 means no guidance for that condition);
+    conditions that are absent take no branch. The same seed and inputs give the same latents."""
     n = len(captions)
     if n == 0 or isinstance(captions, str):
         raise ValueError("captions must be a non-empty list of strings (\"\" for no caption)")
@@ -251,6 +313,13 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
         if motion.ndim != 5 or motion.shape[0] != n or tuple(motion.shape[2:]) != shape[1:]:
             raise ValueError(f"motion must be motion latents (N={n}, C_m, {frames}, {shape[2]}, {shape[3]}), got "
                              f"{tuple(motion.shape)}")
+    if image is not None:
+        if model.semantic is None:
+            raise ValueError("this System has no semantic image encoder (config.image=None): give the image as the "
+                             "first frame (given, given_frames) and pass image=None")
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (n, 3):
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be images (N={n}, 3, H, W) in [-1, 1], got {got}")
     if model.motion is not None and null_motion is None:
         raise ValueError("this System has a trajectory condition: pass null_motion, the motion latent of no trajectory "
                          "(pipeline.tora.null_motion), which it was trained with for 'no trajectory'")
@@ -265,7 +334,7 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
 
     # conditions in nesting order, each with its null and its kwargs when on
     levels = []
-    if given is not None:
+    if given is not None or image is not None:
         levels.append("frames")
     has_text = any(cap for cap in captions)
     if has_text:
@@ -288,6 +357,8 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
                     x = torch.where(keep, s.q_sample(given, t, renoise), x)
             if model.motion is not None:
                 kw["motion"] = motion if "trajectory" in on else null_m
+            if image is not None and "frames" in on:
+                kw["image"] = image
             return model(x, t, **kw)
         return fn
 

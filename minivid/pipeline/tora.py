@@ -200,33 +200,40 @@ class Tora(Model):
 class ToraData:
     """Scaled latents of ``n`` MiniSprites clips: ``video`` (n, C, T, h, w), their ``dense`` and ``sparse`` motion
     latents (the motion VAE's, T5), the ``null`` motion latent (of an all-white g_vis: no trajectory) (1, C_m, T, h, w),
-    and the clips' sparse ``paths`` (a list of (k, T, 2) centre paths) and sprite ``colors`` (n, S)."""
+    and the clips' sparse ``paths`` (a list of (k, T, 2) centre paths), sprite ``colors`` (n, S) and first frames
+    ``first`` (n, 3, H, W) in [-1, 1] (float16). ``dense`` is None when the data was made without it
+    (``tora_data(..., dense=False)``)."""
 
     video: torch.Tensor
-    dense: torch.Tensor
+    dense: torch.Tensor | None
     sparse: torch.Tensor
     null: torch.Tensor
     paths: list
     colors: torch.Tensor
+    first: torch.Tensor | None = None
 
 
 @torch.no_grad()
 def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEED, num_sprites=(1, 2),
               blur: tuple[int, float] = TORA_BLUR, size: int = TORA_SIZE, frames: int = TORA_FRAMES,
-              chunk: int = 256) -> ToraData:
+              chunk: int = 256, dense: bool = True) -> ToraData:
     """Encode ``n`` clips and their dense and sparse flow videos with the frozen VAEs (``space``: the video latent
-    space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips."""
+    space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips. ``dense=False`` skips the dense flow
+    (users that train on sparse paths only); the other fields are the same either way."""
     n = check_int("n", n, 1)
     data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=num_sprites)
     g = torch.Generator().manual_seed(seed + 2)
-    video, dense, sparse, paths, colors = [], [], [], [], []
+    video, dense_latents, sparse, paths, colors, first = [], [], [], [], [], []
     for lo in range(0, n, chunk):
         idx = range(lo, min(n, lo + chunk))
         items = [data[i] for i in idx]
-        video.append(space.encode(torch.stack([it["video"] for it in items])))
+        clips = torch.stack([it["video"] for it in items])
+        video.append(space.encode(clips))
+        first.append(clips[:, :, 0].half())
         colors.append(torch.stack([it["labels"]["color"] for it in items]))
-        d = torch.stack([sprite_flow(data.scene(i)) for i in idx])
-        dense.append(motion_space.encode(maps_to_video(d, (1, 1.0))))
+        if dense:
+            d = torch.stack([sprite_flow(data.scene(i)) for i in idx])
+            dense_latents.append(motion_space.encode(maps_to_video(d, (1, 1.0))))
         s_maps = []
         for it in items:
             p = sample_sparse(it["centers"], it["sprite_mask"], g)
@@ -234,7 +241,8 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
             s_maps.append(trajectory_maps(p, size, size))
         sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
     null = motion_space.encode(torch.ones(1, 3, frames, size, size))
-    return ToraData(torch.cat(video), torch.cat(dense), torch.cat(sparse), null, paths, torch.cat(colors))
+    return ToraData(torch.cat(video), torch.cat(dense_latents) if dense else None, torch.cat(sparse), null, paths,
+                    torch.cat(colors), torch.cat(first))
 
 
 @dataclass

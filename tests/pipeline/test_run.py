@@ -156,3 +156,102 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
             main(argv)
         err = capsys.readouterr().err
         assert message in err, (argv, err[-500:])
+
+
+def test_overrides_read_numbers_as_numbers_and_repeat(tmp_path):
+    """`--set lr=5e-4` is a number (PyYAML alone keeps the string "5e-4": YAML 1.1 wants 5.0e-4), in a --config file
+    too; repeated --set flags add up instead of the last one winning."""
+    from minivid.pipeline.run import load_overrides_file, parse_overrides, preset_config
+
+    got = parse_overrides(["lr=5e-4", "a=2E+3", "b=-1.5e-3", "c=3", "d=e5", "e=1e5x", "f=[0.7, 0.1, 0.2]"])
+    assert got == {"lr": 5e-4, "a": 2000.0, "b": -1.5e-3, "c": 3, "d": "e5", "e": "1e5x", "f": [0.7, 0.1, 0.2]}
+    assert type(got["c"]) is int
+    f = tmp_path / "o.yaml"
+    f.write_text("lr: 5e-4\nmodel:\n  transformer:\n    depth: 2\n")
+    assert load_overrides_file(f) == {"lr": 5e-4, "model.transformer.depth": 2}
+    assert preset_config("cpu", parse_overrides(["lr=2e-3"])).lr == 2e-3
+    from minivid.__main__ import main
+
+    seen = {}
+
+    def fake_preset_config(name, overrides):
+        seen.update(overrides)
+        raise ValueError("stop here")
+
+    import minivid.pipeline.run as run_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "preset_config", fake_preset_config)
+        with pytest.raises(SystemExit):
+            main(["train", "cpu", "--set", "lr=2e-3", "--set", "warmup=80", "seed=3"])
+    assert seen == {"lr": 2e-3, "warmup": 80, "seed": 3}
+
+
+def test_text_from_starts_the_text_encoder_from_another_run(tmp_path):
+    """text_from copies a trained run's T5 (its EMA weights) before the first step; with model.text.trainable=False
+    it stays frozen (CogVideoX's frozen T5), so after training it still equals the source; another shape is refused,
+    and a source that does not exist is refused before any work."""
+    import dataclasses
+
+    from minivid.pipeline.run import load_run, previous_run
+
+    data = fake_data()
+    train_system(cfg(steps=3), tmp_path / "a", data, progress=False, log=lambda m: None)
+    source, _, _ = load_run(tmp_path / "a")
+    frozen = dataclasses.replace(tiny(zero_init=True), text=dataclasses.replace(tiny().text, trainable=False))
+    b = train_system(cfg(steps=2, model=frozen, text_from=str(tmp_path / "a")), tmp_path / "b", data, progress=False,
+                     log=lambda m: None)
+    for k, v in source.text.state_dict().items():
+        assert torch.equal(v, b.model.text.state_dict()[k]), k
+    fresh = train_system(cfg(steps=2, model=frozen), tmp_path / "c", data, progress=False, log=lambda m: None)
+    assert not torch.equal(fresh.model.text.state_dict()["t5.shared.weight"], source.text.state_dict()["t5.shared.weight"])
+    wide = dataclasses.replace(tiny(zero_init=True), text=dataclasses.replace(tiny().text, d_ff=64))
+    with pytest.raises(ValueError, match="d_ff: 32 -> 64"):
+        train_system(cfg(steps=1, model=wide, text_from=str(tmp_path / "a")), tmp_path / "d", data, progress=False,
+                     log=lambda m: None)
+    with pytest.raises(ValueError, match="neither a zoo entry"):
+        previous_run(tmp_path / "e", cfg(text_from=str(tmp_path / "nothing")), resume=False)
+
+
+def test_a_run_with_semantic_image_tokens_trains_resumes_and_generates(tmp_path):
+    """model.image (R4's OpenCLIP tokens of the first frame) through the run: the data's first frames feed it, a
+    stopped run resumes bit for bit, and generate's image reaches the video through both the given first frame and
+    its tokens."""
+    import dataclasses
+
+    from minivid.conditioning import SemanticImageEncoderConfig
+    from minivid.pipeline.run import generate, load_run
+
+    spec = SemanticImageEncoderConfig(image_size=16, patch_size=8, width=32, layers=1, heads=2, embed_dim=16)
+    model_cfg = dataclasses.replace(tiny(zero_init=False), image=spec)
+    data = fake_data()
+    with pytest.raises(ValueError, match="first_frames"):
+        train_system(cfg(model=model_cfg, steps=2, size=16, frames=T), tmp_path / "x", data, progress=False,
+                     log=lambda m: None)
+    data.first_frames = torch.rand(N, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    c = cfg(model=model_cfg, steps=4, size=16, frames=T, dropout=ConditionDropout(given_modes=(0.2, 0.6, 0.2),
+                                                                                  previous_frames=2))
+    whole = train_system(c, tmp_path / "whole", data, progress=False, log=lambda m: None)
+    train_system(c, tmp_path / "part", data, stop_after=3, progress=False, log=lambda m: None)
+    resumed = train_system(c, tmp_path / "part", data, resume=True, progress=False, log=lambda m: None)
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    model, c_back, _ = load_run(tmp_path / "whole")
+    assert c_back.model.image == spec and model.semantic is not None
+    space, motion_space = tiny_spaces()
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        model.image_proj[-1].weight.add_(0.5)  # make the tokens count a lot, whatever 4 steps learnt
+    a = generate(model, c, space, motion_space, image=image, prompt="a red dot, left", steps=2)
+    # the same first frame with the tokens of another image: the video changes after frame 0
+    original = model.encode_image
+
+    def swapped(img, given, b, device):
+        return original(torch.flip(img, dims=[-1]) if img is not None else None, given, b, device)
+
+    model.encode_image = swapped
+    try:
+        b = generate(model, c, space, motion_space, image=image, prompt="a red dot, left", steps=2)
+    finally:
+        model.encode_image = original
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6) and (a[:, 1:] - b[:, 1:]).abs().max() > 1e-4

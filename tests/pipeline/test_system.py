@@ -182,3 +182,80 @@ def test_sampler_bad_input(model):
                       null_motion=null)
     with pytest.raises(ValueError, match="non-empty list"):
         sample_system(model, "a red square", shape, null_motion=null)
+
+
+def _with_image(zero_init: bool = False) -> SystemConfig:
+    import dataclasses
+
+    from minivid.conditioning import SemanticImageEncoderConfig
+
+    return dataclasses.replace(tiny(zero_init=zero_init), image=SemanticImageEncoderConfig(
+        image_size=16, patch_size=8, width=32, layers=1, heads=2, embed_dim=16))
+
+
+def test_semantic_image_tokens_count_only_where_an_image_is_given():
+    """R4's e_s in the system: the OpenCLIP tokens of the first frame join the text tokens. A masked image (not given)
+    is no image at all: the output equals the one without an image; a given image changes only its own sample; a
+    model without the encoder refuses an image."""
+    torch.manual_seed(0)
+    m = System(_with_image()).eval()
+    assert m.config.image_tokens == 4 and m.semantic.grid_size == (2, 2)
+    x, t, ids, mask, motion = _inputs(m)
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1  # resized to the tower's 16 x 16
+    frames = torch.tensor([[True, False, False, False]] * 2)
+    with torch.no_grad():
+        none = m(x, t, ids, mask, given_frames=frames, motion=motion)
+        masked = m(x, t, ids, mask, given_frames=frames, motion=motion, image=image,
+                   image_given=torch.tensor([False, False]))
+        one = m(x, t, ids, mask, given_frames=frames, motion=motion, image=image,
+                image_given=torch.tensor([True, False]))
+        other = image.clone()
+        other[0] = -other[0]
+        changed = m(x, t, ids, mask, given_frames=frames, motion=motion, image=other,
+                    image_given=torch.tensor([True, False]))
+    assert torch.allclose(masked, none, atol=1e-6)
+    assert (one[0] - none[0]).abs().max() > 1e-4 and torch.allclose(one[1], none[1], atol=1e-6)
+    assert (changed[0] - one[0]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="no semantic image encoder"):
+        System(tiny())(x, t, ids, mask, image=image)
+    with pytest.raises(ValueError, match="image must be images"):
+        m(x, t, ids, mask, image=image[:1])
+    # the coins: an image only in the mode "first" (a previous clip's end is not an image)
+    coins = condition_batch(ConditionDropout(given_modes=(0.3, 0.4, 0.3), previous_frames=2), 2000, 8,
+                            torch.Generator().manual_seed(0))
+    n_given = coins["given_frames"].sum(1)
+    assert torch.equal(coins["image_given"], n_given == 1) and 0.35 < coins["image_given"].float().mean() < 0.45
+
+
+def test_image_system_trains_and_samples_with_its_images(tmp_path):
+    torch.manual_seed(0)
+    m = System(_with_image(zero_init=True))
+    x, _, ids, mask, motion = _inputs(m)
+    null_ids, null_mask = m.tokenize(["", ""])
+    null_motion = torch.zeros(1, 2, T, HW, HW)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    coins = {"keep_text": torch.tensor([True, True]), "keep_trajectory": torch.tensor([True, True]),
+             "given_frames": torch.tensor([[True, False, False, False], [False] * 4]),
+             "image_given": torch.tensor([True, False])}
+    kw = training_kwargs(m, coins, ids, mask, null_ids, null_mask, motion, null_motion, images=images)
+    assert torch.equal(kw["image"], images) and torch.equal(kw["image_given"], coins["image_given"])
+    with pytest.raises(ValueError, match="first frames as images"):
+        training_kwargs(m, coins, ids, mask, null_ids, null_mask, motion, null_motion)
+    trainer = DiffusionTrainer(m, system_schedule(), prediction="v", lr=3e-3, warmup_steps=1, ema_decay=None)
+    before = [p.detach().clone() for p in m.semantic.parameters()]
+    for _ in range(3):
+        trainer.step(x, **kw)
+    assert any(not torch.equal(a, p) for a, p in zip(before, m.semantic.parameters()))  # the image tower learns
+    m.eval()
+    given = torch.zeros(2, C, T, HW, HW)
+    given[:, :, 0] = x[:, :, 0]
+    frames = torch.tensor([[True, False, False, False]] * 2)
+    common = dict(given=given, given_frames=frames, motion=motion, null_motion=null_motion, steps=2, seed=3)
+    a = sample_system(m, ["a red square", "a blue circle"], (C, T, HW, HW), image=images, **common)
+    b = sample_system(m, ["a red square", "a blue circle"], (C, T, HW, HW), image=-images, **common)
+    assert (a - b).abs().max() > 1e-5  # the image's tokens reach the samples
+    save_model(m, tmp_path / "img")
+    assert load_model(tmp_path / "img").config == m.config
+    with pytest.raises(ValueError, match="no semantic image encoder"):
+        sample_system(System(tiny()), ["a"], (C, T, HW, HW), image=images[:1], null_motion=null_motion)
