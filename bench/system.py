@@ -3,6 +3,7 @@
     python bench/system.py                      # the cpu preset on this machine's CPU
     python bench/system.py --device cuda        # the gpu preset on a GPU, with SDPA and with the Triton kernel
     python bench/system.py --quick              # fewer repetitions
+    python bench/system.py --scaling 2          # data-parallel scaling: 2 gloo processes of 1 thread vs 1 process
 
 Training: updates of the preset's global batch (random latents, captions and motion latents of the preset's shape;
 the speed does not depend on the data), timed after two warm-up updates: clips per second, and the model FLOPs of an
@@ -14,7 +15,12 @@ trajectory guidance: three branches a step) through :func:`minivid.pipeline.run.
 with 2 given frames: three clips), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is
 absent. Goals (issue): under 5 s on 2 CPU cores for 32 x 32; under 1 s on one H100/H200 at 64 x 64.
 
-Writes ``bench/results/system-<device>.json``.
+Scaling (``--scaling N``, CPU): the cpu preset's update of 32 clips in one process with one thread, in one process
+with N threads, and in N processes of one thread under torchrun (gloo, DistributedDataParallel, each process a slice
+of the same global batch). Efficiency = clips/s of the N processes / (N x clips/s of one single-thread process): 1 is
+perfect data parallelism; what is lost is the gradient all-reduce and the per-process overheads.
+
+Writes ``bench/results/system-<device>.json`` (``--scaling``: its ``scaling`` entry).
 """
 
 from __future__ import annotations
@@ -44,15 +50,19 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def train_throughput(cfg: SystemRunConfig, device: str, updates: int) -> dict:
+def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flops: bool = True) -> dict:
+    """Seconds per update of the global batch; under torchrun each process trains on its slice (DDP)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from minivid.pipeline.run import SystemTrainer
+    from minivid.utils.distributed import barrier, current
 
     torch.manual_seed(0)
     model = System(cfg.model).to(device)
     trainer = SystemTrainer(model, cfg)
-    b, latent = cfg.global_batch, cfg.size // 4
+    info = current()
+    part = info.shard(cfg.global_batch)
+    b, latent = part.stop - part.start, cfg.size // 4
     c, cm = model.config.latent_channels, 4
     x0 = torch.randn(b, c, cfg.frames, latent, latent, device=device)
     ids, mask = model.tokenize(["a red square moves right along a wavy path"] * b)
@@ -62,7 +72,7 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int) -> dict:
     autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and device != "cpu")
 
     def update():
-        coins = condition_batch(cfg.dropout, b, cfg.frames, trainer.coins)
+        coins = condition_batch(cfg.dropout, cfg.global_batch, cfg.frames, trainer.coins, part)
         kw = training_kwargs(model, coins, ids.cpu(), mask.cpu(), null_ids.cpu(), null_mask.cpu(), motion, null)
         kw = {k: v.to(device) for k, v in kw.items()}
         with torch.autocast(**autocast):
@@ -70,19 +80,25 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int) -> dict:
 
     for _ in range(2):
         update()
-    with FlopCounterMode(display=False) as fc:
-        update()
-    flops = fc.get_total_flops()
+    flops = None
+    if count_flops:
+        with FlopCounterMode(display=False) as fc:
+            update()
+        flops = fc.get_total_flops() * info.world_size
     _sync(device)
+    barrier()
     t0 = time.perf_counter()
     for _ in range(updates):
         update()
     _sync(device)
+    barrier()
     dt = (time.perf_counter() - t0) / updates
-    out = {"global_batch": b, "seconds_per_update": round(dt, 4), "clips_per_second": round(b / dt, 2),
-           "model_gflops_per_update": round(flops / 1e9, 2), "achieved_tflops": round(flops / dt / 1e12, 4),
+    out = {"global_batch": cfg.global_batch, "processes": info.world_size, "threads": torch.get_num_threads(),
+           "seconds_per_update": round(dt, 4), "clips_per_second": round(cfg.global_batch / dt, 2),
            "parameters": model.num_parameters()}
-    if device != "cpu":
+    if flops is not None:
+        out.update(model_gflops_per_update=round(flops / 1e9, 2), achieved_tflops=round(flops / dt / 1e12, 4))
+    if device != "cpu" and flops is not None:
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         if peak:
@@ -121,14 +137,68 @@ def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: in
             "zoo_vaes": zoo}
 
 
+def _ddp_worker(updates: int) -> int:
+    """One torchrun process of ``--scaling``: one thread, gloo; rank 0 prints the row as JSON."""
+    from minivid.utils.distributed import cleanup, init_distributed
+
+    torch.set_num_threads(1)
+    info = init_distributed(device="cpu")
+    row = train_throughput(preset_config("cpu"), "cpu", updates, count_flops=False)
+    if info.is_main:
+        print("ROW " + json.dumps(row), flush=True)
+    cleanup()
+    return 0
+
+
+def scaling(n: int, updates: int) -> dict:
+    """--scaling N: one process with 1 thread, one with N threads, N processes of 1 thread (torchrun, gloo)."""
+    import os
+    import subprocess
+
+    cfg = preset_config("cpu")
+    rows = []
+    for threads in (1, n):
+        torch.set_num_threads(threads)
+        rows.append(train_throughput(cfg, "cpu", updates, count_flops=False))
+        print(json.dumps(rows[-1]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", __file__,
+           "--ddp-worker", "--updates", str(updates)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    rows.append(json.loads(next(line for line in done.stdout.splitlines() if line.startswith("ROW "))[4:]))
+    print(json.dumps(rows[-1]), flush=True)
+    one, many = rows[0]["clips_per_second"], rows[2]["clips_per_second"]
+    return {"rows": rows, "processes": n, "efficiency_vs_single_thread": round(many / (n * one), 3),
+            "speedup_vs_one_process_with_n_threads": round(many / rows[1]["clips_per_second"], 3),
+            "command": f"torchrun --standalone --nproc_per_node {n} bench/system.py --ddp-worker "
+                       f"(OMP_NUM_THREADS=1), {updates} timed updates after 2 warm-up"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default=None, help="default: cpu on a CPU, gpu on CUDA")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--scaling", type=int, default=None, metavar="N",
+                    help="CPU data-parallel scaling with N gloo processes (writes the results file's 'scaling' entry)")
+    ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--updates", type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.ddp_worker:
+        return _ddp_worker(args.updates)
     device = args.device
+    if args.scaling is not None:
+        if args.scaling < 2 or device != "cpu":
+            ap.error(f"--scaling {args.scaling}: needs N >= 2 processes and --device cpu")
+        out = args.out or RESULTS / f"system-{slug(device_name('cpu'))}.json"
+        doc = json.loads(out.read_text()) if out.is_file() else {"device": device_name("cpu")}
+        doc["scaling"] = {**scaling(args.scaling, 4 if args.quick else 10), "versions": versions(),
+                          "date": _dt.datetime.now().isoformat()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     preset = args.preset or ("gpu" if device.startswith("cuda") else "cpu")
     backends = ["sdpa", "triton"] if device.startswith("cuda") else ["sdpa"]
     rows = []
