@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-PRETRAINED_SAMPLES = 64  # demo --pretrained: held-out clips sampled (the zoo card scores 64 too)
-
 
 def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: 700 on CPU, 3000 on CUDA)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the run and of the samples (default 0)")
     demo.add_argument("--samples", type=int, default=None,
-                      help=f"held-out clips sampled and scored (default 16; {PRETRAINED_SAMPLES} with --pretrained)")
+                      help="held-out clips sampled and scored (default 16; 32 with --pretrained)")
     demo.add_argument("--guidance", type=float, default=4.0, help="text guidance scale (default 4)")
     demo.add_argument("--guidance-trajectory", type=float, default=2.0, help="trajectory guidance scale (default 2)")
     demo.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
