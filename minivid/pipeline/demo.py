@@ -160,6 +160,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, st
     else:
         space, motion_space = run_spaces(cfg, device)
         t0 = time.monotonic()
+        log(f"demo: encoding {cfg.num_clips} clips and their paths with the zoo's VAEs (about a minute on 2 cores), "
+            f"then {cfg.steps} training steps")
         data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
         data_seconds = time.monotonic() - t0
         t0 = time.monotonic()
@@ -174,6 +176,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, st
     out.mkdir(parents=True, exist_ok=True)
     scales = {"frames": 1.0, "text": guidance, "trajectory": trajectory_guidance}
     t0 = time.monotonic()
+    log(f"demo: sampling {n} held-out clips from their captions and paths, and {len(SHOWCASE)} drawn paths")
     held_out = _held_out(model, cfg, space, motion_space, n, scales, sample_steps, seed, out)
     showcase = _showcase(model, cfg, space, motion_space, scales, sample_steps, seed, out)
     metrics = {
