@@ -39,8 +39,8 @@ class LatentSpace:
     def encode(self, videos: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) in [-1, 1] -> scaled latents (the posterior mode), ``batch_size`` clips at a time."""
         self.autoencoder.eval()
-        n = self.batch_size
-        return torch.cat([self.autoencoder.encode(videos[i:i + n]).mode() * self.scale
+        n, dev = self.batch_size, _device(self.autoencoder)
+        return torch.cat([self.autoencoder.encode(videos[i:i + n].to(dev)).mode() * self.scale
                           for i in range(0, len(videos), n)])
 
     @torch.no_grad()
@@ -48,7 +48,14 @@ class LatentSpace:
         """Scaled latents (N, ...) -> videos clamped to [-1, 1]. ``conditions`` (e.g. Reducio's ``content``
         frames, (N, ...)) are sliced with the latents."""
         self.autoencoder.eval()
-        n = self.batch_size
-        return torch.cat([self.autoencoder.decode(latents[i:i + n] / self.scale,
-                                                  **{k: v[i:i + n] for k, v in conditions.items()}).clamp(-1, 1)
+        n, dev = self.batch_size, _device(self.autoencoder)
+        return torch.cat([self.autoencoder.decode(latents[i:i + n].to(dev) / self.scale,
+                                                  **{k: v[i:i + n].to(dev) for k, v in conditions.items()}
+                                                  ).clamp(-1, 1)
                           for i in range(0, len(latents), n)])
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights are (inputs are moved there: a space on CUDA takes clips made on the CPU)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -326,11 +326,14 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
     steps = check_int("steps", steps, 1)
     s = schedule or system_schedule()
     model.eval()
+    dev = next(model.parameters()).device  # the inputs follow the model (noise is drawn on the CPU: the same anywhere)
+    given, given_frames, motion, null_motion, image = (v.to(dev) if isinstance(v, torch.Tensor) else v for v in
+                                                       (given, given_frames, motion, null_motion, image))
     ids, mask = model.tokenize(list(captions))
     null_ids, null_mask = model.tokenize([""] * n)
     g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((n, *shape), generator=g)
-    renoise = torch.randn((n, *shape), generator=g)  # the no-frames branch's view of the given frames
+    x_T = torch.randn((n, *shape), generator=g).to(dev)
+    renoise = torch.randn((n, *shape), generator=g).to(dev)  # the no-frames branch's view of the given frames
 
     # conditions in nesting order, each with its null and its kwargs when on
     levels = []
