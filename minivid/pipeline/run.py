@@ -232,9 +232,10 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     return trainer
 
 
-def load_text_encoder(model: System, source: str | Path) -> None:
+def load_text_encoder(model, source: str | Path) -> None:
     """Copy the text encoder's weights of ``source`` (a zoo entry or run folder of the full system,
-    :func:`load_run`) into ``model``; a ValueError when its T5 has another shape or tokenizer length."""
+    :func:`load_run`) into ``model`` (a :class:`System` or anything with ``.text`` and ``.config.text``, such as
+    :class:`~minivid.pipeline.text2video.TextToVideo`); a ValueError when its T5 has another shape or tokenizer length."""
     other, _, _ = load_run(source)
     mine, theirs = model.config.text, other.config.text
     shape = ("name_or_path", "max_length", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -123,7 +124,8 @@ def image_caption(caption: str) -> str:
 def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                         caption_dropout: float = 0.1, config: TextToVideoConfig | None = None, progress: bool = True,
                         log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                        image_ratio: float = 0.0) -> tuple[TextToVideo, DiffusionTrainer]:
+                        image_ratio: float = 0.0, text_from: str | Path | None = None
+                        ) -> tuple[TextToVideo, DiffusionTrainer]:
     """Train :class:`TextToVideo` on the scaled latents of ``num_clips`` one-sprite clips: v-prediction on
     :func:`t2v_schedule` (D10), explicit uniform timesteps (D9), the caption replaced by "" with probability
     ``caption_dropout`` (for classifier-free guidance). Returns (EMA model in eval mode, trainer).
@@ -132,8 +134,14 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     ``steps``) trains progressively, each stage on its own pool of ``num_clips`` clips of its size and length
     (default: one stage of 32 px x 8 frames); ``image_ratio`` makes that fraction of every batch images (one
     latent frame of a clip, captioned without the motion by :func:`image_caption`), padded to the clip length
-    with a frame mask (:func:`~minivid.data.pack_clips`) that the attention and the loss respect."""
+    with a frame mask (:func:`~minivid.data.pack_clips`) that the attention and the loss respect.
+
+    ``text_from`` (a zoo name or run folder of the full system, :func:`~minivid.pipeline.run.load_run`) starts the
+    T5 from that model's text encoder, as CogVideoX starts from a pretrained T5 (frozen when ``config.text.trainable``
+    is False); its shape must equal ``config.text``'s."""
     steps = check_int("steps", steps, 1)
+    if text_from is not None and not isinstance(text_from, (str, Path)):
+        raise ValueError(f"text_from={text_from!r} must be a zoo name or a run folder")
     if not 0 <= caption_dropout < 1:
         raise ValueError(f"caption_dropout={caption_dropout!r} must lie in [0, 1)")
     if not is_number(image_ratio) or not 0 <= image_ratio < 1:
@@ -150,6 +158,10 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
         del videos
     torch.manual_seed(SEED)
     model = TextToVideo(config or TextToVideoConfig())
+    if text_from is not None:
+        from .run import load_text_encoder  # run.py builds on this module
+
+        load_text_encoder(model, text_from)
     null_ids, null_mask = model.tokenize([""])
     trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
                                ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,

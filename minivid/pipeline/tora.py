@@ -133,14 +133,23 @@ def _default_motion_for(fuser: str) -> MotionGuidanceConfig:
 @dataclass
 class ToraConfig(ModelConfig):
     """``base``: the ST-DiT (T1-T3); ``motion``: the extractor and fusers (T6-T7), or None for the base alone (the
-    no-trajectory baseline)."""
+    no-trajectory baseline). ``first_frame_channels``: besides being the un-noised frame 0 (T8), the first frame's
+    latent is repeated over the frames and concatenated to every frame's channels (``base.cond_channels`` must then
+    be ``base.in_channels``), as SVD and CogVideoX-I2V condition on an image; Tora itself does not."""
 
     base: STDiTConfig = field(default_factory=_default_base)
     motion: MotionGuidanceConfig | None = field(default_factory=_default_motion)
+    first_frame_channels: bool = False
 
     def __post_init__(self):
         if not isinstance(self.base, STDiTConfig):
             raise ValueError(f"base={self.base!r} must be an STDiTConfig")
+        if not isinstance(self.first_frame_channels, bool):
+            raise ValueError(f"first_frame_channels={self.first_frame_channels!r} must be True or False")
+        want = self.base.in_channels if self.first_frame_channels else 0
+        if self.base.cond_channels != want:
+            raise ValueError(f"base.cond_channels={self.base.cond_channels} must be {want} with first_frame_channels="
+                             f"{self.first_frame_channels} (the first frame's latent, repeated over the frames)")
         if self.motion is not None:
             if not isinstance(self.motion, MotionGuidanceConfig):
                 raise ValueError(f"motion={self.motion!r} must be a MotionGuidanceConfig or None")
@@ -166,15 +175,17 @@ class Tora(Model):
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         if text is None:
             text = x.new_zeros(x.shape[0], 1, self.config.base.text_dim)
+        # frame 0 of x is the clean first-frame latent in training and sampling (T8)
+        kw = {"cond": x[:, :, :1].expand_as(x)} if self.config.first_frame_channels else {}
         if motion is None:
-            return self.base(x, t, text, text_mask)
+            return self.base(x, t, text, text_mask, **kw)
         if self.guidance is None:
             raise ValueError("this Tora has no motion guidance (config.motion=None): call it without motion")
         if not isinstance(motion, torch.Tensor) or motion.shape[0] != x.shape[0] or motion.shape[2:] != x.shape[2:]:
             got = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
             raise ValueError(f"motion must be motion latents (B, C_m, T, H, W) on the video latents' grid "
                              f"{(x.shape[0], '...', *x.shape[2:])}, got {got}")
-        return self.base(x, t, text, text_mask, fuser=self.guidance.fusers, motion_features=self.guidance(motion))
+        return self.base(x, t, text, text_mask, fuser=self.guidance.fusers, motion_features=self.guidance(motion), **kw)
 
     def trainable(self, which: str) -> list[torch.nn.Parameter]:
         """T8: the parameters a stage trains, the others frozen (``requires_grad``): ``"all"``; ``"temporal"`` (the
@@ -385,26 +396,30 @@ def choose_fuser(scores: dict[str, dict], keep: float = 0.8) -> str:
 
 
 def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: int = 4096, progress: bool = True,
-                log=print) -> tuple[Tora, dict]:
+                log=print, first_frame_channels: bool = False) -> tuple[Tora, dict]:
     """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
     for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
     sparse ``base_steps // 2``; extractor, fuser and temporal blocks). Every model is scored on 64 held-out one-sprite
-    clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table."""
+    clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table. ``first_frame_channels``: see
+    :class:`ToraConfig`."""
     import copy
+    from dataclasses import replace
 
     base_steps = check_int("base_steps", base_steps, 1)
     log(f"  encoding {num_clips} training clips and their flow videos")
     data = tora_data(space, motion_space, num_clips)
     test = tora_data(space, motion_space, 64, split="test", num_sprites=1)
     torch.manual_seed(SEED)
-    base = Tora(ToraConfig(motion=None))
+    ff = {"first_frame_channels": first_frame_channels,
+          "base": replace(_default_base(), cond_channels=4 if first_frame_channels else 0)}
+    base = Tora(ToraConfig(motion=None, **ff))
     train_tora(base, data, [ToraStage(base_steps, None, "all")], progress=progress, log=log)
     table = {"no trajectory": tora_scores(base, space, test, use_motion=False)}
     log(f"  no trajectory: {table['no trajectory']}")
     models = {}
     for kind in fusers:
         torch.manual_seed(SEED)
-        model = Tora(ToraConfig(motion=_default_motion_for(kind)))
+        model = Tora(ToraConfig(motion=_default_motion_for(kind), **ff))
         model.base.load_state_dict(copy.deepcopy(base.base.state_dict()))
         stages = [ToraStage(max(1, base_steps // 5), "dense"), ToraStage(max(1, base_steps // 2), "sparse")]
         train_tora(model, data, stages, progress=progress, log=log)
@@ -412,7 +427,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
         models[kind] = model
         log(f"  {kind}: {table[kind]}")
     chosen = choose_fuser({k: table[k] for k in fusers})
-    return models[chosen], {"fuser": chosen, "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
+    return models[chosen], {"fuser": chosen, "first_frame_channels": first_frame_channels, "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
                             "sampler": "DPM-Solver++(2M), 25 trailing timesteps from SNR 0, frame 0 given",
                             "stages": {"base": base_steps, "dense": max(1, base_steps // 5),
                                        "sparse": max(1, base_steps // 2)}}

@@ -40,6 +40,13 @@ block i's temporal DiT block (``fuser_at="temporal"``, default; Tora trains the 
 its spatial one (``"spatial"``); with ``factorised`` before the block's spatial attention (its input norm). The
 model never imports ``minivid.conditioning``: the fuser is handed to it.
 
+**Channel conditions.** ``cond_channels`` > 0 widens the patch embedding's input: ``forward(..., cond=c)`` with c
+(B, cond_channels, T, H, W) concatenated to x along the channels before the patches (the output keeps
+``in_channels``). Tora uses it for the first frame's clean latent repeated over every frame (``ToraConfig``'s
+``first_frame_channels``), the image condition of SVD and CogVideoX-I2V: OpenSora 1.2 and Tora condition on an image
+only through the un-noised first frame (T8), which an ST-DiT sees from another frame only through a temporal block
+at the same place followed by a spatial one.
+
 **Initialisation.** A new model predicts zeros: the decoder is zero, and, adaLN-Zero's idea applied to
 adaLN-single, every gate row of E and of the tables is zero and every cross-attention's output projection is zero,
 so each block starts as the identity.
@@ -84,9 +91,12 @@ class STDiTConfig(ModelConfig):
     qk_norm: bool = False
     attention_backend: str = "sdpa"
     freq_dim: int = 256
+    cond_channels: int = 0  # channels of ``cond`` concatenated to x before the patches (0: none)
 
     def __post_init__(self):
         check_positive_ints(self, ("in_channels", "patch_size", "dim", "depth", "heads", "text_dim", "freq_dim"))
+        if isinstance(self.cond_channels, bool) or not isinstance(self.cond_channels, int) or self.cond_channels < 0:
+            raise ValueError(f"cond_channels={self.cond_channels!r} must be an integer >= 0")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
         if self.dim % 4:
@@ -163,7 +173,7 @@ class STDiT(Model):
         super().__init__(config, **fields)
         cfg = self.config
         d = cfg.dim
-        self.patch_embed = PatchEmbed(cfg.in_channels, d, cfg.patch_size)  # T1 / L1
+        self.patch_embed = PatchEmbed(cfg.in_channels + cfg.cond_channels, d, cfg.patch_size)  # T1 / L1
         self.t_embed = TimestepEmbedding(d, cfg.freq_dim)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
         branches = 3 if cfg.layout == "factorised" else 2
@@ -198,11 +208,20 @@ class STDiT(Model):
         return resolve_fusers(fuser, motion_features, self.config.depth, "ST-DiT block")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                fuser=None, motion_features: Sequence | None = None) -> torch.Tensor:
+                fuser=None, motion_features: Sequence | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != cfg.in_channels:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be latents (B, C={cfg.in_channels}, T, H, W), got {got}")
+        if cfg.cond_channels:
+            want = (x.shape[0], cfg.cond_channels, *x.shape[2:])
+            if not isinstance(cond, torch.Tensor) or tuple(cond.shape) != want:
+                got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+                raise ValueError(f"cond must be channel conditions of shape (B, cond_channels, T, H, W) = {want} "
+                                 f"(config.cond_channels={cfg.cond_channels}), got {got}")
+            x = torch.cat([x, cond.to(x)], dim=1)
+        elif cond is not None:
+            raise ValueError("cond was given but config.cond_channels=0: this model takes no channel conditions")
         b = x.shape[0]
         t = _check_timesteps(t, b, x.device)
         _check_tokens("text", text, b, cfg.text_dim, "text_dim")

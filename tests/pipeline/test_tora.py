@@ -217,3 +217,38 @@ def test_choose_fuser_refuses_a_fuser_that_destroys_the_sprites():
               "adanorm": {"trajectory_error_px": 1.5, "sprite_check": 0.8},
               "cross_attention": {"trajectory_error_px": 2.0, "sprite_check": 0.85}}
     assert choose_fuser(scores) == "adanorm"
+
+
+def test_first_frame_channels_concatenate_the_first_latent_to_every_frame():
+    """first_frame_channels: the base sees frame 0's latent, repeated over the frames, as extra channels: with those
+    columns of the patch embedding zeroed the model equals a Tora without them (same other weights), with and
+    without motion; with them it differs in every frame; a base without the channels is refused."""
+    from dataclasses import replace
+
+    from minivid.transformers.embeddings import patchify
+
+    torch.manual_seed(0)
+    plain = small_tora()
+    ff = Tora(ToraConfig(base=replace(plain.config.base, cond_channels=4), motion=plain.config.motion,
+                         first_frame_channels=True))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in ff.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    marker = torch.zeros(1, 8, 1, 2, 2)
+    marker[:, 4:] = 1
+    cols = patchify(marker, 2, 1).reshape(-1) == 1
+    state = ff.state_dict()
+    state["base.patch_embed.proj.weight"] = state["base.patch_embed.proj.weight"][:, ~cols]
+    plain.load_state_dict(state)
+    x, t, m = torch.randn(2, 4, 4, 4, 4, generator=g), torch.tensor([3, 900]), torch.randn(2, 4, 4, 4, 4, generator=g)
+    out = ff(x, t, motion=m)
+    assert ((out - plain(x, t, motion=m)).abs().amax(dim=(0, 1, 3, 4)) > 1e-3).all()  # every frame
+    with torch.no_grad():
+        ff.base.patch_embed.proj.weight[:, cols] = 0
+    torch.testing.assert_close(ff(x, t, motion=m), plain(x, t, motion=m))
+    torch.testing.assert_close(ff(x, t), plain(x, t))
+    with pytest.raises(ValueError, match=r"base.cond_channels=0 must be 4 with first_frame_channels=True"):
+        ToraConfig(base=plain.config.base, first_frame_channels=True)
+    with pytest.raises(ValueError, match=r"base.cond_channels=4 must be 0 with first_frame_channels=False"):
+        ToraConfig(base=replace(plain.config.base, cond_channels=4))

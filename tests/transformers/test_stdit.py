@@ -251,3 +251,37 @@ def test_save_and_load_round_trip(tmp_path):
     assert type(loaded) is STDiT and loaded.config == m.config
     assert torch.equal(loaded(x, t, text, mask), m(x, t, text, mask))
     assert all(isinstance(b.cross_attn, Attention) for b in loaded.blocks)
+
+
+def test_channel_conditions_enter_through_the_patch_embedding_only():
+    """cond_channels widens the patch embedding and nothing else: with the cond columns of its weight set to zero the
+    model equals one without channel conditions holding the other weights; with them non-zero the cond changes the
+    output; a cond of the wrong shape, a missing one, or one for a model without cond_channels is refused."""
+    from minivid.transformers.embeddings import patchify
+
+    wide = model(cond_channels=3)
+    x, t, text, mask = inputs()
+    cond = torch.randn(B, 3, F, S, S, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    marker = torch.zeros(1, 7, 1, 2, 2, dtype=torch.float64)
+    marker[:, 4:] = 1
+    cols = patchify(marker, 2, 1).reshape(-1) == 1  # which inputs of the patch embedding are cond channels
+    assert int(cols.sum()) == 3 * 2 * 2
+    state = wide.state_dict()
+    state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"][:, ~cols]
+    plain = STDiT(tiny()).double().eval()
+    plain.load_state_dict(state)
+    ref = plain(x, t, text, mask)
+    out = wide(x, t, text, mask, cond=cond)
+    assert out.shape == x.shape and (out - ref).abs().max() > 1e-3
+    with torch.no_grad():
+        wide.patch_embed.proj.weight[:, cols] = 0
+    torch.testing.assert_close(wide(x, t, text, mask, cond=cond), ref)
+    with pytest.raises(ValueError, match=r"cond must be channel conditions of shape \(B, cond_channels, T, H, W\) = "
+                                         r"\(2, 3, 4, 8, 8\).*got \(2, 4, 4, 8, 8\)"):
+        wide(x, t, text, mask, cond=x)
+    with pytest.raises(ValueError, match="got NoneType"):
+        wide(x, t, text, mask)
+    with pytest.raises(ValueError, match="config.cond_channels=0"):
+        plain(x, t, text, mask, cond=cond)
+    with pytest.raises(ValueError, match="cond_channels=-1 must be an integer >= 0"):
+        tiny(cond_channels=-1)
