@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -523,17 +523,25 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
 # ---------------------------------------------------------------------------------------------- held-out scores
 @torch.no_grad()
 def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: int = 64, steps: int = 20,
-                   guidance: dict | None = None, seed: int = 0, data: SystemData | None = None) -> dict:
+                   guidance: dict | None = None, seed: int = 0, data: SystemData | None = None,
+                   modes: Sequence[str] | None = None, return_videos: bool = False):
     """The system's samples for ``n`` held-out one-sprite clips, in three uses: ``text`` (the caption alone),
     ``text+trajectory`` (caption and the clip's own sprite path) and ``image+text+trajectory`` (also its first frame).
     Each is scored by the sprite check, the caption accuracy (colour, direction) and T9's error of the tracked sprite
     against the clip's path (frames 1.. when the first frame is given, else all; for ``text`` it is the baseline of no
-    trajectory), next to the autoencoder's reconstructions of the same clips."""
+    trajectory), next to the autoencoder's reconstructions of the same clips. A model without motion guidance has
+    ``text`` and ``image+text``. ``modes`` keeps some of them (each is sampled with its own generator seeded by
+    ``seed``, so a subset scores as in the full set); ``return_videos`` also returns the decoded samples, a dict
+    mode -> (n, 3, T, H, W) on the CPU."""
     from ..metrics.captions import caption_accuracy
     from ..metrics.sprites import sprite_scores
     from ..metrics.trajectory import path_errors
 
+    names = ("text", "image+text") if model.motion is None else ("text", "text+trajectory", "image+text+trajectory")
+    if modes is not None and (isinstance(modes, str) or not modes or any(m not in names for m in modes)):
+        raise ValueError(f"modes={modes!r}: expected a list of some of {list(names)} for this model")
     test = data or system_data(space, motion_space, n, cfg.size, cfg.frames, split="test", seed=seed)
+    n = len(test.captions)
     c = model.config.latent_channels
     shape = (c, *test.latents.shape[2:])
     paths = torch.stack([p[0] for p in test.paths])  # (n, T, 2): the one sprite's path
@@ -544,24 +552,27 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     first_frames[:, 0] = True
     null = test.null_motion if model.motion is not None else None
     image = {"image": test.first_frames.float()} if model.semantic is not None else {}
-    modes = {"text": {}, "text+trajectory": {"motion": test.motion},
-             "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames, **image}}
+    available = {"text": {}, "text+trajectory": {"motion": test.motion},
+                 "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames,
+                                           **image}}
     if model.motion is None:
-        modes = {"text": {}, "image+text": {"given": first, "given_frames": first_frames, **image}}
-    out = {}
-    for name, kw in modes.items():
+        available = {"text": {}, "image+text": {"given": first, "given_frames": first_frames, **image}}
+    if modes is not None:
+        available = {m: available[m] for m in modes}
+    out, samples = {}, {}
+    for name, kw in available.items():
         z = sample_system(model, test.captions, shape, null_motion=null, guidance=guidance, steps=steps, seed=seed,
                           **kw)
-        videos = space.decode(z)
+        videos = samples[name] = space.decode(z).cpu()
         scores = {**sprite_scores(videos), "caption_accuracy": caption_accuracy(videos, test.captions)}
         # without a trajectory the error against the clip's own path is the baseline a trajectory must beat
         scores.update(path_errors(videos, paths, colors, from_frame=1 if "given" in kw else 0))
         out[name] = scores
-    real = space.decode(test.latents)  # the autoencoder's reconstructions: what a perfect denoiser would give
+    real = space.decode(test.latents).cpu()  # the autoencoder's reconstructions: what a perfect denoiser would give
     out["real clips (autoencoder)"] = {**sprite_scores(real), "caption_accuracy": caption_accuracy(real, test.captions),
                                        **path_errors(real, paths, colors, from_frame=0)}
     out["sampler"] = f"DPM-Solver++(2M), {steps} trailing timesteps from SNR 0, nested guidance {guidance or 'default'}"
-    return out
+    return (out, samples) if return_videos else out
 
 
 __all__ += ["system_metrics"]

@@ -255,3 +255,27 @@ def test_a_run_with_semantic_image_tokens_trains_resumes_and_generates(tmp_path)
     finally:
         model.encode_image = original
     assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6) and (a[:, 1:] - b[:, 1:]).abs().max() > 1e-4
+
+
+def test_system_metrics_modes_are_independent_and_return_their_videos(trained):
+    """system_metrics scores each use from its own seeded generator: a subset of the modes scores exactly as in the
+    full set, return_videos hands back the decoded samples the scores came from, bad modes are refused first."""
+    from minivid.metrics.sprites import sprite_scores
+    from minivid.pipeline.run import load_run, system_data, system_metrics
+
+    out, c = trained
+    model, _, _ = load_run(out)
+    space, motion_space = tiny_spaces()
+    test = system_data(space, motion_space, 3, size=16, frames=T, split="test")
+    full = system_metrics(model, c, space, motion_space, steps=2, data=test)
+    assert set(full) == {"text", "text+trajectory", "image+text+trajectory", "real clips (autoencoder)", "sampler"}
+    sub, videos = system_metrics(model, c, space, motion_space, steps=2, data=test, modes=["text+trajectory"],
+                                 return_videos=True)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN equals NaN here
+    assert same(sub["text+trajectory"], full["text+trajectory"]) and "text" not in sub
+    assert set(videos) == {"text+trajectory"} and videos["text+trajectory"].shape == (3, 3, T, 16, 16)
+    own = sprite_scores(videos["text+trajectory"])
+    assert same(own, {k: sub["text+trajectory"][k] for k in own})
+    for bad in (["image+text"], [], "text"):
+        with pytest.raises(ValueError, match=r"modes=.*expected a list of some of \['text', 'text\+trajectory'"):
+            system_metrics(model, c, space, motion_space, steps=2, data=test, modes=bad)
