@@ -216,7 +216,7 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
     import torch
 
     from .pipeline.run import (load_overrides_file, parse_overrides, preset_config, previous_run, run_spaces,
-                               system_data, train_system)
+                               system_data, train_system, training_memory)
     from .utils.distributed import cleanup, init_distributed
 
     if args.rescore:
@@ -241,16 +241,22 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
     if info.distributed and device.startswith("cuda"):
         device = f"cuda:{info.local_rank}"
     try:
-        info.shard(cfg.global_batch)
+        part = info.shard(cfg.global_batch)
     except ValueError as e:
         parser.error(f"global_batch={cfg.global_batch}: {e}")
     n_params = _system_parameters(cfg)
     if info.is_main:
-        print(f"preset {args.name}: {n_params / 1e6:.2f}M parameters; weights, gradients, EMA and AdamW states take "
-              f"{n_params * 4 * 5 / 2**20:.0f} MiB, plus activations; global batch {cfg.global_batch} on "
+        print(f"preset {args.name}: {n_params / 1e6:.2f}M parameters, global batch {cfg.global_batch} on "
               f"{info.world_size} process(es), {cfg.steps} steps, {device}", file=sys.stderr)
     space, motion_space = run_spaces(cfg)
     data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
+    if info.is_main:
+        mem = training_memory(cfg, data, part.stop - part.start)
+        mib = {k: v / 2**20 for k, v in mem.items()}
+        print(f"memory per process: {mib['total']:.0f} MiB = weights, gradients, EMA and AdamW states "
+              f"{mib['weights']:.0f} MiB + activations {mib['activations']:.0f} MiB ({mib['activations_per_clip']:.1f}"
+              f" MiB per clip x {part.stop - part.start}, measured in float32 on the CPU; under bf16 autocast "
+              f"on CUDA the matmuls save bf16 inputs, so less), plus the largest temporary of one operation", file=sys.stderr)
     trainer = train_system(cfg, out, data, resume=args.resume, progress=not args.no_progress, device=device,
                            log=lambda m: print(m, file=sys.stderr) if info.is_main else None)
     if info.is_main:

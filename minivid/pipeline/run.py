@@ -232,6 +232,40 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     return trainer
 
 
+def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: int) -> dict:
+    """What one process needs to train ``cfg``, in bytes: ``weights``: parameters, gradients, the EMA and AdamW's
+    two moments (5 float32 copies); ``activations_per_clip``: the tensors autograd saves in one training step of
+    one clip of ``data`` (:func:`~minivid.utils.memory.saved_tensor_bytes`), measured in float32 on the CPU with the
+    run's gradient checkpointing (under bf16 autocast on CUDA the matrix products save bf16 inputs: less); ``activations``: that
+    times ``per_process_batch``; ``total`` the sum. The step's largest temporary comes on top."""
+    from ..diffusion import explicit_uniform_timesteps, training_losses
+    from ..utils.memory import saved_tensor_bytes
+
+    per_process_batch = check_int("per_process_batch", per_process_batch, 1)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    model = System(cfg.model).train()
+    model.transformer.gradient_checkpointing = cfg.gradient_checkpointing
+    weights = 5 * 4 * sum(p.numel() for p in model.parameters())
+    frames = data.latents.shape[2]
+    g = torch.Generator().manual_seed(cfg.seed)
+    coins = condition_batch(cfg.dropout, 1, frames, g)
+    null_ids, null_mask = model.tokenize([""])
+    ids, mask = model.tokenize(list(data.captions[:1]))
+    images = data.first_frames[:1].float() if model.semantic is not None else None
+    kw = training_kwargs(model, coins, ids, mask, null_ids, null_mask, data.motion[:1].float(),
+                         data.null_motion.float(), images=images)
+    x0 = data.latents[:1].float()
+    t = explicit_uniform_timesteps(1, system_schedule().num_steps, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    per_clip, _ = saved_tensor_bytes(lambda: training_losses(model, system_schedule(), x0, t, noise, prediction="v",
+                                                             **kw)["loss"].mean(), exclude=model.parameters())
+    torch.random.set_rng_state(state)
+    activations = per_clip * per_process_batch
+    return {"weights": weights, "activations_per_clip": per_clip, "activations": activations,
+            "total": weights + activations}
+
+
 def load_text_encoder(model, source: str | Path) -> None:
     """Copy the text encoder's weights of ``source`` (a zoo entry or run folder of the full system,
     :func:`load_run`) into ``model`` (a :class:`System` or anything with ``.text`` and ``.config.text``, such as

@@ -279,3 +279,25 @@ def test_system_metrics_modes_are_independent_and_return_their_videos(trained):
     for bad in (["image+text"], [], "text"):
         with pytest.raises(ValueError, match=r"modes=.*expected a list of some of \['text', 'text\+trajectory'"):
             system_metrics(model, c, space, motion_space, steps=2, data=test, modes=bad)
+
+
+def test_training_memory_counts_weights_and_the_saved_activations():
+    """The weights are 5 float32 copies of the parameters; the activations one clip's saved tensors times the batch;
+    gradient checkpointing (recompute the blocks) saves less; the global RNG is left as it was."""
+    import dataclasses
+
+    from minivid.pipeline.run import training_memory
+    from minivid.pipeline.system import System
+
+    c, data = cfg(), fake_data()
+    state = torch.random.get_rng_state()
+    mem = training_memory(c, data, 4)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert mem["weights"] == 20 * sum(p.numel() for p in System(c.model).parameters())
+    assert mem["activations"] == 4 * mem["activations_per_clip"] > 0
+    assert mem["total"] == mem["weights"] + mem["activations"]
+    assert training_memory(c, data, 1)["activations_per_clip"] == mem["activations_per_clip"]
+    low = training_memory(dataclasses.replace(c, gradient_checkpointing=True), data, 4)
+    assert low["activations_per_clip"] < 0.6 * mem["activations_per_clip"]
+    with pytest.raises(ValueError, match="per_process_batch=0"):
+        training_memory(c, data, 0)
