@@ -130,4 +130,19 @@ class TextEncoder(Model):
         return self([""] * int(batch))
 
 
-__all__ = ["TextEncoderConfig", "TextEncoder"]
+SHAPE_FIELDS = ("name_or_path", "max_length", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+
+
+def copy_text_encoder(target: TextEncoder, source: TextEncoder, what: str = "source") -> None:
+    """Copy ``source``'s weights into ``target`` (a trained T5 to start from, as CogVideoX starts from a pretrained
+    one); a ValueError naming each field of :data:`SHAPE_FIELDS` that differs (source -> target), ``what`` naming the
+    source in the message."""
+    mine, theirs = target.config, source.config
+    diff = [f"{k}: {getattr(theirs, k)} -> {getattr(mine, k)}" for k in SHAPE_FIELDS
+            if getattr(mine, k) != getattr(theirs, k)]
+    if diff:
+        raise ValueError(f"{what}: its text encoder differs from model.text ({'; '.join(diff)})")
+    target.load_state_dict(source.state_dict())
+
+
+__all__ = ["TextEncoderConfig", "TextEncoder", "copy_text_encoder"]

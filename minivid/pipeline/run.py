@@ -268,15 +268,13 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
 
 def load_text_encoder(model, source: str | Path) -> None:
     """Copy the text encoder's weights of ``source`` (a zoo entry or run folder of the full system,
-    :func:`load_run`) into ``model`` (a :class:`System` or anything with ``.text`` and ``.config.text``, such as
-    :class:`~minivid.pipeline.text2video.TextToVideo`); a ValueError when its T5 has another shape or tokenizer length."""
+    :func:`load_run`) into ``model`` (a :class:`System` or anything with a ``.text`` encoder, such as
+    :class:`~minivid.pipeline.text2video.TextToVideo`); a ValueError when its T5 has another shape or tokenizer
+    length (:func:`~minivid.conditioning.text.copy_text_encoder`)."""
+    from ..conditioning.text import copy_text_encoder
+
     other, _, _ = load_run(source)
-    mine, theirs = model.config.text, other.config.text
-    shape = ("name_or_path", "max_length", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
-    diff = [f"{k}: {getattr(theirs, k)} -> {getattr(mine, k)}" for k in shape if getattr(mine, k) != getattr(theirs, k)]
-    if diff:
-        raise ValueError(f"text_from={str(source)!r}: its text encoder differs from model.text ({'; '.join(diff)})")
-    model.text.load_state_dict(other.text.state_dict())
+    copy_text_encoder(model.text, other.text, f"text_from={str(source)!r}")
 
 
 def _truncate_log(path: Path, step: int) -> None:

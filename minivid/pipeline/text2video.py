@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from ..autoencoders import LatentSpace
 from ..conditioning import TextEncoder, TextEncoderConfig
+from ..conditioning.text import copy_text_encoder
 from ..data import MiniSprites, ProgressiveStages, Stage, pack_clips
 from ..diffusion import DiffusionTrainer, NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample, make_timesteps
 from ..metrics.captions import caption_accuracy, caption_scores, parse_caption
@@ -124,7 +124,7 @@ def image_caption(caption: str) -> str:
 def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                         caption_dropout: float = 0.1, config: TextToVideoConfig | None = None, progress: bool = True,
                         log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                        image_ratio: float = 0.0, text_from: str | Path | None = None
+                        image_ratio: float = 0.0, text_encoder: TextEncoder | None = None
                         ) -> tuple[TextToVideo, DiffusionTrainer]:
     """Train :class:`TextToVideo` on the scaled latents of ``num_clips`` one-sprite clips: v-prediction on
     :func:`t2v_schedule` (D10), explicit uniform timesteps (D9), the caption replaced by "" with probability
@@ -136,12 +136,12 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     latent frame of a clip, captioned without the motion by :func:`image_caption`), padded to the clip length
     with a frame mask (:func:`~minivid.data.pack_clips`) that the attention and the loss respect.
 
-    ``text_from`` (a zoo name or run folder of the full system, :func:`~minivid.pipeline.run.load_run`) starts the
-    T5 from that model's text encoder, as CogVideoX starts from a pretrained T5 (frozen when ``config.text.trainable``
-    is False); its shape must equal ``config.text``'s."""
+    ``text_encoder`` (a trained :class:`~minivid.conditioning.TextEncoder`, e.g. the zoo system's ``.text``) starts
+    the T5 from its weights, as CogVideoX starts from a pretrained T5 (frozen when ``config.text.trainable`` is
+    False); its shape must equal ``config.text``'s (:func:`~minivid.conditioning.text.copy_text_encoder`)."""
     steps = check_int("steps", steps, 1)
-    if text_from is not None and not isinstance(text_from, (str, Path)):
-        raise ValueError(f"text_from={text_from!r} must be a zoo name or a run folder")
+    if text_encoder is not None and not isinstance(text_encoder, TextEncoder):
+        raise ValueError(f"text_encoder must be a TextEncoder, got {type(text_encoder).__name__}")
     if not 0 <= caption_dropout < 1:
         raise ValueError(f"caption_dropout={caption_dropout!r} must lie in [0, 1)")
     if not is_number(image_ratio) or not 0 <= image_ratio < 1:
@@ -158,10 +158,8 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
         del videos
     torch.manual_seed(SEED)
     model = TextToVideo(config or TextToVideoConfig())
-    if text_from is not None:
-        from .run import load_text_encoder  # run.py builds on this module
-
-        load_text_encoder(model, text_from)
+    if text_encoder is not None:
+        copy_text_encoder(model.text, text_encoder, "text_encoder")
     null_ids, null_mask = model.tokenize([""])
     trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
                                ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,

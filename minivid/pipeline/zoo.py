@@ -573,7 +573,7 @@ def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -
 
 def t2v_zoo_config():
     """The zoo's text-to-video model: the default config with a frozen T5 (CogVideoX keeps its pretrained T5 frozen),
-    which the recipe starts from the zoo system's (``text_from="system"``): ByT5 bytes learnt from scratch give the
+    which the recipe starts from the zoo system's (``train_text_to_video(text_encoder=...)``): ByT5 bytes learnt from scratch give the
     caption's colour in 31% of samples, the system's T5 in 88% (bench/results/measurements.md)."""
     import dataclasses
 
@@ -586,12 +586,15 @@ def t2v_zoo_config():
 def _t2v(steps, progress, log):
     from .text2video import train_text_to_video
 
+    from .run import load_run
+
     space = zoo_latent_space("vae2d")
-    model, _ = train_text_to_video(space, steps, config=t2v_zoo_config(), text_from="system", progress=progress,
+    system, _, _ = load_run("system")
+    model, _ = train_text_to_video(space, steps, config=t2v_zoo_config(), text_encoder=system.text, progress=progress,
                                    log=log)  # depth 4: depth 8 measured worse (with a T5 learnt from scratch)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "caption_dropout": 0.1},
-                   "text_encoder": "the zoo system's T5, frozen (text_from='system')",
+                   "text_encoder": "the zoo system's T5, frozen",
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
                    "schedule": "cogvideox(1000, snr_shift_scale=1): zero terminal SNR",
                    "metrics": t2v_metrics(model, space)}

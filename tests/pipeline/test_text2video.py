@@ -125,24 +125,25 @@ def test_progressive_mixed_image_video_training_runs_every_stage():
         train_text_to_video(LatentSpace(vae, 1.0), steps=5, config=tiny(), image_ratio=1.0)
 
 
-def test_text_from_starts_the_t5_from_the_zoo_system_and_keeps_it_frozen():
-    """text_from copies the full system's T5 (the zoo's, as CogVideoX starts from a pretrained T5) before the first
+def test_text_encoder_starts_the_t5_from_the_zoo_system_and_keeps_it_frozen():
+    """text_encoder copies a trained T5 (the zoo system's, as CogVideoX starts from a pretrained T5) before the first
     step; with config.text.trainable=False it still equals the source after training, the transformer trains; a
-    T5 of another shape is refused with the differing field, a source that is not a run before any work."""
+    T5 of another shape is refused with the differing field, anything else before any work."""
     import dataclasses
 
     from minivid import pretrained
     from minivid.pipeline.text2video import train_text_to_video
 
     vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
-    source = pretrained.load("system").text.state_dict()
+    system_text = pretrained.load("system").text
+    source = {k: v.clone() for k, v in system_text.state_dict().items()}
     text = dataclasses.replace(TextToVideoConfig().text, trainable=False)
     small = ExpertTransformerConfig(in_channels=4, patch_size=2, heads=2, head_dim=16, depth=1, time_embed_dim=16,
                                     text_dim=text.d_model, max_text_len=text.max_length, rope_grid="slice",
                                     base_size=(8, 8))
     config = TextToVideoConfig(text=text, transformer=small)
     model, trainer = train_text_to_video(LatentSpace(vae, 1.0), steps=3, batch=2, num_clips=4, config=config,
-                                         text_from="system", progress=False, log=lambda m: None)
+                                         text_encoder=system_text, progress=False, log=lambda m: None)
     for k, v in source.items():
         assert torch.equal(v, model.text.state_dict()[k]), k
     torch.manual_seed(0)  # train_text_to_video builds its model right after seeding with SEED = 0
@@ -150,8 +151,8 @@ def test_text_from_starts_the_t5_from_the_zoo_system_and_keeps_it_frozen():
     assert not torch.equal(fresh.text.state_dict()["t5.shared.weight"], source["t5.shared.weight"])
     assert any(not torch.equal(a, b) for a, b in zip(fresh.transformer.parameters(), model.transformer.parameters()))
     wide = TextToVideoConfig(text=dataclasses.replace(text, d_ff=64), transformer=small)
-    with pytest.raises(ValueError, match=r"text_from='system': its text encoder differs .*d_ff: 128 -> 64"):
-        train_text_to_video(LatentSpace(vae, 1.0), steps=1, batch=2, num_clips=4, config=wide, text_from="system",
-                            progress=False)
-    with pytest.raises(ValueError, match=r"text_from=3 must be a zoo name or a run folder"):
-        train_text_to_video(LatentSpace(vae, 1.0), steps=1, config=config, text_from=3)
+    with pytest.raises(ValueError, match=r"text_encoder: its text encoder differs from model.text \(d_ff: 128 -> 64\)"):
+        train_text_to_video(LatentSpace(vae, 1.0), steps=1, batch=2, num_clips=4, config=wide,
+                            text_encoder=system_text, progress=False)
+    with pytest.raises(ValueError, match=r"text_encoder must be a TextEncoder, got str"):
+        train_text_to_video(LatentSpace(vae, 1.0), steps=1, config=config, text_encoder="system")
