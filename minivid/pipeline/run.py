@@ -233,8 +233,8 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
 
 
 def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: int) -> dict:
-    """What one process needs to train ``cfg``, in bytes: ``weights``: parameters, gradients, the EMA and AdamW's
-    two moments (5 float32 copies); ``activations_per_clip``: the tensors autograd saves in one training step of
+    """What one process needs to train ``cfg``, in bytes: ``weights``: the parameters and their EMA, and the
+    gradients and AdamW's two moments of the trained ones (a frozen T5 has none): float32; ``activations_per_clip``: the tensors autograd saves in one training step of
     one clip of ``data`` (:func:`~minivid.utils.memory.saved_tensor_bytes`), measured in float32 on the CPU with the
     run's gradient checkpointing (under bf16 autocast on CUDA the matrix products save bf16 inputs: less); ``activations``: that
     times ``per_process_batch``; ``total`` the sum. The step's largest temporary comes on top."""
@@ -246,7 +246,9 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
     torch.manual_seed(cfg.seed)
     model = System(cfg.model).train()
     model.transformer.gradient_checkpointing = cfg.gradient_checkpointing
-    weights = 5 * 4 * sum(p.numel() for p in model.parameters())
+    every = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    weights = 4 * (2 * every + 3 * trained)  # weights and EMA of all; gradient and two moments of the trained ones
     frames = data.latents.shape[2]
     g = torch.Generator().manual_seed(cfg.seed)
     coins = condition_batch(cfg.dropout, 1, frames, g)

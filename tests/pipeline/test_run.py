@@ -282,7 +282,8 @@ def test_system_metrics_modes_are_independent_and_return_their_videos(trained):
 
 
 def test_training_memory_counts_weights_and_the_saved_activations():
-    """The weights are 5 float32 copies of the parameters; the activations one clip's saved tensors times the batch;
+    """The weights are 5 float32 copies of the parameters (2 of a frozen T5's: no gradient, no moments); the activations
+    one clip's saved tensors times the batch;
     gradient checkpointing (recompute the blocks) saves less; the global RNG is left as it was."""
     import dataclasses
 
@@ -293,7 +294,10 @@ def test_training_memory_counts_weights_and_the_saved_activations():
     state = torch.random.get_rng_state()
     mem = training_memory(c, data, 4)
     assert torch.equal(state, torch.random.get_rng_state())
-    assert mem["weights"] == 20 * sum(p.numel() for p in System(c.model).parameters())
+    assert mem["weights"] == 20 * sum(p.numel() for p in System(c.model).parameters())  # every parameter trains
+    frozen_text = dataclasses.replace(c.model, text=dataclasses.replace(c.model.text, trainable=False))
+    t5 = sum(p.numel() for p in System(c.model).text.parameters())
+    assert training_memory(dataclasses.replace(c, model=frozen_text), data, 4)["weights"] == mem["weights"] - 12 * t5
     assert mem["activations"] == 4 * mem["activations_per_clip"] > 0
     assert mem["total"] == mem["weights"] + mem["activations"]
     assert training_memory(c, data, 1)["activations_per_clip"] == mem["activations_per_clip"]
