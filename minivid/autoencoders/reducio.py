@@ -46,6 +46,11 @@ change R1's shapes or what the decoder is given, so the compression results comp
   content features in place, :class:`ContentFusion`). At CPU scale the official fusion has to learn attention
   that finds the content before the decoder can copy anything; both options are measured in
   ``bench/results/measurements.md``.
+- ``content_residual`` (off by default, another option the release does not have): the decoder predicts the clip
+  *minus* its content frame, :math:`\hat V = D(z, c) + V_{(T-1)//2}` repeated over the frames. A clip whose
+  background is still is then right from the first update wherever nothing moves, and the decoder and the motion
+  latent spend their capacity on what changes; the zoo's ``reducio-vae`` uses it (without it the recipe's 800
+  updates ended below the latent-free baselines, measurements.md).
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class ReducioConfig(ModelConfig):
     fusion_head_dim: int = 64
     fusion_spatial_pe: bool = False
     fusion_skip: bool = False  # minivid's option: ContentFusion(skip=True), a zero-initialised in-place content path
+    content_residual: bool = False  # minivid's option: decode(z, c) = decoder(z, c) + c repeated over the frames
     normalize_latent: bool = True
     attention_backend: str = "sdpa"  # of the content fusion's cross-attention
     init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
@@ -114,6 +120,9 @@ class ReducioConfig(ModelConfig):
                 raise ValueError(f"content_channel_mult needs {c + 1} levels to reach H/{max(self.fusion_factors)}, "
                                  f"got {self.content_channel_mult}")
         check_choice("attention_backend", self.attention_backend, BACKENDS)
+        if self.content_residual and not self.use_content:
+            raise ValueError("content_residual=True adds the content frame to the decoder's output: it needs "
+                             "use_content=True")
         if self.latent_channels < 1 or self.num_res_blocks < 1:
             raise ValueError(f"latent_channels={self.latent_channels} and num_res_blocks={self.num_res_blocks} "
                              "must be >= 1")
@@ -273,7 +282,8 @@ class ReducioVAE(VideoAutoencoder):
 
     def decode(self, z: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """R1/R2: (B, |z|, T', h, w) [+ content (B, 3, h f_s, w f_s)] -> (B, 3, T' f_t, h f_s, w f_s): the latent is
-        layer-normalised, then decoded with the content fused at H/8 and H/4 (required when ``use_content``)."""
+        layer-normalised, then decoded with the content fused at H/8 and H/4 (required when ``use_content``);
+        with ``content_residual`` the content frame is added to every decoded frame."""
         if z.ndim != 5 or z.shape[1] != self.latent_channels:
             raise ValueError(f"expected latents (B, {self.latent_channels}, T', h, w), got {tuple(z.shape)}")
         f_t, f_s, _ = self.downsample
@@ -289,7 +299,10 @@ class ReducioVAE(VideoAutoencoder):
             context = self.content_features(content)
         elif content is not None:
             raise ValueError("this Reducio VAE has no content pathway (use_content=False); do not pass content")
-        return self.decoder(self.normalize(z), context=context)
+        out = self.decoder(self.normalize(z), context=context)
+        if self.config.content_residual:
+            out = out + content[:, :, None]  # (B, 3, T, H, W): the decoder predicts V - V_content
+        return out
 
     @property
     def last_layer(self) -> torch.Tensor:

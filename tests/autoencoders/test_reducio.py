@@ -228,3 +228,26 @@ def test_fusion_skip_starts_as_the_official_fusion_and_adds_content_in_place():
         ref = tiny()
         ref.load_state_dict({k: v for k, v in m.state_dict().items() if not (k.startswith("decoder.fusions.") and ".skip." in k)})
         torch.testing.assert_close(m.reconstruct(x), ref.reconstruct(x))
+
+
+def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
+    """``content_residual`` (minivid's option): decode(z, c) = decoder(z, c) + c on every frame. With the same
+    weights the difference from a model without it is exactly the content frame repeated over the frames; with the
+    decoder's last convolution zeroed the output *is* that repeat; changing the latent changes only the decoder's
+    term. Off by default (the release), refused without the content pathway."""
+    m, ref = tiny(content_residual=True), tiny()
+    ref.load_state_dict(m.state_dict())
+    x = video(2, 8, 32, 32)
+    c = m.conditions(x)["content"]
+    z = m.encode(x).mean
+    with torch.no_grad():
+        torch.testing.assert_close(m.decode(z, content=c) - ref.decode(z, content=c),
+                                   c[:, :, None].expand(-1, -1, 8, -1, -1), rtol=0, atol=1e-6)
+        m.decoder.conv_out.weight.zero_()
+        m.decoder.conv_out.bias.zero_()
+        out = m.decode(z, content=c)
+        assert torch.equal(out, c[:, :, None].expand_as(out))
+        assert torch.equal(m.decode(torch.randn_like(z), content=c), out)
+    assert ReducioConfig().content_residual is False
+    with pytest.raises(ValueError, match="content_residual=True .* use_content=True"):
+        ReducioConfig(use_content=False, content_residual=True)
