@@ -49,6 +49,12 @@ way); the outputs at padded frames are meaningless and the loss leaves them out 
 ``fuser_i(h, f_i)`` in block i on the video tokens after the block's first expert AdaLN and before the attention (the
 site of Tora's CogVideoX release), as a grid (B, n_t, n_h, n_w, d); it must return that shape. One fuser for every
 block or a sequence of ``depth``; the model never imports them (:mod:`minivid.conditioning.motion` makes them).
+
+**Pooled text in the modulation** (``pooled_text=True``, minivid's option, not in CogVideoX): the mean of the real
+text embeddings (over ``text_mask``'s True tokens, all tokens without a mask) goes through a zero-initialised linear
+map to ``time_embed_dim`` and is added to the timestep embedding, so every expert AdaLN and the output AdaLN see the
+caption as a global vector, as SD3's MMDiT adds its pooled CLIP vector and Latte its class embedding. Zero-initialised,
+a model with it starts as the same model without it.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class ExpertTransformerConfig(ModelConfig):
     spatial_interpolation_scale: float = 1.875  # sincos only: spatial coordinates are divided by it
     temporal_interpolation_scale: float = 1.0
     ofs_embed_dim: int = 0  # CogVideoX 1.5 image-to-video: an extra embedding of the "ofs" scalar
+    pooled_text: bool = False  # minivid's option: the masked mean of the text embeddings added to the modulation
     ff_inner_dim: int | None = None  # default 4 d
     norm_eps: float = 1e-5
     norm_affine: bool = True
@@ -269,6 +276,11 @@ class ExpertTransformer(Model):
         self.text_proj = nn.Linear(c.text_dim, d)
         self.time_embed = TimestepEmbedding(c.time_embed_dim, freq_dim=d)
         self.ofs_embed = TimestepEmbedding(c.ofs_embed_dim, freq_dim=c.ofs_embed_dim) if c.ofs_embed_dim else None
+        self.text_pool = None
+        if c.pooled_text:  # minivid's option: zero-initialised, so the model starts as one without it
+            self.text_pool = nn.Linear(c.text_dim, c.time_embed_dim)
+            nn.init.zeros_(self.text_pool.weight)
+            nn.init.zeros_(self.text_pool.bias)
         ff = c.ff_inner_dim or 4 * d
         self.blocks = nn.ModuleList(ExpertBlock(d, c.heads, c.head_dim, c.time_embed_dim, ff, c.norm_eps,
                                                 c.norm_affine, c.attention_bias, c.attention_backend)
@@ -355,6 +367,8 @@ class ExpertTransformer(Model):
         if self.ofs_embed is not None:
             ofs = torch.as_tensor(ofs, device=x.device).reshape(-1).expand(b)
             emb = emb + self.ofs_embed(ofs.to(torch.float32)).to(x.dtype)
+        if self.text_pool is not None:
+            emb = emb + self.text_pool(pooled_text(text, text_mask)).to(x.dtype)
         patches = rearrange(x, "b c (n_t s) (n_h p) (n_w q) -> b (n_t n_h n_w) (c s p q)", s=c.patch_size_t,
                             p=c.patch_size, q=c.patch_size)
         video = self.patch_embed(patches)  # C2: (B, N, d)
@@ -387,6 +401,15 @@ class ExpertTransformer(Model):
         out = self.proj_out(h)  # (B, N, C_out·q·p·p)
         return rearrange(out, "b (n_t n_h n_w) (c s p q) -> b c (n_t s) (n_h p) (n_w q)", n_t=n_t, n_h=n_h,
                          s=c.patch_size_t, p=c.patch_size, q=c.patch_size)
+
+
+def pooled_text(text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of the text embeddings (B, L, D) over the real tokens (``text_mask`` (B, L), True = real; all tokens
+    when None) -> (B, D); a caption without any real token gives zeros."""
+    if text_mask is None:
+        return text.mean(dim=1)
+    w = text_mask.to(device=text.device, dtype=text.dtype)[..., None]  # (B, L, 1)
+    return (text * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -321,3 +321,35 @@ def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
     assert len(calls) == 2  # one per block, only in the checkpointed pass
     for k, g in grads[0].items():
         torch.testing.assert_close(grads[1][k], g, atol=1e-6, rtol=1e-5)
+
+
+def test_pooled_text_starts_as_the_plain_model_and_adds_the_masked_mean_to_the_modulation():
+    """minivid's option ``pooled_text``: zero-initialised, so a model with it equals the same weights without it;
+    once trained, the modulation's embedding is time_embed(t) + W · mean(real text tokens) + b (float64 reference,
+    read at the output AdaLN's input); masked tokens still change nothing; off by default."""
+    import torch.nn.functional as F
+
+    cfg = dict(in_channels=4, heads=2, head_dim=16, depth=1, time_embed_dim=24, text_dim=12, zero_init=False)
+    torch.manual_seed(0)
+    m = ExpertTransformer(ExpertTransformerConfig(**cfg, pooled_text=True)).eval()
+    plain = ExpertTransformer(ExpertTransformerConfig(**cfg)).eval()
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("text_pool.")})
+    x, t, text = inputs()
+    seen = []
+    m.norm_out_linear.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].double()))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, t, text), plain(x, t, text), rtol=0, atol=0)
+        m.text_pool.weight.normal_()
+        m.text_pool.bias.normal_()
+        w, b = m.text_pool.weight.double(), m.text_pool.bias.double()
+        base = plain.time_embed(t.float()).double()
+        mask = torch.tensor([[True, False, True, True]])
+        for kw, mean in ((dict(), text[0].double().mean(0)), (dict(text_mask=mask), text[0, [0, 2, 3]].double().mean(0))):
+            seen.clear()
+            y = m(x, t, text, **kw)
+            torch.testing.assert_close(seen[0], F.silu(base + mean @ w.T + b), rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(y, plain(x, t, text, **kw), atol=1e-4)
+        text2 = text.clone()
+        text2[:, 1] += 5.0  # the masked token
+        torch.testing.assert_close(m(x, t, text2, mask), m(x, t, text, mask), rtol=0, atol=1e-6)
+    assert ExpertTransformerConfig().pooled_text is False
