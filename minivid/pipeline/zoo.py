@@ -143,11 +143,19 @@ def latent_grid_baseline(test: torch.Tensor, factors: tuple[int, int, int]) -> f
 
 
 def autoencoder_metrics(model, test: torch.Tensor) -> dict:
-    """Held-out PSNR/SSIM of the posterior-mode reconstructions next to the latent-free baselines."""
+    """Held-out PSNR/SSIM of the posterior-mode reconstructions next to the latent-free baselines; a decoder that
+    is also given a content frame (Reducio, R2) gets that frame repeated over the clip as one more baseline (what its
+    side information alone gives)."""
+    from ..metrics import psnr
+
     ev = evaluate(model.eval(), test)
     base = reference_psnr(test)
     f_t, f_s, _ = model.downsample
     base[f"{f_t}x{f_s}x{f_s} block means (the latent grid)"] = latent_grid_baseline(test, model.downsample)
+    content = model.conditions(test).get("content")
+    if content is not None:
+        base["content frame repeated (the decoder's side information)"] = psnr(
+            content[:, :, None].expand_as(test), test).mean().item()
     best = max(base.values())
     out = {"psnr": ev["psnr"], "ssim": ev["ssim"], "baselines_psnr": base, "best_baseline_psnr": best,
            "margin_db": ev["psnr"] - best, "test_clips": len(test),
