@@ -77,10 +77,11 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
              batch: int = 8) -> dict[str, float]:
     """PSNR and SSIM (mean over clips of the per-frame mean, data range 2) of the posterior-mode reconstructions
     of held-out clips ``test`` (N, 3, T, H, W). With a content pathway (R2) also ``psnr_wrong_content``: every
-    clip decoded with the next clip's content frame, and ``wrong_content_wins``: the share of clips for which the
-    wrong frame did at least as well (the content check)."""
+    clip decoded with the next clip's content frame, ``wrong_content_wins``: the share of clips for which the
+    wrong frame did at least as well (the content check), and ``psnr_without_content_frame``: the PSNR over the
+    other frames (the decoder is given the content frame, so reconstructing it proves nothing about the latent)."""
     model.eval()
-    p, s, p_wrong = [], [], []
+    p, s, p_wrong, p_other = [], [], [], []
     for i in range(0, len(test), batch):
         x = test[i:i + batch].to(device)
         z = model.encode(x).mode()
@@ -92,6 +93,8 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
             other = test[torch.arange(i, i + len(x)).add(1) % len(test)].to(device)  # the next clip
             wrong = model.decode(z, content=model.conditions(other)["content"]).clamp(-1, 1)
             p_wrong.append(psnr(wrong, x).cpu())
+            others = [k for k in range(x.shape[2]) if k != model.content_index(x.shape[2])]
+            p_other.append(psnr(rec[:, :, others], x[:, :, others]).cpu())
     p = torch.cat(p)
     out = {"psnr": p.mean().item(), "psnr_std": p.std().item() if len(p) > 1 else 0.0,
            "ssim": torch.cat(s).mean().item()}
@@ -99,6 +102,7 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
         pw = torch.cat(p_wrong)
         out["psnr_wrong_content"] = pw.mean().item()
         out["wrong_content_wins"] = (pw >= p).float().mean().item()
+        out["psnr_without_content_frame"] = torch.cat(p_other).mean().item()
     return out
 
 

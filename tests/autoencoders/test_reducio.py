@@ -233,8 +233,8 @@ def test_fusion_skip_starts_as_the_official_fusion_and_adds_content_in_place():
 def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
     """``content_residual`` (minivid's option): decode(z, c) = decoder(z, c) + c on every frame. With the same
     weights the difference from a model without it is exactly the content frame repeated over the frames; with the
-    decoder's last convolution zeroed the output *is* that repeat; changing the latent changes only the decoder's
-    term. Off by default (the release), refused without the content pathway."""
+    decoder's last convolution zeroed the output *is* that repeat, and the zoo's metrics score it exactly as the
+    content-frame baseline on the other frames. Off by default (the release), refused without the content pathway."""
     m, ref = tiny(content_residual=True), tiny()
     ref.load_state_dict(m.state_dict())
     x = video(2, 8, 32, 32)
@@ -248,6 +248,13 @@ def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
         out = m.decode(z, content=c)
         assert torch.equal(out, c[:, :, None].expand_as(out))
         assert torch.equal(m.decode(torch.randn_like(z), content=c), out)
+    # scored as the zoo scores it: such a decoder is the content-frame baseline on the other frames, while its exact
+    # content frame lifts the all-frame average far above it (why the zoo reports psnr_without_content_frame)
+    from minivid.pipeline.zoo import autoencoder_metrics
+    mets = autoencoder_metrics(m, video(3, 8, 32, 32, seed=1))
+    base = mets["baselines_psnr"]["content frame repeated (the decoder's side information)"]
+    assert mets["psnr_without_content_frame"] == pytest.approx(base, abs=1e-4)
+    assert mets["psnr"] > base + 20
     assert ReducioConfig().content_residual is False
     with pytest.raises(ValueError, match="content_residual=True .* use_content=True"):
         ReducioConfig(use_content=False, content_residual=True)
