@@ -252,3 +252,13 @@ def test_first_frame_channels_concatenate_the_first_latent_to_every_frame():
         ToraConfig(base=plain.config.base, first_frame_channels=True)
     with pytest.raises(ValueError, match=r"base.cond_channels=4 must be 0 with first_frame_channels=False"):
         ToraConfig(base=replace(plain.config.base, cond_channels=4))
+
+
+def test_tora_recipe_refuses_bad_arguments_before_any_work():
+    """The recipe's depth and fusers are checked before the (minutes-long) data encoding: no latent space is touched."""
+    from minivid.pipeline.tora import tora_recipe
+
+    with pytest.raises(ValueError, match="depth"):
+        tora_recipe(None, None, 10, depth=0)
+    with pytest.raises(ValueError, match="fusers.*film"):
+        tora_recipe(None, None, 10, fusers=("concat", "film"))
