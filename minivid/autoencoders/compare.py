@@ -72,6 +72,11 @@ def train_steps(model: VideoAutoencoder, batches: Callable[[int], torch.Tensor],
     return trainer
 
 
+def frames_without_content(model: VideoAutoencoder, num_frames: int) -> list[int]:
+    """The frame indices of a clip other than the content frame its decoder is given (R2: V_{(T-1)//2})."""
+    return [k for k in range(num_frames) if k != model.content_index(num_frames)]
+
+
 @torch.no_grad()
 def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.device = "cpu",
              batch: int = 8) -> dict[str, float]:
@@ -93,7 +98,7 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
             other = test[torch.arange(i, i + len(x)).add(1) % len(test)].to(device)  # the next clip
             wrong = model.decode(z, content=model.conditions(other)["content"]).clamp(-1, 1)
             p_wrong.append(psnr(wrong, x).cpu())
-            others = [k for k in range(x.shape[2]) if k != model.content_index(x.shape[2])]
+            others = frames_without_content(model, x.shape[2])
             p_other.append(psnr(rec[:, :, others], x[:, :, others]).cpu())
     p = torch.cat(p)
     out = {"psnr": p.mean().item(), "psnr_std": p.std().item() if len(p) > 1 else 0.0,

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from ..autoencoders import (AutoencoderTrainer, CausalVAE, CausalVAEConfig, LatentSpace, ReducioConfig, ReducioVAE,
                             VAE2D, VAE2DConfig)
-from ..autoencoders.compare import evaluate, reference_psnr
+from ..autoencoders.compare import evaluate, frames_without_content, reference_psnr
 from ..autoencoders.pvdm import PVDMAutoencoder, PVDMAutoencoderConfig
 from ..data import MiniSprites, track_sprites
 from ..metrics.sprites import centre_jitter, sprite_scores
@@ -155,7 +155,7 @@ def autoencoder_metrics(model, test: torch.Tensor) -> dict:
     base[f"{f_t}x{f_s}x{f_s} block means (the latent grid)"] = latent_grid_baseline(test, model.downsample)
     content = model.conditions(test).get("content")
     if content is not None:  # Reducio: frames other than the content frame, which the decoder is given
-        others = [i for i in range(test.shape[2]) if i != model.content_index(test.shape[2])]
+        others = frames_without_content(model, test.shape[2])
         base["content frame repeated (the decoder's side information)"] = psnr(
             content[:, :, None].expand_as(test)[:, :, others], test[:, :, others]).mean().item()
     best = max(base.values())
@@ -592,7 +592,6 @@ def t2v_zoo_config():
     from .text2video import TextToVideoConfig
 
     config = TextToVideoConfig()
-    # pooled_text (minivid's option): sprite check 36% against 27% without it (measurements.md, stop 30)
     return dataclasses.replace(config, text=dataclasses.replace(config.text, trainable=False),
                                transformer=dataclasses.replace(config.transformer, pooled_text=True))
 
