@@ -63,6 +63,12 @@ def test_evaluate_and_the_content_check_on_a_decoder_that_copies_the_content_fra
     wrong = torch.cat([clips[1:], clips[:1]])  # every clip decoded with the next clip's frame, across batches
     assert m["psnr_wrong_content"] == pytest.approx(psnr(wrong, clips).mean().item(), rel=1e-5)
     assert m["wrong_content_wins"] == 0.0
+    # clips that change: the copy is exact on the content frame V_1 only; psnr_without_content_frame scores frames 0, 2, 3
+    moving = torch.rand(4, 3, 4, 64, 64, generator=g) * 2 - 1
+    mm = evaluate(model, moving, batch=2)
+    copy = moving[:, :, 1:2].expand_as(moving)
+    assert mm["psnr_without_content_frame"] == pytest.approx(psnr(copy[:, :, [0, 2, 3]], moving[:, :, [0, 2, 3]]).mean().item(), rel=1e-5)
+    assert mm["psnr"] > mm["psnr_without_content_frame"] + 40  # the exact content frame dominates the all-frame mean
     plain = evaluate(build_compression_models(channels=4, frames=4)["2D VAE 1x8x8"][0], clips[:2])
     assert "psnr_wrong_content" not in plain and math.isfinite(plain["psnr"])
 
