@@ -291,12 +291,13 @@ PVDM_SPRITES = (1, 3)  # sprites per training video (one sprite: 9% vs 6% pass, 
 # The planes are diffused as they are, as in the release (tanh-bounded; std ~0.35 here). True: scaled to unit std
 # (LDM's scale factor, x2.5, in the card as latent_scale): 2 of 32 pass either way, not adopted (measurements.md).
 PVDM_UNIT_STD = False
+PVDM_LATENT_NOISE = 0.0  # PVDMAutoencoderConfig.latent_noise of the recipe's autoencoder
 
 
 def _pvdm_ae(steps, progress, log):
     model = PVDMAutoencoder(PVDMAutoencoderConfig(patch_size=4, latent_channels=4, dim=64, encoder_depth=1,
                                                   decoder_depth=1, projector_depth=1, heads=4, projector_heads=4,
-                                                  mlp_ratio=2.0))
+                                                  mlp_ratio=2.0, latent_noise=PVDM_LATENT_NOISE))
     pool = clip_pool(2048, PVDM_SIZE, PVDM_FRAMES, dtype=torch.float16)
     # MSE only: L1's gradient treats the small sprites like the background, and PVDM's transformer autoencoder then
     # sits at the average frame for longer (P6's release uses 4 L1 + 4 LPIPS + GAN at 256 px)

@@ -12,6 +12,7 @@ from minivid.autoencoders.pvdm import (
     PVDMAutoencoderConfig,
     check_planes,
     latent_cost,
+    noisy_planes,
     pack_planes,
     triplane_grid,
     unpack_planes,
@@ -193,6 +194,34 @@ def test_trainer_l2_term():
     assert logs["loss"] == pytest.approx(0.5 * logs["l1"] + 2.0 * logs["l2"], rel=1e-5)
     with pytest.raises(ValueError, match="l2_weight=-1"):
         AutoencoderTrainer(m, l2_weight=-1)
+
+
+def test_latent_noise_perturbs_only_the_training_decode():
+    """latent_noise: in train mode forward(sample=True) decodes planes + sigma * eps, sigma ~ U(0, s) per clip
+    (the same draws from the same generator); eval mode, sample=False and latent_noise=0 decode the planes as they
+    are; the noise std is within the bound."""
+    x = video(3, 4, 16, 16)
+    base = tiny(patch_size=4)
+    noisy = tiny(patch_size=4, latent_noise=0.3)  # same seed: same weights
+    with torch.no_grad():
+        planes = base.encode(x).value
+        clean = base.decode(planes)
+        torch.testing.assert_close(noisy.eval()(x)[0], clean)  # eval: no noise
+        noisy.train()
+        torch.testing.assert_close(noisy(x, sample=False)[0], clean)
+        torch.testing.assert_close(base.train()(x, generator=torch.Generator().manual_seed(1))[0], clean)
+        out = noisy(x, generator=torch.Generator().manual_seed(1))[0]
+        g = torch.Generator().manual_seed(1)
+        sigma = torch.rand(3, generator=g) * 0.3
+        expected = tuple(z + sigma.view(-1, 1, 1, 1) * torch.randn(z.shape, generator=g) for z in planes)
+        torch.testing.assert_close(out, noisy.decode(expected))
+        assert (out - clean).abs().amax() > 1e-3
+        big = noisy_planes(tuple(torch.zeros(2000, 1, 16, 16) for _ in range(3)), 0.3,
+                           torch.Generator().manual_seed(2))
+        per_clip = torch.cat([z.flatten(1) for z in big], 1).std(1)
+        assert per_clip.max() < 0.3 * 1.1 and per_clip.mean() == pytest.approx(0.15, rel=0.05)
+    with pytest.raises(ValueError, match="latent_noise"):
+        PVDMAutoencoderConfig(latent_noise=-0.1)
 
 
 def test_attention_backends_agree():
