@@ -45,7 +45,7 @@ holds sits in :math:`z^s` and one row/column profile (checked in the tests, meas
 
 Noisy planes in training (``latent_noise``, minivid's option, off by default as in the release). Without a KL
 term the decoder is fragile: planes of held-out clips with Gaussian noise of std 0.1 (a third of their std) decode
-to clips whose sprites change colour (sprite check 81% -> 42%), the plane U-Net's main failure. With
+to clips whose sprites change colour (sprite check 81% -> 42%), as the plane U-Net's samples do. With
 ``latent_noise = s`` the training forward pass (``forward(sample=True)`` in train mode) decodes
 :math:`z + \sigma\epsilon`, :math:`\sigma \sim U(0, s)` per clip, so the decoder learns to absorb such errors
 (bench/results/measurements.md: with ``latent_noise=0.2`` the decoder keeps 66% at std 0.2, against 2%, at
