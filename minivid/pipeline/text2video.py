@@ -38,6 +38,7 @@ from ..transformers import ExpertTransformer, ExpertTransformerConfig
 from ..utils.validation import check_int, is_number
 
 SEED = 0
+SCHEDULES = ("cogvideox", "cosine")
 
 
 def _default_text() -> TextEncoderConfig:
@@ -57,12 +58,17 @@ def _default_transformer() -> ExpertTransformerConfig:
 @dataclass
 class TextToVideoConfig(ModelConfig):
     """The text encoder's and the expert transformer's configs; ``transformer.text_dim`` must be the encoder's
-    width and ``transformer.max_text_len`` at least its ``max_length``."""
+    width and ``transformer.max_text_len`` at least its ``max_length``. ``schedule``: the noise schedule the model
+    is trained and sampled with (:func:`text_to_video_schedule`): ``"cogvideox"`` (D10, zero terminal SNR, trailing
+    timesteps; CogVideoX's) or ``"cosine"`` (D1, log-SNR timesteps; the zoo's Latte and latent U-Net's)."""
 
     text: TextEncoderConfig = field(default_factory=_default_text)
     transformer: ExpertTransformerConfig = field(default_factory=_default_transformer)
+    schedule: str = "cogvideox"
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not supported; allowed: {SCHEDULES}")
         if not isinstance(self.text, TextEncoderConfig):
             raise ValueError(f"text={self.text!r} must be a TextEncoderConfig")
         if not isinstance(self.transformer, ExpertTransformerConfig):
@@ -102,6 +108,15 @@ class TextToVideo(Model):
 def t2v_schedule(num_steps: int = 1000, snr_shift_scale: float = 1.0) -> NoiseSchedule:
     """D10: CogVideoX's schedule (the 5B model's shift of 1 by default: our 8 x 8 latents need no extra noise)."""
     return NoiseSchedule.cogvideox(num_steps, snr_shift_scale)
+
+
+def text_to_video_schedule(config: TextToVideoConfig, num_steps: int = 1000) -> tuple[NoiseSchedule, str]:
+    """The noise schedule a :class:`TextToVideo` with ``config`` trains on and the timestep spacing its sampler
+    uses: ``"cogvideox"``: :func:`t2v_schedule` (D10) with ``"trailing"`` steps from SNR 0; ``"cosine"``: Improved
+    DDPM's cosine schedule (D1) with ``"logsnr"`` steps (DPM-Solver++'s, D8)."""
+    if config.schedule == "cosine":
+        return NoiseSchedule.cosine(num_steps), "logsnr"
+    return t2v_schedule(num_steps), "trailing"
 
 
 def caption_pool(n: int, size: int = 32, frames: int = 8, split: str = "train", seed: int = SEED,
@@ -161,7 +176,8 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     if text_encoder is not None:
         copy_text_encoder(model.text, text_encoder, "text_encoder")
     null_ids, null_mask = model.tokenize([""])
-    trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
+    trainer = DiffusionTrainer(model, text_to_video_schedule(model.config)[0], prediction="v", lr=lr,
+                               warmup_steps=min(200, steps // 10),
                                ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,
                                grad_clip=1.0)
     g = torch.Generator().manual_seed(SEED)
@@ -200,8 +216,9 @@ def sample_text_to_video(model: TextToVideo, space: LatentSpace, captions: Seque
                          steps: int = 25, seed: int = SEED, batch: int = 32, frames: int = 8, latent_size: int = 8,
                          device: torch.device | str = "cpu") -> torch.Tensor:
     """Clips (N, 3, T, H, W) in [-1, 1] for ``captions``: DPM-Solver++ (D8) from pure noise at SNR = 0 over
-    ``steps`` trailing timesteps (D10), classifier-free guidance against the empty caption, then the decoder."""
-    s = t2v_schedule()
+    ``steps`` trailing timesteps (D10; log-SNR steps for a model with ``schedule="cosine"``), classifier-free
+    guidance against the empty caption, then the decoder."""
+    s, spacing = text_to_video_schedule(model.config)
     g = torch.Generator().manual_seed(seed)
     model.eval()
     out = []
@@ -213,10 +230,10 @@ def sample_text_to_video(model: TextToVideo, space: LatentSpace, captions: Seque
         x_T = torch.randn((len(caps), c, frames, latent_size, latent_size), generator=g).to(device)
         fn = classifier_free_guidance(model, {"ids": ids.to(device), "mask": mask.to(device)},
                                       {"ids": null_ids.to(device), "mask": null_mask.to(device)}, guidance)
-        z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "trailing"), prediction="v")
+        z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, spacing), prediction="v")
         out.append(space.decode(z).cpu())
     return torch.cat(out)
 
 
-__all__ = ["TextToVideoConfig", "TextToVideo", "t2v_schedule", "caption_pool", "train_text_to_video",
-           "sample_text_to_video", "parse_caption", "caption_scores", "caption_accuracy"]
+__all__ = ["TextToVideoConfig", "TextToVideo", "t2v_schedule", "text_to_video_schedule", "caption_pool",
+           "train_text_to_video", "sample_text_to_video", "parse_caption", "caption_scores", "caption_accuracy"]

@@ -156,3 +156,45 @@ def test_text_encoder_starts_the_t5_from_the_zoo_system_and_keeps_it_frozen():
                             text_encoder=system_text, progress=False)
     with pytest.raises(ValueError, match=r"text_encoder must be a TextEncoder, got str"):
         train_text_to_video(LatentSpace(vae, 1.0), steps=1, config=config, text_encoder="system")
+
+
+@pytest.mark.filterwarnings("ignore:.*were truncated")
+def test_the_cosine_schedule_option_trains_and_samples_on_its_own_schedule():
+    """``schedule="cosine"``: training draws from Improved DDPM's schedule (D1) and the sampler equals DPM-Solver++
+    composed by hand with that schedule's log-SNR timesteps; the default stays CogVideoX's zero-terminal SNR."""
+    from minivid.diffusion import NoiseSchedule, classifier_free_guidance, dpm_solver_pp_sample, make_timesteps
+    from minivid.pipeline.text2video import text_to_video_schedule, train_text_to_video
+
+    cos = NoiseSchedule.cosine(1000)
+    s, spacing = text_to_video_schedule(_with_schedule("cosine"))
+    assert spacing == "logsnr" and torch.equal(s.alphas_cumprod, cos.alphas_cumprod)
+    s, spacing = text_to_video_schedule(tiny())
+    assert spacing == "trailing" and torch.equal(s.alphas_cumprod, t2v_schedule().alphas_cumprod)
+
+    vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
+    space = LatentSpace(vae, 1.0)
+    model, trainer = train_text_to_video(space, 2, batch=2, num_clips=4, config=_with_schedule("cosine"),
+                                         progress=False, log=lambda _: None)
+    assert torch.equal(trainer.schedule.alphas_cumprod.to(cos.alphas_cumprod.dtype), cos.alphas_cumprod)
+
+    captions = ["a red circle moves up", "a cyan square bounces"]
+    videos = sample_text_to_video(model, space, captions, steps=4, frames=2, latent_size=4, guidance=3.0)
+    ids, mask = model.tokenize(captions)
+    null_ids, null_mask = model.tokenize(["", ""])
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn((2, 4, 2, 4, 4), generator=g)
+    fn = classifier_free_guidance(model, {"ids": ids, "mask": mask}, {"ids": null_ids, "mask": null_mask}, 3.0)
+    with torch.no_grad():
+        z = dpm_solver_pp_sample(fn, x_T, cos, make_timesteps(cos, 4, "logsnr"), prediction="v")
+        assert torch.allclose(videos, space.decode(z), atol=1e-6)
+
+
+def _with_schedule(schedule: str) -> TextToVideoConfig:
+    import dataclasses
+
+    return dataclasses.replace(tiny(), schedule=schedule)
+
+
+def test_an_unknown_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"schedule='linear' is not supported; allowed: \('cogvideox', 'cosine'\)"):
+        _with_schedule("linear")
