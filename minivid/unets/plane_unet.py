@@ -20,6 +20,11 @@ weights), and, inside the cross-plane attention, fixed sin-cos positions (:func:
 every token's coordinates on the axes its plane has (s, h, w; one third of the channels per axis), so that
 attention can line up :math:`z^s_{hw}` with the column w of :math:`z^h` and the row h of :math:`z^w`.
 
+A third minivid addition, off by default (PVDM generates unconditionally): ``num_classes > 0`` adds a learned
+class embedding to the timestep embedding, as ADM's class-conditional U-Net does, with one more row for the null
+class (``y=None``), so that classifier-free guidance can pin what the class names (the zoo: a sprite's colour and
+motion) in every frame of a clip.
+
 Inputs and outputs: a tuple of planes ``(z_s, z_h, z_w)``, or the packed tensor (B, C, H'W' + SW' + SH') of
 :func:`minivid.nn.triplane.pack_planes` together with ``shape=(S, H', W')`` (what the samplers of
 minivid.diffusion work on); the output has the input's form.
@@ -55,9 +60,12 @@ class PlaneUNetConfig(ModelConfig):
     norm_groups: int = 8
     dropout: float = 0.0
     attention_backend: str = "sdpa"
+    num_classes: int = 0  # minivid addition: > 0 adds a class embedding (index num_classes = the null class)
 
     def __post_init__(self):
         self.channel_mult = check_int_tuple("channel_mult", self.channel_mult)
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes!r} must be an int >= 0 (0: unconditional on classes)")
         check_positive_ints(self, ("in_channels", "channels", "num_res_blocks", "heads", "norm_groups"))
         check_number("dropout", self.dropout, 0.0, 1.0)
         for m in self.channel_mult:
@@ -111,7 +119,8 @@ class CrossPlaneAttention(nn.Module):
 
 
 class PlaneUNet(Model):
-    """``model(z_t, t, cond=None, shape=None) -> eps`` on triplanes (P7, P8); see the module docstring.
+    """``model(z_t, t, cond=None, shape=None, y=None) -> eps`` on triplanes (P7, P8; ``y``: class labels (B,)
+    when ``num_classes > 0``); see the module docstring.
 
     Every side of every plane (S, H', W') must be divisible by 2 ** (len(channel_mult) - 1)."""
 
@@ -124,6 +133,8 @@ class PlaneUNet(Model):
         emb_dim = 4 * c0
         self.time_embed = TimestepEmbedding(emb_dim, freq_dim=c0)
         self.plane_embed = nn.Embedding(3, emb_dim) if cfg.plane_embedding else None
+        # class label -> added to the timestep embedding (ADM's class conditioning); the extra row is the null class
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
         in_ch = cfg.in_channels * (2 if cfg.conditional else 1)  # P8: [z_t, z^1_0] on channels
         self.stem = nn.Conv2d(in_ch, c0, 3, padding=1)
 
@@ -182,7 +193,7 @@ class PlaneUNet(Model):
             return unpack_planes(z, shape), True
         return tuple(z), False
 
-    def forward(self, z, t: torch.Tensor, cond=None, shape=None):
+    def forward(self, z, t: torch.Tensor, cond=None, shape=None, y: torch.Tensor | None = None):
         cfg = self.config
         planes, packed = self._planes(z, shape, "z")
         s, hp, wp = check_planes(planes, cfg.in_channels, name="z")
@@ -192,6 +203,12 @@ class PlaneUNet(Model):
                              f"{self.downsample_factor} = 2 ** (len(channel_mult) - 1) for this config")
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
+        if y is not None and not cfg.num_classes:
+            raise ValueError("y was given but this PlaneUNet has no class embedding (num_classes=0)")
+        if y is not None and (y.shape != (b,) or y.dtype.is_floating_point or int(y.min()) < 0
+                              or int(y.max()) > cfg.num_classes):
+            raise ValueError(f"y must be ({b},) integer labels in 0..{cfg.num_classes} ({cfg.num_classes}: the null "
+                             f"class), got shape {tuple(y.shape)}")
         if cfg.conditional:
             if cond is None:  # P8's null condition: zeros
                 cond = tuple(torch.zeros_like(p) for p in planes)
@@ -208,6 +225,8 @@ class PlaneUNet(Model):
             hs = self._shared(self.stem, list(planes))
 
         temb = self.time_embed(t)  # (B, emb)
+        if self.class_embed is not None:  # no label: the null class
+            temb = temb + self.class_embed(y if y is not None else torch.full_like(t, cfg.num_classes, dtype=torch.long))
         # (B, emb) per plane: timestep embedding (+ which plane it is)
         embs = [temb + self.plane_embed.weight[k] if self.plane_embed is not None else temb for k in range(3)]
 

@@ -189,3 +189,71 @@ def test_long_video_latent_scale_samples_scaled_planes_and_decodes_them_unscaled
     for bad in (0.0, -1.0, float("nan"), True):
         with pytest.raises(ValueError, match="latent_scale"):
             generate_long_video(ConditionalOracle(s, 2.0, 0.3), ae, s, num_clips=1, shape=SHAPE, latent_scale=bad)
+
+
+def test_class_labels_are_dropped_to_the_null_class_at_the_trainer_rate():
+    """JointTrainer.step(..., y): with label_dropout 0 the step equals DiffusionTrainer's with the labels; with
+    0.5 about half the labels become the null class, drawn from their own generator (the condition coins and the
+    trainer's noise are unchanged, so the loss of a model that ignores labels would not move)."""
+    s = NoiseSchedule.linear(1000)
+
+    def unet():
+        torch.manual_seed(0)
+        m = PlaneUNet(PlaneUNetConfig(in_channels=C, channels=8, channel_mult=(1, 2), heads=2, norm_groups=4,
+                                      num_classes=3))
+        return m.train()
+
+    z2, z1, y = planes(4), planes(4, seed=1), torch.tensor([0, 1, 2, 0])
+    a = JointTrainer(unet(), s, lam=1.0, seed=0, warmup_steps=1, label_dropout=0.0)
+    b = DiffusionTrainer(unet(), s, seed=0, warmup_steps=1)
+    assert a.step(z2, z1, y=y)["loss"] == pytest.approx(
+        b.step(pack_planes(z2), cond=pack_planes(z1), shape=SHAPE, y=y)["loss"], rel=1e-6)
+
+    seen = []
+
+    class Spy(PlaneUNet):
+        def forward(self, z, t, cond=None, shape=None, y=None):
+            seen.append(y.clone())
+            return super().forward(z, t, cond=cond, shape=shape, y=y)
+
+    torch.manual_seed(0)
+    spy = Spy(PlaneUNetConfig(in_channels=C, channels=8, channel_mult=(1, 2), heads=2, norm_groups=4, num_classes=3))
+    c = JointTrainer(spy.train(), s, lam=0.3, seed=0, warmup_steps=1, label_dropout=0.5)
+    for _ in range(50):
+        c.step(z2, z1, y=y)
+    labels = torch.cat(seen)
+    kept = labels != 3
+    assert 0.35 < kept.float().mean() < 0.65 and torch.equal(labels[kept], y.repeat(50)[kept])
+    with pytest.raises(ValueError, match="no class embedding"):
+        JointTrainer(tiny_unet().train(), s).step(z2, z1, y=y)
+    with pytest.raises(ValueError, match="label_dropout=1.0 must lie in"):
+        JointTrainer(unet(), s, label_dropout=1.0)
+
+
+class LabelOracle:
+    """An exact eps-denoiser whose data mean is the label (the null class: 0), called like a PlaneUNet."""
+
+    def __init__(self, schedule, std, null):
+        self.schedule, self.std, self.null = schedule, std, null
+        self.config = PlaneUNetConfig(in_channels=C, channels=8, norm_groups=4, heads=2, num_classes=null)
+
+    def __call__(self, x, t, cond=None, shape=None, y=None):
+        mean = torch.where(y == self.null, 0, y).double()[:, None, None]
+        return GaussianOracle(self.schedule, mean, self.std)(x, t)
+
+
+def test_guided_sampling_of_class_labels_moves_the_mean_by_the_guidance_scale():
+    """Classifier-free guidance in sample_planes with an exact Gaussian denoiser per label: at scale 1 the planes
+    sit at the label's mean; at scale w the guided eps is eps(null) + w (eps(y) - eps(null)), whose flow ends near
+    w times the label's mean (means 0 for the null class), as the closed form says for equal variances."""
+    s = NoiseSchedule.linear(1000)
+    oracle = LabelOracle(s, 0.05, null=4)
+    y = torch.tensor([1, 3])
+    for w in (1.0, 2.0):
+        out = pack_planes(sample_planes(oracle, s, SHAPE, 2, C, steps=100, eta=0.0, clip=None, y=y, guidance=w,
+                                        generator=torch.Generator().manual_seed(3)))
+        torch.testing.assert_close(out.mean(dim=(1, 2)), w * y.float(), rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match=r"y must have shape \(2,\)"):
+        sample_planes(oracle, s, SHAPE, 2, C, y=torch.tensor([1]))
+    with pytest.raises(ValueError, match="no class embedding"):
+        sample_planes(tiny_unet(), s, SHAPE, 2, C, y=y)

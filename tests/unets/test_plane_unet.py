@@ -155,3 +155,28 @@ def test_every_stage_has_its_cross_plane_attention_in_the_releases_places():
     for h in hooks:
         h.remove()
     assert order == ["res1", "res2", "attn"]  # the res blocks (all planes in one call), then the planes meet
+
+
+def test_class_labels_act_like_a_timestep_shift_and_none_is_the_null_class():
+    """num_classes > 0 (minivid's addition): a label changes every plane's output and only its own batch item;
+    y=None equals the explicit null class; the class-free model has no embedding and refuses labels."""
+    m = randomised(PlaneUNet(PlaneUNetConfig(**TINY, num_classes=5)))
+    z, t = planes(2, 4, 4, 4), torch.tensor([100, 100])
+    with torch.no_grad():
+        none = m(z, t)
+        null = m(z, t, y=torch.tensor([5, 5]))
+        a = m(z, t, y=torch.tensor([1, 5]))
+        b = m(z, t, y=torch.tensor([2, 5]))
+    for k in range(3):
+        assert torch.equal(none[k], null[k])
+        assert (a[k][0] - b[k][0]).abs().max() > 1e-3  # the label matters on every plane
+        torch.testing.assert_close(a[k][1], null[k][1])  # and stays with its own clip
+    plain = PlaneUNet(PlaneUNetConfig(**TINY))
+    assert plain.class_embed is None and sum(p.numel() for p in m.parameters()) - sum(
+        p.numel() for p in plain.parameters()) == 6 * 4 * TINY["channels"]  # (num_classes + 1) x emb_dim
+    with pytest.raises(ValueError, match="no class embedding"):
+        plain(z, t, y=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels in 0..5"):
+        m(z, t, y=torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match="num_classes=-1 must be an int >= 0"):
+        PlaneUNetConfig(**TINY, num_classes=-1)
