@@ -292,6 +292,10 @@ PVDM_SPRITES = (1, 3)  # sprites per training video (one sprite: 9% vs 6% pass, 
 # (LDM's scale factor, x2.5, in the card as latent_scale): 2 of 32 pass either way, not adopted (measurements.md).
 PVDM_UNIT_STD = False
 PVDM_LATENT_NOISE = 0.0  # PVDMAutoencoderConfig.latent_noise of the recipe's autoencoder
+# > 0: the plane U-Net is class-conditional (PlaneUNetConfig.num_classes, minivid's addition) on the colour x
+# motion classes of one-sprite videos (as the zoo's Latte and latent U-Net), sampled with classifier-free guidance
+PVDM_CLASSES = 0
+PVDM_GUIDANCE = 4.0
 
 
 def _pvdm_ae(steps, progress, log):
@@ -312,7 +316,12 @@ def _pvdm_unet(steps, progress, log):
 
     ae = load_pretrained("pvdm-ae")
     n_videos = 512
-    long = clip_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES, num_sprites=PVDM_SPRITES)  # PVDM_CLIPS clips each
+    sprites, labels = PVDM_SPRITES, None
+    if PVDM_CLASSES:  # one-sprite videos with their colour x motion labels
+        long, labels = color_motion_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES)
+        sprites = 1
+    else:
+        long = clip_pool(n_videos, PVDM_SIZE, PVDM_CLIPS * PVDM_FRAMES, num_sprites=sprites)  # PVDM_CLIPS clips each
     clips = rearrange(long, "b c (l s) h w -> (b l) c s h w", s=PVDM_FRAMES)
     with torch.no_grad():
         enc = [ae.encode(clips[i:i + 64]).value for i in range(0, len(clips), 64)]
@@ -321,7 +330,7 @@ def _pvdm_unet(steps, progress, log):
     Z = [z * scale for z in Z]
     schedule = NoiseSchedule.linear(1000)
     unet = PlaneUNet(PlaneUNetConfig(in_channels=ae.latent_channels, channels=32, channel_mult=(1, 2),
-                                     num_res_blocks=1, heads=4))
+                                     num_res_blocks=1, heads=4, num_classes=PVDM_CLASSES))
     trainer = JointTrainer(unet, schedule, lam=0.3, lr=1e-3, warmup_steps=min(100, steps // 10), ema_decay=0.999,
                            seed=SEED, total_steps=steps)
     g = torch.Generator().manual_seed(SEED)
@@ -329,35 +338,53 @@ def _pvdm_unet(steps, progress, log):
     for step in range(steps):
         idx = torch.randint(n_videos, (32,), generator=g)
         l = torch.randint(1, PVDM_CLIPS, (32,), generator=g)
-        logs = trainer.step(tuple(z[idx, l] for z in Z), tuple(z[idx, l - 1] for z in Z))
+        logs = trainer.step(tuple(z[idx, l] for z in Z), tuple(z[idx, l - 1] for z in Z),
+                            y=labels[idx] if labels is not None else None)
         bar.update(1)
         if (step + 1) % max(1, steps // 10) == 0:
             log(f"  step {step + 1}/{steps}: loss {logs['loss']:.4f}")
     bar.close()
     model = trainer.ema.eval()
-    return model, {"data": {"size": PVDM_SIZE, "frames": PVDM_FRAMES, "long_video_clips": PVDM_CLIPS,
-                            "train_videos": n_videos, "batch": 32, "num_sprites": PVDM_SPRITES},
-                   "autoencoder": "pvdm-ae", "schedule": "linear(1000)", "lam": 0.3, "latent_scale": scale,
-                   "metrics": _score_pvdm_unet(model, {"data": {"num_sprites": PVDM_SPRITES}, "latent_scale": scale})}
+    data = {"size": PVDM_SIZE, "frames": PVDM_FRAMES, "long_video_clips": PVDM_CLIPS, "train_videos": n_videos,
+            "batch": 32, "num_sprites": sprites}
+    if PVDM_CLASSES:
+        data.update(labels="colour x motion (32 classes)", label_dropout=0.1)
+    card = {"data": data, "autoencoder": "pvdm-ae", "schedule": "linear(1000)", "lam": 0.3, "latent_scale": scale}
+    return model, {**card, "metrics": _score_pvdm_unet(model, card)}
+
+
+def pvdm_labels(model, n: int) -> torch.Tensor | None:
+    """The labels the zoo samples a class-conditional plane U-Net with (each class in turn), None for PVDM's own
+    unconditional one."""
+    k = getattr(model.config, "num_classes", 0)
+    return torch.arange(n) % k if k else None
 
 
 def pvdm_long_videos(model, ae, n: int = 32, num_clips: int = 2, seed: int = SEED,
-                     latent_scale: float = 1.0) -> torch.Tensor:
+                     latent_scale: float = 1.0, guidance: float = PVDM_GUIDANCE) -> torch.Tensor:
     """P9 with the zoo's PVDM: ``n`` videos of ``num_clips`` clips, DDIM eta = 1, 100 steps (the release's setting);
-    ``latent_scale``: the card's (planes multiplied by it in training; 1.0 for entries made before it existed)."""
+    ``latent_scale``: the card's (planes multiplied by it in training; 1.0 for entries made before it existed).
+    A class-conditional U-Net gets the labels of :func:`pvdm_labels`, guided with scale ``guidance``."""
     p = ae.config.patch_size
     out = generate_long_video(model, ae, NoiseSchedule.linear(1000), num_clips=num_clips,
                               shape=(PVDM_FRAMES, PVDM_SIZE // p, PVDM_SIZE // p), batch_size=n,
-                              generator=torch.Generator().manual_seed(seed), latent_scale=latent_scale)
+                              generator=torch.Generator().manual_seed(seed), latent_scale=latent_scale,
+                              y=pvdm_labels(model, n), guidance=guidance)
     return out["video"].clamp(-1, 1)
 
 
 def _score_pvdm_unet(model, card: dict) -> dict:
     video = pvdm_long_videos(model, load_pretrained("pvdm-ae"), latent_scale=card.get("latent_scale", 1.0))
     sprites = card.get("data", {}).get("num_sprites", (1, 3))  # entries made before the one-sprite recipe: 1-3
-    return {"samples": sprite_scores(video[:, :, :PVDM_FRAMES]), "long_videos_16_frames": sprite_scores(video),
-            "baselines": sprite_baselines(PVDM_SIZE, PVDM_FRAMES, 64, num_sprites=sprites),
-            "sampler": "DDIM eta=1, 100 steps per clip (the release's evaluation setting)"}
+    out = {"samples": sprite_scores(video[:, :, :PVDM_FRAMES]), "long_videos_16_frames": sprite_scores(video),
+           "baselines": sprite_baselines(PVDM_SIZE, PVDM_FRAMES, 64, num_sprites=sprites),
+           "sampler": "DDIM eta=1, 100 steps per clip (the release's evaluation setting)"}
+    labels = pvdm_labels(model, len(video))
+    if labels is not None:
+        out["samples"]["color_accuracy"] = color_accuracy(video[:, :, :PVDM_FRAMES], labels)
+        out["long_videos_16_frames"]["color_accuracy"] = color_accuracy(video, labels)
+        out["guidance"] = PVDM_GUIDANCE
+    return out
 
 
 LATTE_SIZE, LATTE_FRAMES = 32, 8
