@@ -180,10 +180,12 @@ def save_frame_grid(path, videos, nrow: int | None = None, max_frames: int = 16,
 
 
 def show_frames(videos, titles: Sequence[str] | None = None, max_frames: int = 8, scale: int | None = None,
-                layout: str = "auto", title: str | None = None):
+                layout: str = "auto", title: str | None = None, show: bool = True):
     """Show videos in a notebook as a static frame grid (rows = videos, columns = frames), which renders everywhere
     (GitHub, nbviewer, PDF), unlike mp4 data URIs. Frames are enlarged by pixel repetition to at least 96 px
-    (``scale``). ``titles`` label the rows. Returns the matplotlib figure."""
+    (``scale``). ``titles`` label the rows. ``show=True`` displays the grid and returns None (a returned figure
+    would be drawn a second time as the cell's result); ``show=False`` returns the matplotlib figure undisplayed
+    (to save it or draw on it)."""
     import matplotlib.pyplot as plt
 
     vids = _as_video_list(videos, layout)
@@ -207,8 +209,10 @@ def show_frames(videos, titles: Sequence[str] | None = None, max_frames: int = 8
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=10)
+    if not show:
+        return fig
     plt.show()
-    return fig
+    return None
 
 
 def show_videos(videos, fps: float = 8, titles: Sequence[str] | None = None, layout: str = "auto",

@@ -99,3 +99,22 @@ def test_frame_grid_layout_and_subsampling(tmp_path):
 def test_show_videos_returns_html():
     html = show_videos(torch.zeros(2, 3, 4, 16, 16), fps=4, titles=["a", "b"], return_html=True)
     assert html.count("<video") == 2 and "a" in html
+
+
+def test_show_frames_displays_once_or_returns_the_figure():
+    """show=True draws the grid and returns None (a returned figure would be drawn again as a notebook cell's
+    result); show=False returns the figure, whose image is the frame grid enlarged to at least 96 px."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minivid.utils import show_frames
+
+    videos = [torch.rand(3, 4, 16, 16) * 2 - 1 for _ in range(2)]
+    assert show_frames(videos, titles=["a", "b"]) is None
+    fig = show_frames(videos, titles=["a", "b"], show=False)
+    image = fig.axes[0].get_images()[0].get_array()
+    grid = frame_grid(videos, max_frames=8, padding=2, scale=6)
+    assert image.shape == grid.shape and np.array_equal(np.asarray(image), grid)
+    plt.close(fig)
