@@ -75,6 +75,14 @@ def joint_loss(model, schedule: NoiseSchedule, z2, z1, t: torch.Tensor, noise: t
     return sum(terms)
 
 
+def _num_classes(model) -> int:
+    """The class count of a model given labels ``y`` (PlaneUNetConfig.num_classes); a clear error when it has none."""
+    k = getattr(getattr(model, "config", None), "num_classes", 0)
+    if not k:
+        raise ValueError("y was given but the model has no class embedding (num_classes=0)")
+    return k
+
+
 class JointTrainer(DiffusionTrainer):
     """P8 training on minivid's diffusion trainer (timesteps D9, L_simple D4 with eps-prediction, AdamW, EMA):
     ``step(z2, z1)`` packs the planes, keeps each sample's condition z1 with probability ``lam`` (zeros otherwise)
@@ -102,9 +110,7 @@ class JointTrainer(DiffusionTrainer):
         x0, shape = _as_packed(z2, "z2")
         kwargs = {}
         if y is not None:
-            k = getattr(getattr(self.model, "config", None), "num_classes", 0)
-            if not k:
-                raise ValueError("y was given but the model has no class embedding (num_classes=0)")
+            k = _num_classes(self.model)
             drop = torch.rand(len(y), generator=self.label_coins) < self.label_dropout
             kwargs["y"] = torch.where(drop, torch.full_like(y, k), y)
         if z1 is None:
@@ -143,9 +149,7 @@ def sample_planes(model, schedule: NoiseSchedule, shape: Sequence[int], batch_si
     guidance; 1.0: the conditional model alone). Returns (z_s, z_h, z_w)."""
     shape = tuple(int(v) for v in shape)
     if y is not None:
-        k = getattr(getattr(model, "config", None), "num_classes", 0)
-        if not k:
-            raise ValueError("y was given but the model has no class embedding (num_classes=0)")
+        k = _num_classes(model)
         if tuple(y.shape) != (batch_size,):
             raise ValueError(f"y must have shape ({batch_size},) (batch_size), got {tuple(y.shape)}")
     if not isinstance(guidance, (int, float)) or guidance < 0:
