@@ -614,7 +614,7 @@ def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -
                           "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
 
 
-T2V_LR = 1e-3  # the t2v recipe's peak learning rate (at 1500 steps: 5e-4 11%, 1e-3 28%, 2e-3 47%; measurements.md)
+T2V_LR = 2e-3  # the t2v recipe's peak learning rate (at 1500 steps: 5e-4 11%, 1e-3 28%, 2e-3 47%, 4e-3 48%; measurements.md)
 
 
 def t2v_zoo_config():
