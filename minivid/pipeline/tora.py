@@ -396,17 +396,20 @@ def choose_fuser(scores: dict[str, dict], keep: float = 0.8) -> str:
 
 
 def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: int = 4096, progress: bool = True,
-                log=print, first_frame_channels: bool = False, depth: int = 4) -> tuple[Tora, dict]:
+                log=print, first_frame_channels: bool = False, depth: int = 4, lr: float = 1e-3) -> tuple[Tora, dict]:
     """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
     for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
     sparse ``base_steps // 2``; extractor, fuser and temporal blocks). Every model is scored on 64 held-out one-sprite
     clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table. ``first_frame_channels``: see
-    :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block)."""
+    :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block); ``lr``: the peak learning rate of
+    every stage (:func:`train_tora`)."""
     import copy
     from dataclasses import replace
 
     base_steps = check_int("base_steps", base_steps, 1)
     depth = check_int("depth", depth, 1)
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr < 1:
+        raise ValueError(f"lr={lr!r} must be a number in (0, 1)")
     fusers = tuple(fusers)
     for kind in fusers:
         check_choice("fusers", kind, FUSERS)
@@ -417,7 +420,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
     ff = {"first_frame_channels": first_frame_channels,
           "base": replace(_default_base(), depth=depth, cond_channels=4 if first_frame_channels else 0)}
     base = Tora(ToraConfig(motion=None, **ff))
-    train_tora(base, data, [ToraStage(base_steps, None, "all")], progress=progress, log=log)
+    train_tora(base, data, [ToraStage(base_steps, None, "all")], lr=lr, progress=progress, log=log)
     table = {"no trajectory": tora_scores(base, space, test, use_motion=False)}
     log(f"  no trajectory: {table['no trajectory']}")
     models = {}
@@ -426,12 +429,13 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
         model = Tora(ToraConfig(motion=replace(_default_motion_for(kind), depth=depth), **ff))
         model.base.load_state_dict(copy.deepcopy(base.base.state_dict()))
         stages = [ToraStage(max(1, base_steps // 5), "dense"), ToraStage(max(1, base_steps // 2), "sparse")]
-        train_tora(model, data, stages, progress=progress, log=log)
+        train_tora(model, data, stages, lr=lr, progress=progress, log=log)
         table[kind] = tora_scores(model, space, test)
         models[kind] = model
         log(f"  {kind}: {table[kind]}")
     chosen = choose_fuser({k: table[k] for k in fusers})
-    return models[chosen], {"fuser": chosen, "first_frame_channels": first_frame_channels, "depth": depth, "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
+    return models[chosen], {"fuser": chosen, "first_frame_channels": first_frame_channels, "depth": depth, "lr": lr,
+                            "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
                             "sampler": "DPM-Solver++(2M), 25 trailing timesteps from SNR 0, frame 0 given",
                             "stages": {"base": base_steps, "dense": max(1, base_steps // 5),
                                        "sparse": max(1, base_steps // 2)}}

@@ -255,10 +255,13 @@ def test_first_frame_channels_concatenate_the_first_latent_to_every_frame():
 
 
 def test_tora_recipe_refuses_bad_arguments_before_any_work():
-    """The recipe's depth and fusers are checked before the (minutes-long) data encoding: no latent space is touched."""
+    """The recipe's depth, fusers and learning rate are checked before the (minutes-long) data encoding: no latent space is touched."""
     from minivid.pipeline.tora import tora_recipe
 
     with pytest.raises(ValueError, match="depth"):
         tora_recipe(None, None, 10, depth=0)
     with pytest.raises(ValueError, match="fusers.*film"):
         tora_recipe(None, None, 10, fusers=("concat", "film"))
+    for bad in (0, -1e-3, 2.0, "1e-3"):
+        with pytest.raises(ValueError, match="lr="):
+            tora_recipe(None, None, 10, lr=bad)
