@@ -25,7 +25,7 @@ from ..conditioning.trajectory import maps_to_video, sample_sparse, sprite_flow,
 from ..data import MiniSprites
 from ..metrics.sprites import sprite_check
 from ..metrics.trajectory import path_errors
-from ..utils.validation import check_choice, check_int
+from ..utils.validation import check_choice, check_int, check_number
 
 SEED = 0
 TORA_SIZE, TORA_FRAMES = 32, 8
@@ -408,8 +408,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
 
     base_steps = check_int("base_steps", base_steps, 1)
     depth = check_int("depth", depth, 1)
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr < 1:
-        raise ValueError(f"lr={lr!r} must be a number in (0, 1)")
+    lr = check_number("lr", lr, 0.0, 1.0, strict_minimum=True)
     fusers = tuple(fusers)
     for kind in fusers:
         check_choice("fusers", kind, FUSERS)
