@@ -84,9 +84,11 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
     of held-out clips ``test`` (N, 3, T, H, W). With a content pathway (R2) also ``psnr_wrong_content``: every
     clip decoded with the next clip's content frame, ``wrong_content_wins``: the share of clips for which the
     wrong frame did at least as well (the content check), and ``psnr_without_content_frame``: the PSNR over the
-    other frames (the decoder is given the content frame, so reconstructing it proves nothing about the latent)."""
+    other frames (the decoder is given the content frame, so reconstructing it proves nothing about the latent).
+    Every model also gets ``psnr_wrong_latent``: each clip decoded from the next clip's latent (with its own
+    content frame, if any); a decoder that ignores its latent (posterior collapse) scores the same as with its own."""
     model.eval()
-    p, s, p_wrong, p_other = [], [], [], []
+    p, s, p_wrong, p_other, p_wrong_z = [], [], [], [], []
     for i in range(0, len(test), batch):
         x = test[i:i + batch].to(device)
         z = model.encode(x).mode()
@@ -94,15 +96,16 @@ def evaluate(model: VideoAutoencoder, test: torch.Tensor, device: str | torch.de
         rec = model.decode(z, **cond).clamp(-1, 1)
         p.append(psnr(rec, x).cpu())
         s.append(ssim(rec, x).cpu())
+        other = test[torch.arange(i, i + len(x)).add(1) % len(test)].to(device)  # the next clip
+        p_wrong_z.append(psnr(model.decode(model.encode(other).mode(), **cond).clamp(-1, 1), x).cpu())
         if "content" in cond:
-            other = test[torch.arange(i, i + len(x)).add(1) % len(test)].to(device)  # the next clip
             wrong = model.decode(z, content=model.conditions(other)["content"]).clamp(-1, 1)
             p_wrong.append(psnr(wrong, x).cpu())
             others = frames_without_content(model, x.shape[2])
             p_other.append(psnr(rec[:, :, others], x[:, :, others]).cpu())
     p = torch.cat(p)
     out = {"psnr": p.mean().item(), "psnr_std": p.std().item() if len(p) > 1 else 0.0,
-           "ssim": torch.cat(s).mean().item()}
+           "ssim": torch.cat(s).mean().item(), "psnr_wrong_latent": torch.cat(p_wrong_z).mean().item()}
     if p_wrong:
         pw = torch.cat(p_wrong)
         out["psnr_wrong_content"] = pw.mean().item()

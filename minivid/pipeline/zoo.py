@@ -164,7 +164,7 @@ def autoencoder_metrics(model, test: torch.Tensor) -> dict:
            "latent_shape": list(model.latent_shape(tuple(test[:1].shape))[1:]) if not isinstance(
                model, PVDMAutoencoder) else [list(s[1:]) for s in model.latent_shape(tuple(test[:1].shape))],
            "input_shape": list(test.shape[1:])}
-    for k in ("psnr_without_content_frame", "psnr_wrong_content", "wrong_content_wins"):
+    for k in ("psnr_without_content_frame", "psnr_wrong_content", "wrong_content_wins", "psnr_wrong_latent"):
         if k in ev:
             out[k] = ev[k]
     return out

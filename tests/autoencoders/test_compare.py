@@ -63,6 +63,7 @@ def test_evaluate_and_the_content_check_on_a_decoder_that_copies_the_content_fra
     wrong = torch.cat([clips[1:], clips[:1]])  # every clip decoded with the next clip's frame, across batches
     assert m["psnr_wrong_content"] == pytest.approx(psnr(wrong, clips).mean().item(), rel=1e-5)
     assert m["wrong_content_wins"] == 0.0
+    assert m["psnr_wrong_latent"] == m["psnr"]  # this decoder ignores its latent: another clip's does as well
     # clips that change: the copy is exact on the content frame V_1 only; psnr_without_content_frame scores frames 0, 2, 3
     moving = torch.rand(4, 3, 4, 64, 64, generator=g) * 2 - 1
     mm = evaluate(model, moving, batch=2)
@@ -71,6 +72,11 @@ def test_evaluate_and_the_content_check_on_a_decoder_that_copies_the_content_fra
     assert mm["psnr"] > mm["psnr_without_content_frame"] + 40  # the exact content frame dominates the all-frame mean
     plain = evaluate(build_compression_models(channels=4, frames=4)["2D VAE 1x8x8"][0], clips[:2])
     assert "psnr_wrong_content" not in plain and math.isfinite(plain["psnr"])
+    vae = build_compression_models(channels=4, frames=4)["2D VAE 1x8x8"][0].eval()
+    with torch.no_grad():  # the next clip's latent, decoded: what psnr_wrong_latent scores (the last clip gets the first's)
+        swapped = vae.decode(vae.encode(moving.roll(-1, 0)).mode()).clamp(-1, 1)
+    got = evaluate(vae, moving, batch=3)["psnr_wrong_latent"]
+    assert got == pytest.approx(psnr(swapped, moving).mean().item(), rel=1e-5)
 
 
 def test_train_steps_learns_with_the_shared_recipe_and_median_time():
