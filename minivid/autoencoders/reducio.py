@@ -46,6 +46,15 @@ change R1's shapes or what the decoder is given, so the compression results comp
   content features in place, :class:`ContentFusion`). At CPU scale the official fusion has to learn attention
   that finds the content before the decoder can copy anything; both options are measured in
   ``bench/results/measurements.md``.
+- ``fusion_points`` (off by default, minivid's option, with ``fusion_skip``): the skip samples the content features
+  at K offsets and weights that each query predicts (Deformable DETR's sampling, :meth:`ContentFusion.sample_content`),
+  so a decoder can fetch a sprite from where it stands in the content frame instead of copying in place.
+- ``latent_skip`` (off by default, minivid's option): a zero-initialised linear map of the normalised latent to RGB,
+  upsampled to the clip (trilinear) and added to the decoder's output. Every GroupNorm of the decoder removes a
+  per-clip constant from its group, so at 2 x 2 latent positions the decoder has no easy path from z to the output;
+  trained from scratch at width 16 it learns to ignore z (the zoo's entry before this option decodes another clip's
+  latent exactly as well as its own: ``evaluate``'s ``psnr_wrong_latent``), and with Adam even the 1e-6 KL then pulls
+  the posterior to the prior. With the skip the latent carries the clip's coarse colours from the first updates.
 - ``content_residual`` (off by default, another option the release does not have): the decoder predicts the clip
   *minus* its content frame, :math:`\hat V = D(z, c) + V_{(T-1)//2}` repeated over the frames. A clip whose
   background is still is then right from the first update wherever nothing moves. Measured on the zoo's recipe
@@ -95,7 +104,9 @@ class ReducioConfig(ModelConfig):
     fusion_head_dim: int = 64
     fusion_spatial_pe: bool = False
     fusion_skip: bool = False  # minivid's option: ContentFusion(skip=True), a zero-initialised in-place content path
+    fusion_points: int = 0  # minivid's option: ContentFusion(points=K), the skip samples K offsets the query predicts
     content_residual: bool = False  # minivid's option: decode(z, c) = decoder(z, c) + c repeated over the frames
+    latent_skip: bool = False  # minivid's option: + a zero-initialised linear map of the latent, upsampled (trilinear)
     normalize_latent: bool = True
     attention_backend: str = "sdpa"  # of the content fusion's cross-attention
     init_logvar: float | None = None  # posterior's initial log-variance (VideoAutoencoder.init_posterior)
@@ -121,6 +132,9 @@ class ReducioConfig(ModelConfig):
                 raise ValueError(f"content_channel_mult needs {c + 1} levels to reach H/{max(self.fusion_factors)}, "
                                  f"got {self.content_channel_mult}")
         check_choice("attention_backend", self.attention_backend, BACKENDS)
+        if self.fusion_points < 0 or (self.fusion_points and not self.fusion_skip):
+            raise ValueError(f"fusion_points={self.fusion_points} must be 0, or >= 1 with fusion_skip=True (the "
+                             "skip then samples the content at offsets the query predicts)")
         if self.content_residual and not self.use_content:
             raise ValueError("content_residual=True adds the content frame to the decoder's output: it needs "
                              "use_content=True")
@@ -156,8 +170,11 @@ class ContentFusion(nn.Module):
     """
 
     def __init__(self, dim: int, context_dim: int, head_dim: int = 64, spatial_pe: bool = False,
-                 backend: str = "sdpa", skip: bool = False):
+                 backend: str = "sdpa", skip: bool = False, points: int = 0):
         super().__init__()
+        if points < 0 or (points and not skip):
+            raise ValueError(f"points={points} must be 0 (the skip copies in place) or >= 1 with skip=True "
+                             "(the skip samples the content at offsets the query predicts)")
         if spatial_pe and (dim % 4 or context_dim % 4):
             raise ValueError(f"spatial_pe=True needs widths divisible by 4 (2D sin-cos code); got dim={dim}, "
                              f"context_dim={context_dim}")
@@ -167,10 +184,21 @@ class ContentFusion(nn.Module):
         self.attn = Attention(dim, heads=heads, head_dim=min(head_dim, dim), context_dim=context_dim, qkv_bias=False,
                               backend=backend)
         self.skip = None
+        self.points = points
         if skip:
             self.skip = nn.Conv2d(context_dim, dim, 1)
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.skip.bias)
+        if points:
+            # per query: `points` (dx, dy) offsets in cells of the content grid and a weight logit each
+            self.offsets = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3 * points))
+            nn.init.zeros_(self.offsets[2].weight)
+            with torch.no_grad():  # Deformable DETR's start: point 0 in place (weighted up), the others on a ring of radius 1 cell
+                bias = torch.zeros(points, 3)
+                bias[0, 2] = 2.0  # weight of the in-place point: 0.65 of 5 at the start
+                angle = 2 * torch.pi * torch.arange(points - 1) / max(points - 1, 1)
+                bias[1:, 0], bias[1:, 1] = angle.cos(), angle.sin()
+                self.offsets[2].bias.copy_(bias.flatten())
 
     def forward(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         out = self._fuse(h, content)
@@ -178,8 +206,31 @@ class ContentFusion(nn.Module):
             if content.shape[-2:] != h.shape[-2:]:
                 raise ValueError(f"skip=True needs the content grid {tuple(content.shape[-2:])} to equal the "
                                  f"motion grid {tuple(h.shape[-2:])}")
-            out = out + self.skip(content)[:, :, None]  # the same (h, w) position, every frame
+            if self.points:
+                out = out + self.sample_content(h, self.skip(content))
+            else:
+                out = out + self.skip(content)[:, :, None]  # the same (h, w) position, every frame
         return out
+
+    def sample_content(self, h: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        r"""The deformable skip (``points`` > 0; Deformable DETR's sampling, Zhu et al. 2021, as a fusion): each query
+        at frame t, cell p predicts K offsets :math:`\Delta_k` (cells) and weights :math:`a_k` (softmax) from
+        LN(h + PE(t)), and receives :math:`\sum_k a_k\, v(p + \Delta_k)`, v bilinearly sampled (edges repeated).
+        h (B, C, T, H, W), value (B, C, H, W) -> (B, C, T, H, W)."""
+        b, c, t, hh, ww = h.shape
+        pe = timestep_embedding(torch.arange(t, device=h.device), c).to(h.dtype)
+        x = rearrange(h, "b c t h w -> b t h w c") + pe[None, :, None, None, :]
+        o = rearrange(self.offsets(self.norm(x)), "b t h w (k three) -> b t h w k three", three=3)
+        ys = (torch.arange(hh, device=h.device, dtype=h.dtype) + 0.5) * 2 / hh - 1  # cell centres in [-1, 1]
+        xs = (torch.arange(ww, device=h.device, dtype=h.dtype) + 0.5) * 2 / ww - 1
+        base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+        cell = torch.tensor([2 / ww, 2 / hh], device=h.device, dtype=h.dtype)
+        grid = base[None, None, :, :, None] + o[..., :2] * cell  # (B, T, H, W, K, 2)
+        k = grid.shape[-2]
+        sampled = F.grid_sample(value, rearrange(grid, "b t h w k two -> b (t h w) k two"), mode="bilinear",
+                                padding_mode="border", align_corners=False)  # (B, C, T·H·W, K)
+        weights = rearrange(o[..., 2].softmax(dim=-1), "b t h w k -> b (t h w) k")[:, None]  # (B, 1, T·H·W, K)
+        return rearrange((sampled * weights).sum(-1), "b c (t h w) -> b c t h w", t=t, h=hh, w=ww)
 
     def _fuse(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         b, c, t, hh, ww = h.shape
@@ -228,9 +279,14 @@ class ReducioVAE(VideoAutoencoder):
                 self.fusion_levels[level] = content_level
                 fusions[level] = ContentFusion(widths[level], c.content_channels * c.content_channel_mult[content_level],
                                                c.fusion_head_dim, c.fusion_spatial_pe, c.attention_backend,
-                                               skip=c.fusion_skip)
+                                               skip=c.fusion_skip, points=c.fusion_points)
         self.decoder = Decoder(c.in_channels, c.latent_channels, transitions=dec_transitions, fusions=fusions,
                                **common)
+        self.latent_skip = None
+        if c.latent_skip:
+            self.latent_skip = nn.Conv3d(c.latent_channels, c.in_channels, 1)
+            nn.init.zeros_(self.latent_skip.weight)
+            nn.init.zeros_(self.latent_skip.bias)
         self.init_posterior(c.init_logvar)
 
     # ------------------------------------------------------------------ shapes (R1)
@@ -300,7 +356,10 @@ class ReducioVAE(VideoAutoencoder):
             context = self.content_features(content)
         elif content is not None:
             raise ValueError("this Reducio VAE has no content pathway (use_content=False); do not pass content")
-        out = self.decoder(self.normalize(z), context=context)
+        z = self.normalize(z)
+        out = self.decoder(z, context=context)
+        if self.latent_skip is not None:  # a path from z to the output that no GroupNorm can erase
+            out = out + F.interpolate(self.latent_skip(z), size=out.shape[2:], mode="trilinear", align_corners=False)
         if self.config.content_residual:
             out = out + content[:, :, None]  # (B, 3, T, H, W): the decoder predicts V - V_content
         return out

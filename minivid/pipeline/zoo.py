@@ -220,12 +220,15 @@ def _causal_vae(steps, progress, log):
     return model, {"data": data, "metrics": _score_ae(model, {"data": data})}
 
 
+# The zoo's Reducio VAE (R2's layout at width 16): fusion_skip, as measured in bench/results/measurements.md
+REDUCIO_CONFIG = dict(spatial_factor=32, temporal_factor=4, latent_channels=16, use_content=True, channels=16,
+                      num_res_blocks=1, norm_groups=8, content_channels=16, content_num_res_blocks=1,
+                      fusion_head_dim=32, init_logvar=-6.0, fusion_skip=True)
+
+
 def _reducio_vae(steps, progress, log):
     size, frames = 64, 8
-    model = ReducioVAE(ReducioConfig(spatial_factor=32, temporal_factor=4, latent_channels=16, use_content=True,
-                                     channels=16, num_res_blocks=1, norm_groups=8, content_channels=16,
-                                     content_num_res_blocks=1, fusion_head_dim=32, init_logvar=-6.0,
-                                     fusion_skip=True))
+    model = ReducioVAE(ReducioConfig(**REDUCIO_CONFIG))
     pool = clip_pool(1024, size, frames, dtype=torch.float16)
     train_autoencoder(model, pool, steps, batch=4, lr=2e-3, warmup=min(100, steps // 10), progress=progress, log=log)
     data = {"size": size, "frames": frames, "train_clips": 1024, "batch": 4}

@@ -230,6 +230,92 @@ def test_fusion_skip_starts_as_the_official_fusion_and_adds_content_in_place():
         torch.testing.assert_close(m.reconstruct(x), ref.reconstruct(x))
 
 
+def test_fusion_points_sample_the_content_where_the_query_points():
+    """``fusion_points`` (minivid's option, Deformable DETR's sampling as the skip): with the skip's projection
+    zeroed a model decodes exactly as the official fusion; one point with a fixed offset of (+1, 0) cells fetches
+    the content one cell to the right (an explicit shift, edges repeated); the weights of several points are a
+    softmax; a trained value path passes gradients to the offsets; bad values are refused before any work."""
+    torch.manual_seed(0)
+    plain = ContentFusion(dim=8, context_dim=6, head_dim=4).double()
+    fuse = ContentFusion(dim=8, context_dim=6, head_dim=4, skip=True, points=5).double()
+    fuse.load_state_dict({**plain.state_dict(), **{k: v for k, v in fuse.state_dict().items()
+                                                   if k.startswith(("skip.", "offsets."))}})
+    h = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
+    content = torch.randn(2, 6, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(fuse(h, content), plain(h, content), rtol=0, atol=0)  # the release at the start
+    one = ContentFusion(dim=8, context_dim=6, head_dim=4, skip=True, points=1).double()
+    one.load_state_dict({**plain.state_dict(), **{k: v for k, v in one.state_dict().items()
+                                                  if k.startswith(("skip.", "offsets."))}})
+    with torch.no_grad():
+        one.skip.weight.normal_()
+        one.skip.bias.normal_()
+        one.offsets[2].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))  # dx = +1 cell, dy = 0, whatever the query
+    value = torch.einsum("oc,bchw->bohw", one.skip.weight[:, :, 0, 0], content) + one.skip.bias[:, None, None]
+    shifted = torch.cat([value[..., 1:], value[..., -1:]], dim=-1)  # v(x + 1), the last column repeated
+    torch.testing.assert_close(one(h, content) - plain(h, content), shifted[:, :, None].expand(-1, -1, 3, -1, -1))
+    with torch.no_grad():  # half a cell up: the mean of two rows (bilinear), the first row repeated at the top
+        one.offsets[2].bias.copy_(torch.tensor([0.0, -0.5, 0.0]))
+    up = 0.5 * (value + torch.cat([value[..., :1, :], value[..., :-1, :]], dim=-2))
+    torch.testing.assert_close(one(h, content) - plain(h, content), up[:, :, None].expand(-1, -1, 3, -1, -1))
+    with torch.no_grad():  # two points at offsets 0 and +1 with logits 0 and log 3: weights 1/4 and 3/4
+        two = ContentFusion(dim=8, context_dim=6, head_dim=4, skip=True, points=2).double()
+        two.load_state_dict({**one.state_dict(), "offsets.2.weight": two.offsets[2].weight,
+                             "offsets.2.bias": torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, math.log(3.0)])})
+    torch.testing.assert_close(two(h, content) - plain(h, content),
+                               (0.25 * value + 0.75 * shifted)[:, :, None].expand(-1, -1, 3, -1, -1))
+    fuse.skip.weight.data.normal_()
+    fuse(h, content).square().sum().backward()
+    assert fuse.offsets[2].weight.grad.abs().amax() > 0  # the offsets learn once the value path carries content
+    with pytest.raises(ValueError, match="points=2"):
+        ContentFusion(dim=8, context_dim=6, points=2)  # needs skip=True
+    with pytest.raises(ValueError, match="points=-1"):
+        ContentFusion(dim=8, context_dim=6, skip=True, points=-1)
+    with pytest.raises(ValueError, match="fusion_points=3"):
+        ReducioConfig(fusion_points=3)
+    m = tiny(fusion_skip=True, fusion_points=3)
+    loaded = ReducioVAE(m.config)
+    loaded.load_state_dict(m.state_dict())
+    x = video(2, 8, 32, 32)
+    torch.testing.assert_close(loaded.eval().reconstruct(x), m.reconstruct(x))
+
+
+def _linear_upsample_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64 weights of 1D linear interpolation with half-pixel centres (align_corners=False)."""
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(math.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        m[i, lo] += 1 - (src - lo)
+        m[i, hi] += src - lo
+    return m
+
+
+def test_latent_skip_adds_a_linear_map_of_the_latent_upsampled_trilinearly():
+    """``latent_skip`` (minivid's option): zero-initialised, so the model starts as the release; with weights set,
+    decode adds W·LN(z) + b upsampled to the clip by separable linear interpolation (a float64 reference built from
+    explicit interpolation matrices), a term no GroupNorm of the decoder can remove."""
+    m, ref = tiny(latent_skip=True).double(), tiny().double()
+    ref.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("latent_skip.")})
+    x = video(2, 8, 32, 32, dtype=torch.float64)
+    z = m.encode(x).mode()
+    c = m.conditions(x)
+    with torch.no_grad():
+        torch.testing.assert_close(m.decode(z, **c), ref.decode(z, **c), rtol=0, atol=0)
+        m.latent_skip.weight.normal_()
+        m.latent_skip.bias.normal_()
+        zn = F.layer_norm(z, z.shape[1:])  # (2, 4, 2, 2, 2)
+        low = torch.einsum("oc,bcthw->bothw", m.latent_skip.weight[:, :, 0, 0, 0], zn) \
+            + m.latent_skip.bias[:, None, None, None]
+        mt, mh, mw = (_linear_upsample_matrix(2, 8), _linear_upsample_matrix(2, 32), _linear_upsample_matrix(2, 32))
+        term = torch.einsum("Tt,Hh,Ww,bothw->boTHW", mt, mh, mw, low)
+        torch.testing.assert_close(m.decode(z, **c) - ref.decode(z, **c), term)
+    assert ReducioConfig().latent_skip is False
+    loaded = ReducioVAE(m.config).double()
+    loaded.load_state_dict(m.state_dict())
+    torch.testing.assert_close(loaded.eval().reconstruct(x), m.eval().reconstruct(x))
+
+
 def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
     """``content_residual`` (minivid's option): decode(z, c) = decoder(z, c) + c on every frame. With the same
     weights the difference from a model without it is exactly the content frame repeated over the frames; with the
