@@ -220,10 +220,11 @@ def _causal_vae(steps, progress, log):
     return model, {"data": data, "metrics": _score_ae(model, {"data": data})}
 
 
-# The zoo's Reducio VAE (R2's layout at width 16): fusion_skip, as measured in bench/results/measurements.md
+# The zoo's Reducio VAE (R2's layout at width 16) with minivid's fusion_skip and latent_skip (without latent_skip the
+# decoder learnt to ignore its latent: bench/results/measurements.md)
 REDUCIO_CONFIG = dict(spatial_factor=32, temporal_factor=4, latent_channels=16, use_content=True, channels=16,
                       num_res_blocks=1, norm_groups=8, content_channels=16, content_num_res_blocks=1,
-                      fusion_head_dim=32, init_logvar=-6.0, fusion_skip=True)
+                      fusion_head_dim=32, init_logvar=-6.0, fusion_skip=True, latent_skip=True)
 
 
 def _reducio_vae(steps, progress, log):
@@ -740,7 +741,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vae2d", "per-frame 2D VAE (R2 baseline), f_s=4, |z|=4, 32 px", 3000, _vae2d, _score_ae),
     Recipe("causal-vae", "CogVideoX causal 3D VAE (C1), 4x8x8, |z|=16, 64 px x 9 frames", 2500, _causal_vae,
            _score_ae, storage="float16"),
-    Recipe("reducio-vae", "Reducio VAE (R1-R2), 4x32x32, |z|=16, content frame, 64 px x 8 frames", 800,
+    Recipe("reducio-vae", "Reducio VAE (R1-R2), 4x32x32, |z|=16, content frame, 64 px x 8 frames", 3000,
            _reducio_vae, _score_ae, storage="float16"),
     Recipe("pvdm-ae", "PVDM triplane autoencoder (P1-P4), 32 px x 8 frames", 4000, _pvdm_ae, _score_ae),
     Recipe("pvdm-unet", "PVDM plane U-Net (P7-P9) on pvdm-ae's planes, class-conditional on colour x motion "
