@@ -193,7 +193,7 @@ class ContentFusion(nn.Module):
             # per query: `points` (dx, dy) offsets in cells of the content grid and a weight logit each
             self.offsets = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3 * points))
             nn.init.zeros_(self.offsets[2].weight)
-            with torch.no_grad():  # Deformable DETR's start: point 0 in place (weighted up), the others on a ring of radius 1 cell
+            with torch.no_grad():  # Deformable DETR's start: point 0 in place (weighted up), the others on a ring
                 bias = torch.zeros(points, 3)
                 bias[0, 2] = 2.0  # weight of the in-place point: 0.65 of 5 at the start
                 angle = 2 * torch.pi * torch.arange(points - 1) / max(points - 1, 1)
@@ -226,7 +226,6 @@ class ContentFusion(nn.Module):
         base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
         cell = torch.tensor([2 / ww, 2 / hh], device=h.device, dtype=h.dtype)
         grid = base[None, None, :, :, None] + o[..., :2] * cell  # (B, T, H, W, K, 2)
-        k = grid.shape[-2]
         sampled = F.grid_sample(value, rearrange(grid, "b t h w k two -> b (t h w) k two"), mode="bilinear",
                                 padding_mode="border", align_corners=False)  # (B, C, T·H·W, K)
         weights = rearrange(o[..., 2].softmax(dim=-1), "b t h w k -> b (t h w) k")[:, None]  # (B, 1, T·H·W, K)
