@@ -212,14 +212,19 @@ class ContentFusion(nn.Module):
                 out = out + self.skip(content)[:, :, None]  # the same (h, w) position, every frame
         return out
 
+    @staticmethod
+    def _with_time(h: torch.Tensor) -> torch.Tensor:
+        """h (B, C, T, H, W) -> (B, T, H, W, C) plus the temporal sin-cos embedding PE(t) (R2 [code])."""
+        pe = timestep_embedding(torch.arange(h.shape[2], device=h.device), h.shape[1]).to(h.dtype)  # (T, C)
+        return rearrange(h, "b c t h w -> b t h w c") + pe[None, :, None, None, :]
+
     def sample_content(self, h: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         r"""The deformable skip (``points`` > 0; Deformable DETR's sampling, Zhu et al. 2021, as a fusion): each query
         at frame t, cell p predicts K offsets :math:`\Delta_k` (cells) and weights :math:`a_k` (softmax) from
         LN(h + PE(t)), and receives :math:`\sum_k a_k\, v(p + \Delta_k)`, v bilinearly sampled (edges repeated).
         h (B, C, T, H, W), value (B, C, H, W) -> (B, C, T, H, W)."""
         b, c, t, hh, ww = h.shape
-        pe = timestep_embedding(torch.arange(t, device=h.device), c).to(h.dtype)
-        x = rearrange(h, "b c t h w -> b t h w c") + pe[None, :, None, None, :]
+        x = self._with_time(h)  # (B, T, H, W, C)
         o = rearrange(self.offsets(self.norm(x)), "b t h w (k three) -> b t h w k three", three=3)
         ys = (torch.arange(hh, device=h.device, dtype=h.dtype) + 0.5) * 2 / hh - 1  # cell centres in [-1, 1]
         xs = (torch.arange(ww, device=h.device, dtype=h.dtype) + 0.5) * 2 / ww - 1
@@ -233,9 +238,7 @@ class ContentFusion(nn.Module):
 
     def _fuse(self, h: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         b, c, t, hh, ww = h.shape
-        pe = timestep_embedding(torch.arange(t, device=h.device), c).to(h.dtype)  # (T, C) temporal sin-cos
-        x = rearrange(h, "b c t h w -> b t (h w) c") + pe[None, :, None, :]
-        x = rearrange(x, "b t n c -> b (t n) c")  # (B, T·H·W, C) motion queries
+        x = rearrange(self._with_time(h), "b t h w c -> b (t h w) c")  # (B, T·H·W, C) motion queries
         ctx = rearrange(content, "b c h w -> b (h w) c")  # (B, H_c·W_c, C_c) content tokens
         if self.spatial_pe:
             grid = tuple(content.shape[-2:])
