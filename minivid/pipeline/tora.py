@@ -396,19 +396,23 @@ def choose_fuser(scores: dict[str, dict], keep: float = 0.8) -> str:
 
 
 def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: int = 4096, progress: bool = True,
-                log=print, first_frame_channels: bool = False, depth: int = 4, lr: float = 1e-3) -> tuple[Tora, dict]:
+                log=print, first_frame_channels: bool = False, depth: int = 4, lr: float = 1e-3,
+                fuser_trainable: str = "temporal") -> tuple[Tora, dict]:
     """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
     for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
     sparse ``base_steps // 2``; extractor, fuser and temporal blocks). Every model is scored on 64 held-out one-sprite
     clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table. ``first_frame_channels``: see
     :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block); ``lr``: the peak learning rate of
-    every stage (:func:`train_tora`)."""
+    every stage (:func:`train_tora`); ``fuser_trainable``: what the two fuser stages train (:meth:`Tora.trainable`):
+    ``"temporal"`` is T8's (extractor, fusers and the ST-DiT's temporal blocks), ``"all"`` also fine-tunes the spatial
+    blocks (the zoo's choice: on this scale its sprites keep their colour while they move more often)."""
     import copy
     from dataclasses import replace
 
     base_steps = check_int("base_steps", base_steps, 1)
     depth = check_int("depth", depth, 1)
     lr = check_number("lr", lr, 0.0, 1.0, strict_minimum=True)
+    check_choice("fuser_trainable", fuser_trainable, ("all", "temporal", "motion"))
     fusers = tuple(fusers)
     for kind in fusers:
         check_choice("fusers", kind, FUSERS)
@@ -427,13 +431,15 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
         torch.manual_seed(SEED)
         model = Tora(ToraConfig(motion=replace(_default_motion_for(kind), depth=depth), **ff))
         model.base.load_state_dict(copy.deepcopy(base.base.state_dict()))
-        stages = [ToraStage(max(1, base_steps // 5), "dense"), ToraStage(max(1, base_steps // 2), "sparse")]
+        stages = [ToraStage(max(1, base_steps // 5), "dense", fuser_trainable),
+                  ToraStage(max(1, base_steps // 2), "sparse", fuser_trainable)]
         train_tora(model, data, stages, lr=lr, progress=progress, log=log)
         table[kind] = tora_scores(model, space, test)
         models[kind] = model
         log(f"  {kind}: {table[kind]}")
     chosen = choose_fuser({k: table[k] for k in fusers})
     return models[chosen], {"fuser": chosen, "first_frame_channels": first_frame_channels, "depth": depth, "lr": lr,
+                            "fuser_trainable": fuser_trainable,
                             "table": table, "real_clips": real_clip_scores(), "guidance": 2.0,
                             "sampler": "DPM-Solver++(2M), 25 trailing timesteps from SNR 0, frame 0 given",
                             "stages": {"base": base_steps, "dense": max(1, base_steps // 5),

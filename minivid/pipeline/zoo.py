@@ -268,6 +268,9 @@ def _score_motion_vae(model, card: dict) -> dict:
 
 
 TORA_LR = 2e-3  # the tora recipe's peak learning rate, every stage (1e-3 before stop 33; measurements.md)
+# what the recipe's fuser stages train: every parameter, not only T8's extractor, fusers and temporal blocks
+# (probe, concat only: sprite check 86% against 77%, 0.40 px against 0.45; measurements.md, stop 35)
+TORA_FUSER_TRAINABLE = "all"
 
 
 def _tora(steps, progress, log):
@@ -276,7 +279,8 @@ def _tora(steps, progress, log):
     # first_frame_channels: sprite check 61% with concat against 34% without (measurements.md, stop 29); TORA_LR 2e-3:
     # concat 77% against 61% at 1e-3 (stop 33)
     model, fields = tora_recipe(zoo_latent_space("vae2d"), zoo_latent_space("motion-vae"), steps, progress=progress,
-                                log=log, first_frame_channels=True, lr=TORA_LR)
+                                log=log, first_frame_channels=True, lr=TORA_LR,
+                                fuser_trainable=TORA_FUSER_TRAINABLE)
     data = {"size": TORA_SIZE, "frames": TORA_FRAMES, "train_clips": 4096, "batch": 32, "num_sprites": [1, 2],
             "blur": list(TORA_BLUR), "test": "64 held-out one-sprite clips: first frame + the sprite's own path"}
     return model, {"data": data, "latent_scale": read_card("vae2d")["latent_scale"],
@@ -761,7 +765,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "g_vis of MiniSprites (dense and sparse trajectories), 32 px x 8 frames", 3000, _motion_vae,
            _score_motion_vae, storage="float16"),
     Recipe("tora", "Tora (T1-T8): ST-DiT on vae2d latents, first frame given (un-noised, and its latent on every "
-           "frame's channels), trajectories through the motion VAE, extractor and the best of three fusers", 3000, _tora, _score_tora, ("vae2d", "motion-vae"),
+           "frame's channels), trajectories through the motion VAE, extractor and the best of three fusers; the fuser "
+           "stages fine-tune every parameter", 3000, _tora, _score_tora, ("vae2d", "motion-vae"),
            storage="float16"),
     Recipe("system", "the full system (minivid.pipeline.system): T5 + expert transformer with given frames (image, "
            "previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite clips; the cpu preset",
