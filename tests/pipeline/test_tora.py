@@ -265,3 +265,25 @@ def test_tora_recipe_refuses_bad_arguments_before_any_work():
     for bad in (0, -1e-3, 2.0, "1e-3"):
         with pytest.raises(ValueError, match="lr="):
             tora_recipe(None, None, 10, lr=bad)
+    with pytest.raises(ValueError, match="fuser_trainable.*spatial"):
+        tora_recipe(None, None, 10, fuser_trainable="spatial")
+
+
+@pytest.mark.parametrize("which", ["all", "temporal"])
+def test_tora_recipe_fuser_stages_train_what_fuser_trainable_names(monkeypatch, which):
+    """The base stage trains every parameter; both fuser stages (dense base_steps // 5, then sparse base_steps // 2)
+    train ``fuser_trainable``, and the returned table says which (data, training and scoring replaced by fakes)."""
+    import minivid.pipeline.tora as tora
+
+    calls = []
+    monkeypatch.setattr(tora, "tora_data", lambda *a, **k: None)
+    monkeypatch.setattr(tora, "train_tora", lambda model, data, stages, **k: calls.append((model, stages)))
+    monkeypatch.setattr(tora, "tora_scores", lambda *a, **k: {"trajectory_error_px": 1.0, "lost": 0.0,
+                                                              "sprite_check": 0.5, "clips": 1})
+    monkeypatch.setattr(tora, "real_clip_scores", lambda *a, **k: {})
+    model, fields = tora.tora_recipe(None, None, 10, fusers=("concat",), progress=False, log=lambda s: None,
+                                     fuser_trainable=which)
+    assert [[(s.steps, s.flow, s.trainable) for s in st] for _, st in calls] == [
+        [(10, None, "all")], [(2, "dense", which), (5, "sparse", which)]]
+    assert calls[1][0] is model and model.guidance is not None and calls[0][0].guidance is None
+    assert fields["fuser_trainable"] == which and fields["fuser"] == "concat"
