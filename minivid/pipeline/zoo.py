@@ -277,7 +277,7 @@ def _tora(steps, progress, log):
     from .tora import TORA_BLUR, TORA_FRAMES, TORA_SIZE, tora_recipe
 
     # first_frame_channels: sprite check 61% with concat against 34% without (measurements.md, stop 29); TORA_LR 2e-3:
-    # concat 77% against 61% at 1e-3 (stop 33)
+    # concat 77% against 61% at 1e-3 (stop 33); TORA_FUSER_TRAINABLE "all": 86% against 77% (stop 35)
     model, fields = tora_recipe(zoo_latent_space("vae2d"), zoo_latent_space("motion-vae"), steps, progress=progress,
                                 log=log, first_frame_channels=True, lr=TORA_LR,
                                 fuser_trainable=TORA_FUSER_TRAINABLE)
