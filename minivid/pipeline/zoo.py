@@ -641,7 +641,7 @@ def t2v_zoo_config():
 
     config = TextToVideoConfig()
     return dataclasses.replace(config, text=dataclasses.replace(config.text, trainable=False),
-                               transformer=dataclasses.replace(config.transformer, pooled_text=True))
+                               transformer=dataclasses.replace(config.transformer, pooled_text=True, rope_theta=10.0))
 
 
 def _t2v(steps, progress, log):
