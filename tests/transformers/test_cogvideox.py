@@ -137,6 +137,28 @@ def test_rope_scores_depend_only_on_relative_offsets():
     assert not torch.allclose(s1, s3, atol=1e-3)
 
 
+
+def _temporal_margin(head_dim, theta, frames=8):
+    """The smallest, over frame distances 1..frames-1, of the largest angle (wrapped to [-pi, pi]) by which a
+    temporal RoPE pair turns: near 0 means two frames that far apart get (almost) the same rotation."""
+    rope = cogvideox_rope(frames, 1, 1, head_dim, "slice", theta=theta)
+    ang = torch.atan2(rope.sin, rope.cos)[:, : head_dim // 4]  # (frames, temporal channels)
+    d = ang[1:] - ang[:1]
+    return float(torch.atan2(d.sin(), d.cos()).abs().amax(dim=1).min())
+
+
+def test_temporal_rope_aliases_at_head_dim_16_and_the_zoo_t2v_avoids_it():
+    """C3 gives time d/4 channels: at head_dim 16 two frequency pairs, 1 and 0.01 rad per frame at theta 1e4, so
+    frames 6 apart turn by 6 - 2 pi = -0.28 and 0.06 rad: almost the same position (the zoo's t2v samples at theta
+    1e4 broke at frames 0-1 and 6-7). The release's head_dim 64 (8 pairs) and the zoo's t2v (theta 10: 1 and 0.32
+    rad per frame) keep every two of 8 frames at least 1 rad apart in some pair."""
+    from minivid.pipeline.zoo import t2v_zoo_config
+
+    assert _temporal_margin(16, 1e4) == pytest.approx(2 * torch.pi - 6, abs=1e-6)
+    assert _temporal_margin(64, 1e4, frames=13) > 0.9
+    cfg = t2v_zoo_config().transformer
+    assert _temporal_margin(cfg.head_dim, cfg.rope_theta) > 0.99
+
 def tiny_ours(**kw):
     cfg = dict(in_channels=4, heads=2, head_dim=16, depth=2, time_embed_dim=24, text_dim=12, base_size=(6, 8),
                zero_init=False)
