@@ -400,10 +400,10 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
                 fuser_trainable: str = "temporal") -> tuple[Tora, dict]:
     """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
     for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
-    sparse ``base_steps // 2``; by default the extractor, fuser and temporal blocks). Every model is scored on 64 held-out one-sprite
-    clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table. ``first_frame_channels``: see
-    :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block); ``lr``: the peak learning rate of
-    every stage (:func:`train_tora`); ``fuser_trainable``: what the two fuser stages train (:meth:`Tora.trainable`):
+    sparse ``base_steps // 2``; by default the extractor, fuser and temporal blocks). Every model is scored on 64
+    held-out one-sprite clips; returns the chosen fuser's model (:func:`choose_fuser`) and the table.
+    ``first_frame_channels``: see :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block); ``lr``:
+    the peak learning rate of every stage (:func:`train_tora`); ``fuser_trainable``: what the two fuser stages train (:meth:`Tora.trainable`):
     ``"temporal"`` is T8's (extractor, fusers and the ST-DiT's temporal blocks), ``"all"`` also fine-tunes the spatial
     blocks (the zoo's choice: on this scale its sprites keep their colour while they move more often)."""
     import copy
