@@ -220,11 +220,13 @@ def _causal_vae(steps, progress, log):
     return model, {"data": data, "metrics": _score_ae(model, {"data": data})}
 
 
-# The zoo's Reducio VAE (R2's layout at width 16) with minivid's fusion_skip and latent_skip (without latent_skip the
-# decoder learnt to ignore its latent: bench/results/measurements.md)
+# The zoo's Reducio VAE (R2's layout at width 16) with minivid's fusion_skip, latent_skip (without it the decoder learnt
+# to ignore its latent) and content_warp with warp_latent (a moved sprite is a displacement of the content frame's
+# pixels, not a shape painted from a 2 x 2 latent): bench/results/measurements.md
 REDUCIO_CONFIG = dict(spatial_factor=32, temporal_factor=4, latent_channels=16, use_content=True, channels=16,
                       num_res_blocks=1, norm_groups=8, content_channels=16, content_num_res_blocks=1,
-                      fusion_head_dim=32, init_logvar=-6.0, fusion_skip=True, latent_skip=True)
+                      fusion_head_dim=32, init_logvar=-6.0, fusion_skip=True, latent_skip=True, content_warp=5,
+                      warp_latent=True)
 
 
 def _reducio_vae(steps, progress, log):

@@ -344,3 +344,56 @@ def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
     assert ReducioConfig().content_residual is False
     with pytest.raises(ValueError, match="content_residual=True .* use_content=True"):
         ReducioConfig(use_content=False, content_residual=True)
+
+
+def test_content_warp_samples_the_content_frame_at_predicted_offsets_and_blends():
+    """``content_warp`` = K (minivid's option): the decoder's extra channels are K (dx, dy, logit) triples and a mask
+    logit; out = m·sum_k a_k c(p + Δ_k) + (1 - m)·rgb. At the start (point 0 in place, mask logit 2) every frame is
+    0.881·content + 0.119·the plain decoder's output (the same weights, float64); a fixed offset of +1 px in x is an
+    explicit shift of the content frame (last column repeated), half a pixel up the mean of two rows, two points with
+    logits 0 and log 3 weigh 1/4 and 3/4; the offsets get gradients; bad values are refused before any work."""
+    m, ref = tiny(content_warp=1).double(), tiny().double()
+    state = m.state_dict()
+    state = {k: (v[:3] if k.startswith("decoder.conv_out.") else v) for k, v in state.items()}
+    ref.load_state_dict(state)
+    x = video(2, 8, 32, 32, dtype=torch.float64)
+    c = m.conditions(x)["content"]
+    z = m.encode(x).mode()
+    assert m.decoder.conv_out.weight.shape[0] == 3 + 4
+    s = torch.sigmoid(torch.tensor(2.0, dtype=torch.float64))
+    rep = c[:, :, None].expand(-1, -1, 8, -1, -1)
+    with torch.no_grad():
+        rgb = ref.decode(z, content=c)
+        torch.testing.assert_close(m.decode(z, content=c), s * rep + (1 - s) * rgb)
+        m.decoder.conv_out.bias[-1] = 40.0  # mask 1: the warped content alone
+        m.decoder.conv_out.bias[3:6] = torch.tensor([1.0 / m.config.warp_scale, 0.0, 0.0])  # dx = +1 pixel
+        shifted = torch.cat([c[..., 1:], c[..., -1:]], dim=-1)  # c(x + 1), the last column repeated
+        torch.testing.assert_close(m.decode(z, content=c), shifted[:, :, None].expand(-1, -1, 8, -1, -1))
+        m.decoder.conv_out.bias[3:6] = torch.tensor([0.0, -0.5 / m.config.warp_scale, 0.0])  # half a pixel up
+        up = 0.5 * (c + torch.cat([c[..., :1, :], c[..., :-1, :]], dim=-2))
+        torch.testing.assert_close(m.decode(z, content=c), up[:, :, None].expand(-1, -1, 8, -1, -1))
+        m.decoder.conv_out.bias[-1] = -40.0  # mask 0: the decoder's own colours
+        torch.testing.assert_close(m.decode(z, content=c), rgb)
+    two = tiny(content_warp=2).double()
+    with torch.no_grad():
+        two.decoder.conv_out.weight[3:].zero_()
+        two.decoder.conv_out.bias[3:] = torch.tensor([0.0, 0.0, 0.0, 1.0 / two.config.warp_scale, 0.0, math.log(3.0),
+                                                      40.0])
+        out = two.decode(two.encode(x).mode(), content=c)
+    torch.testing.assert_close(out, (0.25 * c + 0.75 * shifted)[:, :, None].expand(-1, -1, 8, -1, -1))
+    five = tiny(content_warp=5, warp_radius=3.0)  # the ring at the start: points 1-4 three pixels away
+    ring = five.decoder.conv_out.bias[3:-1].view(5, 3)[1:, :2] * five.config.warp_scale
+    torch.testing.assert_close(ring.norm(dim=-1), torch.full((4,), 3.0))
+    five.train()
+    five(video(2, 8, 32, 32), sample=False)[0].square().sum().backward()
+    assert five.decoder.conv_out.weight.grad[3:].abs().amax() > 0  # the offsets and mask learn
+    loaded = ReducioVAE(five.config)
+    loaded.load_state_dict(five.state_dict())
+    torch.testing.assert_close(loaded.eval().reconstruct(x.float()), five.eval().reconstruct(x.float()))
+    assert ReducioConfig().content_warp == 0
+    for bad, match in ((dict(content_warp=-1), "content_warp=-1"), (dict(content_warp=True), "content_warp=True"),
+                       (dict(content_warp=2, use_content=False), "content_warp=2 .* use_content=True"),
+                       (dict(content_warp=1, content_residual=True), "content_warp=1 and content_residual"),
+                       (dict(content_warp=1, warp_scale=0.0), "warp_scale=0.0")):
+        with pytest.raises(ValueError, match=match):
+            ReducioConfig(**bad)
