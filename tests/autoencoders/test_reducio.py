@@ -341,6 +341,8 @@ def test_content_residual_adds_the_content_frame_to_every_decoded_frame():
     base = mets["baselines_psnr"]["content frame repeated (the decoder's side information)"]
     assert mets["psnr_without_content_frame"] == pytest.approx(base, abs=1e-4)
     assert mets["psnr"] > base + 20
+    assert mets["margin_on"] == "psnr_without_content_frame"  # the margin is not lifted by the copied frame
+    assert mets["margin_db"] == pytest.approx(mets["psnr_without_content_frame"] - mets["best_baseline_psnr"])
     assert ReducioConfig().content_residual is False
     with pytest.raises(ValueError, match="content_residual=True .* use_content=True"):
         ReducioConfig(use_content=False, content_residual=True)
@@ -397,3 +399,34 @@ def test_content_warp_samples_the_content_frame_at_predicted_offsets_and_blends(
                        (dict(content_warp=1, warp_scale=0.0), "warp_scale=0.0")):
         with pytest.raises(ValueError, match=match):
             ReducioConfig(**bad)
+
+
+def test_warp_latent_adds_a_per_frame_linear_map_of_the_latent_to_every_offset():
+    """``warp_latent`` (minivid's option, with ``content_warp``): zero-initialised, so the model starts as without it;
+    with weights set, every point's offset gains W·LN(z) + b, whose 2·f_t channels per latent frame are that frame's
+    f_t (dx, dy) pairs, upsampled bilinearly in space (a float64 reference from explicit interpolation matrices).
+    Checked through the offsets the warp receives; refused without ``content_warp``."""
+    m, ref = tiny(content_warp=2, warp_latent=True).double(), tiny(content_warp=2).double()
+    ref.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("warp_latent.")})
+    x = video(2, 8, 32, 32, dtype=torch.float64)
+    z, c = m.encode(x).mode(), m.conditions(x)["content"]
+    seen = {}
+    for model, key in ((m, "m"), (ref, "ref")):
+        model.warp = (lambda key: lambda rgb, warp, content: seen.__setitem__(key, warp) or rgb)(key)
+    with torch.no_grad():
+        m.decode(z, content=c), ref.decode(z, content=c)
+        torch.testing.assert_close(seen["m"], seen["ref"], rtol=0, atol=0)
+        m.warp_latent.weight.normal_()
+        m.warp_latent.bias.normal_()
+        m.decode(z, content=c)
+        zn = F.layer_norm(z, z.shape[1:])  # (2, 4, T'=2, 2, 2) with f_t = 4
+        low = torch.einsum("oc,bcthw->bothw", m.warp_latent.weight[:, :, 0, 0, 0], zn) \
+            + m.warp_latent.bias[:, None, None, None]  # (2, 2·4, 2, 2, 2)
+        low = rearrange(low, "b (two f) t h w -> b two (t f) h w", two=2)  # frame 4t' + f gets channel block f
+        mh = _linear_upsample_matrix(2, 32)
+        shift = torch.einsum("Hh,Ww,bothw->botHW", mh, mh, low)  # (2, 2, 8, 32, 32)
+        zero = torch.zeros_like(shift[:, :1])
+        want = seen["ref"] + torch.cat([shift, zero, shift, zero, zero], dim=1)  # both points shifted; logits, mask not
+        torch.testing.assert_close(seen["m"], want)
+    with pytest.raises(ValueError, match="warp_latent=True .* content_warp >= 1"):
+        ReducioConfig(warp_latent=True)
