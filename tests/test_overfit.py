@@ -54,6 +54,27 @@ def test_autoencoder_overfits_two_clips(name):
     assert got >= target > average_frame, f"{name}: {got:.2f} dB after {steps} steps (average frame {average_frame:.2f})"
 
 
+def test_reducio_with_the_zoo_options_overfits_two_clips_on_the_frames_it_is_not_given():
+    """The zoo's Reducio options (fusion_skip, latent_skip, content_warp=5, warp_latent) at the tiny size above: 80
+    updates bring the frames other than the content frame to 36 dB (40.1 on an Intel Xeon; the content frame repeated
+    scores 23.8, and the same model without content_warp / warp_latent 22.7 after 80 updates, 30.9 after 200)."""
+    torch.manual_seed(0)
+    model = ReducioVAE(ReducioConfig(spatial_factor=8, temporal_factor=2, latent_channels=8, channels=8,
+                                     channel_mult=(1, 2, 2, 2), num_res_blocks=1, norm_groups=4, content_channels=8,
+                                     content_num_res_blocks=1, fusion_factors=(4,), fusion_head_dim=16,
+                                     init_logvar=-6.0, fusion_skip=True, latent_skip=True, content_warp=5,
+                                     warp_latent=True))
+    x = clips(16, 8)
+    trainer = AutoencoderTrainer(model, lr=3e-3, l2_weight=1.0, betas=(0.9, 0.99), grad_clip=1.0)
+    for _ in range(80):
+        trainer.step(x)
+    rec = model.eval().reconstruct(x).clamp(-1, 1)
+    others = [t for t in range(8) if t != model.content_index(8)]
+    repeated = psnr(x[:, :, 3:4].expand_as(x)[:, :, others], x[:, :, others]).mean().item()
+    got = psnr(rec[:, :, others], x[:, :, others]).mean().item()
+    assert got >= 36.0 > repeated + 10, f"{got:.2f} dB on the other frames (content frame repeated {repeated:.2f})"
+
+
 def _denoisers():
     from minivid.transformers import Latte, LatteConfig
     from minivid.unets import VideoUNet, VideoUNetConfig
