@@ -41,9 +41,11 @@ def main(argv=None) -> int:
                                     "train_seconds", "threads", "machine", "commit")}
         if "psnr" in m:
             row.update(kind="autoencoder", psnr=m["psnr"], ssim=m["ssim"], best_baseline_psnr=m["best_baseline_psnr"],
-                       margin_db=m["margin_db"], baselines_psnr=m["baselines_psnr"], latent_shape=m["latent_shape"],
+                       margin_db=m["margin_db"], margin_on=m.get("margin_on", "psnr"), baselines_psnr=m["baselines_psnr"], latent_shape=m["latent_shape"],
                        input_shape=m["input_shape"])
-            print(f"{name:12s} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.3f}  best baseline "
+            other = f" ({m['psnr_without_content_frame']:.2f} without the content frame)" \
+                if "psnr_without_content_frame" in m else ""
+            print(f"{name:12s} PSNR {m['psnr']:6.2f} dB{other}  SSIM {m['ssim']:.3f}  best baseline "
                   f"{m['best_baseline_psnr']:6.2f} dB  ({m['margin_db']:+.2f} dB)")
         elif "sparse_one_object" in m:  # Tora's motion VAE: flow videos, white except for the marks
             s = m["sparse_one_object"]
