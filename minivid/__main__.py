@@ -235,6 +235,7 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
         cfg = preset_config(args.name, overrides)
         out = Path(args.out or f"outputs/runs/{args.name}")
         previous_run(out, cfg, args.resume)
+        space, motion_space = run_spaces(cfg)
     except ValueError as e:
         parser.error(str(e))
     info = init_distributed(device=device)
@@ -248,7 +249,6 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
     if info.is_main:
         print(f"preset {args.name}: {n_params / 1e6:.2f}M parameters, global batch {cfg.global_batch} on "
               f"{info.world_size} process(es), {cfg.steps} steps, {device}", file=sys.stderr)
-    space, motion_space = run_spaces(cfg)
     data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
     if info.is_main:
         mem = training_memory(cfg, data, part.stop - part.start)

@@ -434,14 +434,31 @@ __all__ += ["presets", "preset_config", "parse_overrides", "load_overrides_file"
 # ---------------------------------------------------------------------------------------------- loading and sampling
 def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
     """(video latent space, motion latent space or None) of a run: the zoo autoencoders it names, with their cards'
-    latent scales."""
+    latent scales. A ValueError, before any work, for a name that is no zoo entry or an entry the system cannot run
+    on: the system's data, trajectory conditioning and continuation take a per-frame latent (f_t = 1) whose card holds
+    a ``latent_scale`` (``vae2d`` for ``latent``, ``motion-vae`` for ``motion_latent``); the causal and Reducio VAEs
+    (f_t = 4; Reducio's decoder also needs a content frame) are not wired into it."""
     from .. import pretrained
     from ..autoencoders import LatentSpace
 
-    def space(name):
+    names = pretrained.available()
+
+    def usable(name):  # a zoo autoencoder (no "autoencoder" of its own) with a latent scale, per-frame
+        card = pretrained.card(name)
+        return "latent_scale" in card and "autoencoder" not in card and card.get("requires") == [] \
+            and card.get("model_class") in ("VAE2D", "CausalVAE") and pretrained.load(name).downsample[0] == 1
+
+    def space(key, name):
+        if name not in names or not usable(name):
+            ok = [n for n in names if usable(n)]
+            why = "is not a zoo entry" if name not in names else "is not a latent space the full system can run on"
+            raise ValueError(f"{key}={name!r} {why}: the system takes a per-frame zoo autoencoder whose card holds a "
+                             f"latent_scale ({', '.join(ok)}); the causal and Reducio VAEs (f_t = 4) are not wired "
+                             "into its data and trajectory conditioning")
         return LatentSpace(pretrained.load(name, device=device), pretrained.card(name)["latent_scale"])
 
-    return space(cfg.latent), (space(cfg.motion_latent) if cfg.model.motion is not None else None)
+    return (space("latent", cfg.latent),
+            space("motion_latent", cfg.motion_latent) if cfg.model.motion is not None else None)
 
 
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
