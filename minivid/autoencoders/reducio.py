@@ -432,8 +432,7 @@ class ReducioVAE(VideoAutoencoder):
         optical-flow warp of the content frame (as in frame-interpolation models). A sprite that moves is then a
         displacement of pixels the decoder already has, not a shape it must paint from a 2 x 2 latent.
         rgb (B, 3, T, H, W), warp (B, 3K + 1, T, H, W), content (B, 3, H, W) -> (B, 3, T, H, W)."""
-        b, _, t, h, w = rgb.shape
-        k = self.config.content_warp
+        t, h, w = rgb.shape[2:]
         o = rearrange(warp[:, :-1], "b (k three) t h w -> b t h w k three", three=3)
         ys = (torch.arange(h, device=rgb.device, dtype=rgb.dtype) + 0.5) * 2 / h - 1  # pixel centres in [-1, 1]
         xs = (torch.arange(w, device=rgb.device, dtype=rgb.dtype) + 0.5) * 2 / w - 1
