@@ -443,10 +443,10 @@ def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
 
     names = pretrained.available()
 
-    def usable(name):  # a zoo autoencoder (no "autoencoder" of its own) with a latent scale, per-frame
+    def usable(name):  # a per-frame zoo VAE whose card holds a latent scale
         card = pretrained.card(name)
-        return "latent_scale" in card and "autoencoder" not in card and card.get("requires") == [] \
-            and card.get("model_class") in ("VAE2D", "CausalVAE") and pretrained.load(name).downsample[0] == 1
+        return "latent_scale" in card and card.get("model_class") in ("VAE2D", "CausalVAE") \
+            and pretrained.load(name).downsample[0] == 1
 
     def space(key, name):
         if name not in names or not usable(name):
