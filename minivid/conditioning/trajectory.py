@@ -250,6 +250,13 @@ def _check_points(points, height: int, width: int, num_frames: int | None = None
     return p
 
 
+def rescale_points(points: torch.Tensor, scale: float) -> torch.Tensor:
+    """Positions (..., 2) (x, y) in one video's pixels -> the same places in a video ``scale`` times as large (pixel
+    centres at integers: (p + 0.5) * scale - 0.5, as :meth:`Trajectories.per_frame` maps a canvas to a video)."""
+    scale = check_number("scale", scale, 0.0, strict_minimum=True)
+    return (torch.as_tensor(points) + 0.5) * scale - 0.5
+
+
 def trajectory_maps(points, height: int, width: int, num_frames: int | None = None) -> torch.Tensor:
     """T4: displacement maps g (L, 2, H, W) float32 of per-frame positions ``points`` (K, L, 2) (x, y) in the video's
     pixels: g[i + 1, :, round(y_i), round(x_i)] = p_{i+1} - p_i for each object, zero elsewhere and in frame 0.

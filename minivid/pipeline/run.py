@@ -30,8 +30,8 @@ from ..utils.checkpoint import save_json
 from ..utils.config import Config
 from ..utils.distributed import DistInfo, GlobalBatches, current
 from ..utils.validation import check_choice, check_int, check_number
-from .system import (ConditionDropout, System, SystemConfig, condition_batch, sample_system, system_schedule,
-                     training_kwargs)
+from .system import (ConditionDropout, System, SystemConfig, condition_batch, motion_on_latent_grid, sample_system,
+                     system_schedule, training_kwargs)
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.csv"
@@ -115,9 +115,10 @@ class SystemTrainer(DiffusionTrainer):
 
 @dataclass
 class SystemData:
-    """The training clips as the model sees them: ``latents`` (n, C, T, h, w) (the video VAE's, scaled), their
-    ``captions``, the ``motion`` latents (n, C_m, T, h, w) of each sprite's path (the motion VAE's, scaled), the
-    ``null_motion`` latent (1, C_m, T, h, w) of no trajectory, the sprites' centre ``paths`` (n, 1, T, 2), palette
+    """The training clips as the model sees them: ``latents`` (n, C, T', h, w) (the video VAE's, scaled), their
+    ``captions``, the ``motion`` latents (n, C_m f_t, T', h, w) of each sprite's path (the motion VAE's, scaled, on the
+    video latent's grid: :func:`~minivid.pipeline.system.motion_on_latent_grid`), the ``null_motion`` latent
+    (1, C_m f_t, T', h, w) of no trajectory, the sprites' centre ``paths`` (n, 1, T, 2) in the clips' pixels, palette
     ``colors`` (n,) and the clips' ``first_frames`` (n, 3, H, W) in [-1, 1] (the images of a semantic image
     encoder)."""
 
@@ -133,15 +134,78 @@ class SystemData:
 def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, split: str = "train",
                 seed: int = 0) -> SystemData:
     """``n`` one-sprite MiniSprites clips encoded for the system (:func:`~minivid.pipeline.tora.tora_data` for the
-    latents and paths, the same clips' captions)."""
+    latents and paths, the same clips' captions). The flow videos are drawn at the size that puts the motion latents
+    on the video latent's spatial grid and regrouped to its time grid (:func:`system_geometry`)."""
     from ..data import MiniSprites
     from .tora import tora_data
 
+    f_t, msize = _motion_grid(space, motion_space, size)
     d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames,
-                  dense=False)
+                  dense=False, motion_size=msize)
     clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
     captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
-    return SystemData(d.video, captions, d.sparse, d.null, d.paths, d.colors[:, 0], d.first)
+    return SystemData(d.video, captions, motion_on_latent_grid(d.sparse, f_t), motion_on_latent_grid(d.null, f_t),
+                      d.paths, d.colors[:, 0], d.first)
+
+
+def _motion_grid(space, motion_space, size: int) -> tuple[int, int]:
+    """(the video VAE's f_t, the side of the flow videos whose motion latents have the video latent's h x w)."""
+    f_s, m_s = space.autoencoder.downsample[1], motion_space.autoencoder.downsample[1]
+    return space.autoencoder.downsample[0], size * m_s // f_s
+
+
+@dataclass(frozen=True)
+class SystemGeometry:
+    """How a run's clips meet its autoencoders: the video ``latent_shape`` (C, T', h, w) of one clip, the video VAE's
+    ``temporal_factor`` f_t (1: per-frame latents; 4: the causal VAEs, C1), the side ``motion_size`` of the flow videos
+    drawn for the motion VAE (size * f_s(motion) / f_s(video), so both latents have one h x w) and the
+    ``motion_channels`` the trajectory extractor takes (C_m f_t after
+    :func:`~minivid.pipeline.system.motion_on_latent_grid`); the last two None without a trajectory condition."""
+
+    latent_shape: tuple[int, int, int, int]
+    temporal_factor: int
+    motion_size: int | None = None
+    motion_channels: int | None = None
+
+
+def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeometry:
+    """The :class:`SystemGeometry` of run ``cfg`` on latent spaces ``space`` (video) and ``motion_space`` (the
+    trajectories'; None or a model without ``motion``: no trajectory condition). A ValueError naming the key, before
+    any work, when ``size`` is no multiple of the VAE's f_s, ``frames`` is not reachable by its frame rule (the causal
+    VAEs take 1 + 4k frames, the released CogVideoX VAE 8N + 1) or leaves fewer than 2 latent frames, the transformer's
+    channels are not the latent's, or the motion VAE compresses time or gives the extractor other channels."""
+    ae = space.autoencoder
+    f_t, f_s = ae.downsample[0], ae.downsample[1]
+    if cfg.size % f_s:
+        raise ValueError(f"size={cfg.size} must be a multiple of the spatial factor f_s={f_s} of latent={cfg.latent!r}")
+    try:
+        _, c, t, h, w = ae.latent_shape((1, 3, cfg.frames, cfg.size, cfg.size))
+    except ValueError as e:
+        raise ValueError(f"frames={cfg.frames} is not reachable by the frame rule of latent={cfg.latent!r}: {e}") \
+            from None
+    if t < 2:
+        raise ValueError(f"frames={cfg.frames} gives {t} latent frame with latent={cfg.latent!r}; the system needs at "
+                         "least 2 (one given, one generated)")
+    tr = cfg.model.transformer
+    if tr.out_channels != c:
+        raise ValueError(f"model.transformer.out_channels={tr.out_channels} must be the {c} latent channels of "
+                         f"latent={cfg.latent!r} (and in_channels={c + 1}, with the given-frames channel)")
+    if h % tr.patch_size or w % tr.patch_size:
+        raise ValueError(f"model.transformer.patch_size={tr.patch_size} must divide the latent's {h} x {w} grid "
+                         f"(latent={cfg.latent!r} at size={cfg.size})")
+    if cfg.model.motion is None or motion_space is None:
+        return SystemGeometry((c, t, h, w), f_t)
+    m = motion_space.autoencoder
+    if m.downsample[0] != 1:
+        raise ValueError(f"motion_latent={cfg.motion_latent!r} compresses time by {m.downsample[0]}; the system takes a "
+                         "per-frame motion VAE (f_t = 1) and regroups its latents to the video latent's frames")
+    _, msize = _motion_grid(space, motion_space, cfg.size)
+    c_m = m.latent_channels * f_t
+    if cfg.model.motion.motion_channels != c_m:
+        raise ValueError(f"model.motion.motion_channels={cfg.model.motion.motion_channels} must be {c_m}: the "
+                         f"{m.latent_channels} latent channels of motion_latent={cfg.motion_latent!r} x the f_t={f_t} "
+                         f"frames of each latent frame of latent={cfg.latent!r}")
+    return SystemGeometry((c, t, h, w), f_t, msize, c_m)
 
 
 def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
@@ -152,6 +216,11 @@ def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
     c, frames = model.config.latent_channels, data.latents.shape[2]
     if data.latents.shape[1] != c:
         raise ValueError(f"the latents have {data.latents.shape[1]} channels; model.transformer.out_channels={c}")
+    if model.motion is not None and (data.motion.shape[1] != model.config.motion.motion_channels
+                                     or data.motion.shape[2:] != data.latents.shape[2:]):
+        raise ValueError(f"the motion latents are {tuple(data.motion.shape[1:])}; the model takes "
+                         f"model.motion.motion_channels={model.config.motion.motion_channels} channels on the video "
+                         f"latents' grid {tuple(data.latents.shape[2:])}")
     if model.semantic is not None and (data.first_frames is None or len(data.first_frames) != n):
         raise ValueError("the model has a semantic image encoder (model.image): the data needs the clips' "
                          "first_frames (system_data makes them)")
@@ -310,8 +379,8 @@ def _append_log(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-__all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "train_system", "previous_run",
-           "read_log"]
+__all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "SystemGeometry", "system_geometry",
+           "train_system", "previous_run", "read_log"]
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -334,16 +403,35 @@ def _gpu_model() -> SystemConfig:
                                     fuser="adanorm"))
 
 
+def _causal_model() -> SystemConfig:
+    """The cpu-causal preset's model: the cpu preset's on the causal VAE's latents (16, 3, 8, 8) of 64 px x 9 frames
+    (17 input channels with the given-frames channel; patch 2, CogVideoX's, gives 48 video tokens) and motion latents
+    of 4 channels x 4 frames per latent frame."""
+    from ..conditioning.motion import MotionGuidanceConfig
+    from ..transformers import ExpertTransformerConfig
+
+    return SystemConfig(
+        transformer=ExpertTransformerConfig(in_channels=17, out_channels=16, patch_size=2, patch_size_t=1, heads=6,
+                                            head_dim=16, depth=4, time_embed_dim=128, text_dim=64, max_text_len=72,
+                                            positional="rope", rope_grid="slice", base_size=(8, 8)),
+        motion=MotionGuidanceConfig(motion_channels=16, dim=96, depth=4, patch_size=2, motion_dim=32,
+                                    fuser="adanorm"))
+
+
 def presets() -> dict[str, SystemRunConfig]:
     """The named starting points of ``python -m minivid train``: ``cpu`` (the default model on the zoo's 32 px
-    latents: trains on 2 CPU cores), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and
-    ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it
-    with ``global_batch=``)."""
+    per-frame latents: trains on 2 CPU cores), ``cpu-causal`` (the same model on the zoo's causal 3D VAE, C1: 64 px x
+    9 frames -> 3 latent frames; clips are given no frame or their first, and a long video continues from each clip's
+    last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and ``gpu-multi`` (the
+    ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it with
+    ``global_batch=``)."""
     cpu = SystemRunConfig()
+    causal = SystemRunConfig(model=_causal_model(), latent="causal-vae", size=64, frames=9,
+                             dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1))
     gpu = SystemRunConfig(model=_gpu_model(), size=64, frames=8, num_clips=16384, steps=20000, global_batch=64,
                           lr=5e-4, warmup=1000, checkpoint_every=2000, log_every=100, autocast="bf16")
     multi = SystemRunConfig.from_dict({**gpu.to_dict(), "global_batch": 256})
-    return {"cpu": cpu, "gpu": gpu, "gpu-multi": multi}
+    return {"cpu": cpu, "cpu-causal": causal, "gpu": gpu, "gpu-multi": multi}
 
 
 def _closest(name: str, options) -> str:
@@ -433,32 +521,70 @@ __all__ += ["presets", "preset_config", "parse_overrides", "load_overrides_file"
 
 # ---------------------------------------------------------------------------------------------- loading and sampling
 def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
-    """(video latent space, motion latent space or None) of a run: the zoo autoencoders it names, with their cards'
-    latent scales. A ValueError, before any work, for a name that is no zoo entry or an entry the system cannot run
-    on: the system's data, trajectory conditioning and continuation take a per-frame latent (f_t = 1) whose card holds
-    a ``latent_scale`` (``vae2d`` for ``latent``, ``motion-vae`` for ``motion_latent``); the causal and Reducio VAEs
-    (f_t = 4; Reducio's decoder also needs a content frame) are not wired into it."""
+    """(video latent space, motion latent space or None) of a run, checked against its clips and model
+    (:func:`system_geometry`). ``latent``: a zoo autoencoder whose card holds a ``latent_scale`` (the per-frame
+    ``vae2d`` or the causal 3D ``causal-vae``, f_t = 4), or a folder of the released CogVideoX VAE as diffusers'
+    ``save_pretrained`` writes it (``AutoencoderKLCogVideoX``: loaded with
+    :func:`~minivid.autoencoders.cogvideox_vae.from_diffusers`, scaled by its config's ``scaling_factor``, as
+    CogVideoX's pipelines do); ``motion_latent``: a per-frame zoo VAE of flow videos (``motion-vae``). A ValueError,
+    before any work, for a name that is none of these (the Reducio VAE's decoder needs a content frame, which the
+    system does not make) or a run whose clips and model do not fit the spaces."""
     from .. import pretrained
     from ..autoencoders import LatentSpace
 
     names = pretrained.available()
 
-    def usable(name):  # a per-frame zoo VAE whose card holds a latent scale
+    def usable(name, per_frame):  # a zoo VAE (per-frame, or causal 3D) whose card holds a latent scale
         card = pretrained.card(name)
-        return "latent_scale" in card and card.get("model_class") in ("VAE2D", "CausalVAE") \
-            and pretrained.load(name).downsample[0] == 1
+        if "latent_scale" not in card or card.get("model_class") not in ("VAE2D", "CausalVAE"):
+            return False
+        return not per_frame or pretrained.load(name).downsample[0] == 1
 
-    def space(key, name):
-        if name not in names or not usable(name):
-            ok = [n for n in names if usable(n)]
+    def space(key, name, per_frame):
+        if key == "latent" and _is_diffusers_vae(name):
+            return _released_vae(name, device)
+        if name not in names or not usable(name, per_frame):
+            ok = [n for n in names if usable(n, per_frame)]
             why = "is not a zoo entry" if name not in names else "is not a latent space the full system can run on"
-            raise ValueError(f"{key}={name!r} {why}: the system takes a per-frame zoo autoencoder whose card holds a "
-                             f"latent_scale ({', '.join(ok)}); the causal and Reducio VAEs (f_t = 4) are not wired "
-                             "into its data and trajectory conditioning")
+            what = ("a per-frame zoo VAE of flow videos whose card holds a latent_scale" if per_frame else
+                    "a zoo VAE whose card holds a latent_scale, or a folder of the released CogVideoX VAE "
+                    "(diffusers' AutoencoderKLCogVideoX save_pretrained)")
+            raise ValueError(f"{key}={name!r} {why}: the system takes {what}; zoo entries it takes: "
+                             f"{', '.join(ok)} (the Reducio VAE's decoder needs a content frame, which the system does "
+                             "not make)")
         return LatentSpace(pretrained.load(name, device=device), pretrained.card(name)["latent_scale"])
 
-    return (space("latent", cfg.latent),
-            space("motion_latent", cfg.motion_latent) if cfg.model.motion is not None else None)
+    video = space("latent", cfg.latent, per_frame=False)
+    motion = space("motion_latent", cfg.motion_latent, per_frame=True) if cfg.model.motion is not None else None
+    system_geometry(cfg, video, motion)
+    return video, motion
+
+
+def _is_diffusers_vae(name: str) -> bool:
+    p = Path(name) / "config.json"
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("_class_name") == "AutoencoderKLCogVideoX"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _released_vae(folder: str, device):
+    """The latent space of a diffusers ``AutoencoderKLCogVideoX`` folder: minivid's
+    :class:`~minivid.autoencoders.CogVideoXVAE` with its weights, scaled by ``scaling_factor`` (C1; CogVideoX's
+    pipelines multiply the posterior by it; ``shift_factor`` must be None, as in every release)."""
+    from ..autoencoders import LatentSpace
+    from ..autoencoders.cogvideox_vae import from_diffusers
+
+    try:
+        vae = from_diffusers(folder)
+    except ValueError as e:
+        raise ValueError(f"latent={folder!r}: {e}") from None
+    if vae.config.shift_factor is not None:
+        raise ValueError(f"latent={folder!r}: shift_factor={vae.config.shift_factor}; the system scales latents only "
+                         "(every CogVideoX release has shift_factor None)")
+    return LatentSpace(vae.to(device).eval(), vae.config.scaling_factor)
 
 
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
@@ -513,27 +639,29 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
     """One video (3, F, H, W) in [-1, 1] from a prompt ("" for none), an optional first frame ``image`` (3, H, W)
     (resized to the run's size), optional ``trajectory`` (anything
     :func:`~minivid.conditioning.trajectory.load_trajectories` reads; interpolated over all F frames) and ``frames``
-    F (default: one clip of the run's length). Longer videos are continued clip by clip: each next clip is given the
-    last ``dropout.previous_frames`` latent frames of the one before (P8-P9's idea inside the system) and adds the
-    rest. The same inputs and seed give the same video."""
-    from ..conditioning.trajectory import load_trajectories, motion_video
+    F (default: one clip of the run's length; any F >= 1, the last clip cut). Longer videos are continued clip by
+    clip (P8-P9's idea inside the system): on per-frame latents each next clip is given the last
+    ``dropout.previous_frames`` latent frames of the one before and adds the rest; on a causal VAE's latents (f_t > 1,
+    whose first latent frame encodes one frame and the others f_t frames each) each next clip is given the previous
+    clip's last decoded frame as its first frame (image-to-video, as CogVideoX extends a video) and adds the other
+    frames. The same inputs and seed give the same video."""
+    from ..conditioning.trajectory import load_trajectories, motion_video, rescale_points
     from .tora import TORA_BLUR
 
     clip = cfg.frames
-    f_t, f_s = space.autoencoder.downsample[0], space.autoencoder.downsample[1]
+    geo = system_geometry(cfg, space, motion_space if model.motion is not None else None)
+    f_t, shape = geo.temporal_factor, geo.latent_shape
     frames = clip if frames is None else check_int("frames", frames, 1)
-    if f_t != 1 and frames != clip:
-        raise ValueError(f"frames={frames}: the run's VAE {cfg.latent!r} compresses time by {f_t}, and continuation "
-                         f"is implemented for per-frame latents only; use frames={clip}")
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     limit = model.config.text.max_length - 1  # ByT5: one token per byte and </s>
     if len(prompt.encode()) > limit:
         raise ValueError(f"prompt is {len(prompt.encode())} bytes; the text encoder reads at most {limit} "
                          f"(max_length={model.config.text.max_length} tokens with </s>)")
-    size, k = cfg.size, cfg.dropout.previous_frames
-    latent_t = clip // f_t
-    shape = (model.config.latent_channels, latent_t, size // f_s, size // f_s)
+    size = cfg.size
+    # frames two consecutive clips share: latent frames = frames for per-frame latents; one pixel frame for f_t > 1
+    k = cfg.dropout.previous_frames if f_t == 1 else 1
+    latent_t = shape[1]
     total = max(frames, clip)
     windows = 1 + -(-(total - clip) // (clip - k))  # clips needed: the first, then clip - k new frames each
     padded = clip + (windows - 1) * (clip - k)
@@ -544,31 +672,49 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
         points = load_trajectories(trajectory).per_frame(total, size, size)  # (K, F, 2) in the clip's pixels
         if padded > total:  # the last clip runs past the video: its extra frames hold the last position
             points = torch.cat([points, points[:, -1:].expand(-1, padded - total, -1)], dim=1)
-    null = motion_space.encode(torch.ones(1, 3, clip, size, size)) if model.motion is not None else None
+        if geo.motion_size != size:  # the flow video is drawn where the motion latents meet the video latents' grid
+            points = rescale_points(points, geo.motion_size / size)
+    null = None
+    if model.motion is not None:
+        m = geo.motion_size
+        null = motion_on_latent_grid(motion_space.encode(torch.ones(1, 3, clip, m, m)), f_t)
     first = semantic = None
     if image is not None:
         pixels = prepare_image(image, size)
-        first = space.encode(pixels[None, :, None])[:, :, 0]  # (1, C, h, w)
+        first = space.encode(pixels[None, :, None])[:, :, 0]  # (1, C, h, w): one frame is one latent frame (C1)
         semantic = pixels[None] if model.semantic is not None else None
-    out = None
+    out, videos = None, []
     for window in range(windows):
         start = window * (clip - k)
         given = torch.zeros(1, *shape)
         given_frames = torch.zeros(1, latent_t, dtype=torch.bool)
-        if out is not None:
+        if window > 0 and f_t == 1:
             given[:, :, :k] = out[:, :, -k:]
             given_frames[:, :k] = True
+        elif window > 0:  # the previous clip's last frame, given as this clip's first frame (and image)
+            last = videos[-1][:, :, -1]  # (1, 3, H, W)
+            given[:, :, 0] = space.encode(last[:, :, None])[:, :, 0]
+            given_frames[:, 0] = True
+            semantic = last if model.semantic is not None else None
         elif first is not None:
             given[:, :, 0] = first
             given_frames[:, 0] = True
         motion = None
         if points is not None:
-            motion = motion_space.encode(motion_video(points[:, start:start + clip], size, size, TORA_BLUR)[None])
+            m = geo.motion_size
+            motion = motion_on_latent_grid(motion_space.encode(
+                motion_video(points[:, start:start + clip], m, m, TORA_BLUR)[None]), f_t)
         z = sample_system(model, [prompt], shape, given=given if given_frames.any() else None,
                           given_frames=given_frames if given_frames.any() else None, motion=motion, null_motion=null,
-                          image=semantic if window == 0 else None, guidance=guidance, steps=steps, seed=seed + window)
-        out = z if out is None else torch.cat([out, z[:, :, k:]], dim=2)
-    return space.decode(out[:, :, :total])[0, :, :frames]
+                          image=semantic if window == 0 or f_t > 1 else None, guidance=guidance, steps=steps,
+                          seed=seed + window)
+        if f_t == 1:
+            out = z if out is None else torch.cat([out, z[:, :, k:]], dim=2)
+        else:  # decoded clip by clip: a causal latent starts afresh at every clip's first frame
+            video = space.decode(z)
+            videos.append(video if window == 0 else video[:, :, k:])
+    video = space.decode(out[:, :, :total]) if f_t == 1 else torch.cat(videos, dim=2)
+    return video[0, :, :frames]
 
 
 # ---------------------------------------------------------------------------------------------- held-out scores

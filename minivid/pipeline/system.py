@@ -267,6 +267,33 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
     return kw
 
 
+# ---------------------------------------------------------------------------------------------- motion latents
+def motion_on_latent_grid(motion: torch.Tensor, temporal_factor: int) -> torch.Tensor:
+    """Per-frame motion latents (B, C_m, F, h, w) (the motion VAE's, f_t = 1) on the time grid of a causal video
+    latent with f_t = ``temporal_factor`` (C1: latent frame 0 holds frame 0, latent frame i > 0 frames
+    f_t (i - 1) + 1 .. f_t i): (B, f_t C_m, 1 + (F - 1) / f_t, h, w), each latent frame's f_t motion frames stacked
+    along channels in time order, frame 0 repeated f_t times (as the causal VAE pads the past with frame 0). The
+    identity for f_t = 1.
+
+    Tora compresses the flow video with a 3D VAE of the video VAE's compression (T5), so that motion and video latents
+    share one grid for the extractor (T6); minivid's motion VAE is per-frame, and this lossless rearrangement puts its
+    latents on the causal video latent's grid (minivid's choice; the spatial grid is matched by drawing the flow video
+    at the size that makes both latents equally large, :func:`~minivid.pipeline.run.system_geometry`)."""
+    f_t = check_int("temporal_factor", temporal_factor, 1)
+    if not isinstance(motion, torch.Tensor) or motion.ndim != 5:
+        got = tuple(motion.shape) if isinstance(motion, torch.Tensor) else type(motion).__name__
+        raise ValueError(f"motion must be per-frame motion latents (B, C_m, F, h, w), got {got}")
+    if f_t == 1:
+        return motion
+    b, c, frames, h, w = motion.shape
+    if (frames - 1) % f_t:
+        raise ValueError(f"motion latents of F={frames} frames do not fill a causal latent with f_t={f_t}: F must be "
+                         f"1 + {f_t}k (1, {1 + f_t}, {1 + 2 * f_t}, ...)")
+    padded = torch.cat([motion[:, :, :1].expand(b, c, f_t - 1, h, w), motion], dim=2)  # (B, C, f_t (1 + k), h, w)
+    grouped = padded.reshape(b, c, padded.shape[2] // f_t, f_t, h, w)  # [latent frame, frame within it]
+    return grouped.permute(0, 3, 1, 2, 4, 5).reshape(b, f_t * c, padded.shape[2] // f_t, h, w)
+
+
 # ---------------------------------------------------------------------------------------------- sampling
 @torch.no_grad()
 def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int, int, int], *,
@@ -376,4 +403,4 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
 
 
 __all__ = ["SystemConfig", "System", "system_schedule", "ConditionDropout", "condition_batch", "training_kwargs",
-           "sample_system", "GIVEN_MODES"]
+           "motion_on_latent_grid", "sample_system", "GIVEN_MODES"]

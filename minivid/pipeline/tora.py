@@ -21,7 +21,7 @@ import torch
 from ..conditioning.motion import FUSERS, MotionGuidance, MotionGuidanceConfig
 from ..nn import Model, ModelConfig
 from ..transformers import STDiT, STDiTConfig
-from ..conditioning.trajectory import maps_to_video, sample_sparse, sprite_flow, trajectory_maps
+from ..conditioning.trajectory import maps_to_video, rescale_points, sample_sparse, sprite_flow, trajectory_maps
 from ..data import MiniSprites
 from ..metrics.sprites import sprite_check
 from ..metrics.trajectory import path_errors
@@ -227,11 +227,17 @@ class ToraData:
 @torch.no_grad()
 def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEED, num_sprites=(1, 2),
               blur: tuple[int, float] = TORA_BLUR, size: int = TORA_SIZE, frames: int = TORA_FRAMES,
-              chunk: int = 256, dense: bool = True) -> ToraData:
+              chunk: int = 256, dense: bool = True, motion_size: int | None = None) -> ToraData:
     """Encode ``n`` clips and their dense and sparse flow videos with the frozen VAEs (``space``: the video latent
     space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips. ``dense=False`` skips the dense flow
-    (users that train on sparse paths only); the other fields are the same either way."""
+    (users that train on sparse paths only); the other fields are the same either way. ``motion_size``: the side of
+    the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's pixels), for
+    a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs ``size``."""
     n = check_int("n", n, 1)
+    msize = size if motion_size is None else check_int("motion_size", motion_size, 1)
+    if dense and msize != size:
+        raise ValueError(f"motion_size={msize}: the dense flow is drawn at the clip's size {size}; pass dense=False "
+                         "or motion_size=None")
     data = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=num_sprites)
     g = torch.Generator().manual_seed(seed + 2)
     video, dense_latents, sparse, paths, colors, first = [], [], [], [], [], []
@@ -249,9 +255,9 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
         for it in items:
             p = sample_sparse(it["centers"], it["sprite_mask"], g)
             paths.append(p)
-            s_maps.append(trajectory_maps(p, size, size))
+            s_maps.append(trajectory_maps(p if msize == size else rescale_points(p, msize / size), msize, msize))
         sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
-    null = motion_space.encode(torch.ones(1, 3, frames, size, size))
+    null = motion_space.encode(torch.ones(1, 3, frames, msize, msize))
     return ToraData(torch.cat(video), torch.cat(dense_latents) if dense else None, torch.cat(sparse), null, paths,
                     torch.cat(colors), torch.cat(first))
 

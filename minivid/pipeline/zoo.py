@@ -220,7 +220,14 @@ def _causal_vae(steps, progress, log):
                       image_steps=image_steps, image_batch=32)
     data = {"size": size, "frames": frames, "train_clips": 1024, "batch": 4,
             "images_first": f"{image_steps} updates of 32 frames as 1-frame clips, then clips"}
-    return model, {"data": data, "metrics": _score_ae(model, {"data": data})}
+    return model, {"data": data, "metrics": _score_ae(model, {"data": data}),
+                   "latent_scale": causal_latent_scale(model)}
+
+
+def causal_latent_scale(model) -> float:
+    """The causal VAE's latent scale (the full system's ``cpu-causal`` preset multiplies its latents by it): 1 / std
+    of the posterior means of 256 training clips of 64 px x 9 frames (:meth:`LatentSpace.fit`, as for vae2d)."""
+    return LatentSpace.fit(model, clip_pool(256, 64, 9)).scale
 
 
 # The zoo's Reducio VAE (R2's layout at width 16) with minivid's fusion_skip, latent_skip (without it the decoder learnt
