@@ -3,6 +3,7 @@
     python bench/system.py                      # the cpu preset on this machine's CPU
     python bench/system.py --device cuda        # the gpu preset on a GPU, with SDPA and with the Triton kernel
     python bench/system.py --quick              # fewer repetitions
+    python bench/system.py --preset cpu-causal  # the system on the causal VAE's latents
     python bench/system.py --scaling 2          # data-parallel scaling: 2 gloo processes of 1 thread vs 1 process
 
 Training: updates of the preset's global batch (random latents, captions and motion latents of the preset's shape;
@@ -12,8 +13,9 @@ divided by its time: achieved TFLOP/s and, on a GPU with a known peak, the model
 
 Sampling: one 16-frame video of the preset's size at 20 DPM-Solver++ steps with a caption and a trajectory (text and
 trajectory guidance: three branches a step) through :func:`minivid.pipeline.run.generate` (8-frame clips continued
-with 2 given frames: three clips), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is
-absent. Goals (issue): under 5 s on 2 CPU cores for 32 x 32; under 1 s on one H100/H200 at 64 x 64.
+with 2 given frames: three clips; ``--preset cpu-causal``: 9-frame clips of the causal VAE continued from their last
+frame: two), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is absent (vae2d presets).
+Each preset's rows replace that preset's rows in the results file. Goals (issue): under 5 s on 2 CPU cores for 32 x 32; under 1 s on one H100/H200 at 64 x 64.
 
 Scaling (``--scaling N``, CPU): the cpu preset's update of 32 clips in one process with one thread, in one process
 with N threads, and in N processes of one thread under torchrun (gloo, DistributedDataParallel, each process a slice
@@ -37,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from minivid.pipeline.run import SystemRunConfig, generate, preset_config, run_spaces, training_kwargs  # noqa: E402
+from minivid.pipeline.run import (SystemRunConfig, generate, preset_config, run_spaces, system_geometry,  # noqa: E402
+                                  training_kwargs)
 from minivid.pipeline.system import System, condition_batch  # noqa: E402
 from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
@@ -57,22 +60,23 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flop
     from minivid.pipeline.run import SystemTrainer
     from minivid.utils.distributed import barrier, current
 
+    space, motion_space, _ = spaces(cfg, device)
+    geo = system_geometry(cfg, space, motion_space)
     torch.manual_seed(0)
     model = System(cfg.model).to(device)
     trainer = SystemTrainer(model, cfg)
     info = current()
     part = info.shard(cfg.global_batch)
-    b, latent = part.stop - part.start, cfg.size // 4
-    c, cm = model.config.latent_channels, 4
-    x0 = torch.randn(b, c, cfg.frames, latent, latent, device=device)
+    b, shape, cm = part.stop - part.start, geo.latent_shape, geo.motion_channels
+    x0 = torch.randn(b, *shape, device=device)
     ids, mask = model.tokenize(["a red square moves right along a wavy path"] * b)
     null_ids, null_mask = model.tokenize([""] * b)
-    motion = torch.randn(b, cm, cfg.frames, latent, latent)
-    null = torch.zeros(1, cm, cfg.frames, latent, latent)
+    motion = torch.randn(b, cm, *shape[1:])
+    null = torch.zeros(1, cm, *shape[1:])
     autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and device != "cpu")
 
     def update():
-        coins = condition_batch(cfg.dropout, cfg.global_batch, cfg.frames, trainer.coins, part)
+        coins = condition_batch(cfg.dropout, cfg.global_batch, shape[1], trainer.coins, part)
         kw = training_kwargs(model, coins, ids.cpu(), mask.cpu(), null_ids.cpu(), null_mask.cpu(), motion, null)
         kw = {k: v.to(device) for k, v in kw.items()}
         with torch.autocast(**autocast):
@@ -107,20 +111,27 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flop
     return out
 
 
-def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: int = 16) -> dict:
-    torch.manual_seed(0)
-    model = System(cfg.model).to(device).eval()
+def spaces(cfg: SystemRunConfig, device: str):
+    """(video space, motion space, from the zoo?) of ``cfg``: the zoo's, or randomly initialised VAEs of the zoo's
+    vae2d and motion VAE shapes when the zoo is absent (they time the same)."""
     try:
         space, motion_space = run_spaces(cfg, device)
-        zoo = True
-    except (FileNotFoundError, ValueError):  # no zoo here: random VAEs of the zoo's shapes time the same
+        return space, motion_space, True
+    except (FileNotFoundError, ValueError):
+        if cfg.latent != "vae2d":
+            raise
         from minivid.autoencoders import CausalVAE, LatentSpace, VAE2D, VAE2DConfig
         from minivid.pipeline.tora import motion_vae_config
 
         space = LatentSpace(VAE2D(VAE2DConfig(spatial_factor=4, latent_channels=4, channels=16, channel_mult=(1, 2, 2),
                                               num_res_blocks=1, norm_groups=8, num_mid_blocks=0)).to(device))
-        motion_space = LatentSpace(CausalVAE(motion_vae_config()).to(device))
-        zoo = False
+        return space, LatentSpace(CausalVAE(motion_vae_config()).to(device)), False
+
+
+def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: int = 16) -> dict:
+    torch.manual_seed(0)
+    model = System(cfg.model).to(device).eval()
+    space, motion_space, zoo = spaces(cfg, device)
     s = cfg.size
     traj = [[2.0, s / 2], [s - 3.0, s / 3]]
     kw = dict(prompt="a red square moves right", trajectory=[traj], frames=frames, steps=20)
@@ -212,8 +223,12 @@ def main(argv=None) -> int:
     name = device_name(device)
     out = args.out or RESULTS / f"system-{slug(name)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": name, "threads": torch.get_num_threads(), "versions": versions(),
-                               "date": _dt.datetime.now().isoformat(), "rows": rows}, indent=2) + "\n")
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    # rows of other presets (and the scaling entry) stay; this preset's rows are replaced
+    kept = [r for r in doc.get("rows", []) if r.get("preset") != preset]
+    doc.update({"device": name, "threads": torch.get_num_threads(), "versions": versions(),
+                "date": _dt.datetime.now().isoformat(), "rows": kept + rows})
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -23,11 +23,27 @@ def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
                      f"cuda:0..cuda:{n - 1}")
 
 
+class _Help(argparse.HelpFormatter):
+    """argparse's help, wrapped without breaking names at their hyphens (``pvdm-unet``, ``cpu-causal``)."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minivid", description="minivid: latent video diffusion, small and readable.")
+    parser = argparse.ArgumentParser(prog="python -m minivid", formatter_class=_Help,
+                                     description="minivid: latent video diffusion, small and readable.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="train the full system's cpu preset from scratch (under 10 minutes on 2 cores) and sample it from "
+        "demo", formatter_class=_Help, help="train the full system's cpu preset from scratch (under 10 minutes on 2 cores) and sample it from "
                      "captions and drawn paths; --pretrained samples the zoo's system",
         description="Train the full system (the cpu preset of `python -m minivid train`: T5 captions, the expert "
                     "transformer, Tora's motion guidance, given frames) on one-sprite MiniSprites clips for a short "
@@ -55,16 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train = sub.add_parser(
-        "train", help="train the full system from a preset (cpu, gpu, gpu-multi), or one model of the zoo",
-        description="With a preset (cpu, gpu, gpu-multi): train the full system (minivid.pipeline.system: the expert "
-                    "transformer with text, image / previous-clip and trajectory conditions on the zoo's latents) as a "
-                    "run in --out (run.json, checkpoints/, log.csv), resumable with --resume; under torchrun "
+        "train", formatter_class=_Help, help="train the full system from a preset (cpu, cpu-causal, gpu, gpu-multi), or one model of the zoo",
+        description="With a preset (cpu, cpu-causal, gpu, gpu-multi): train the full system "
+                    "(minivid.pipeline.system: the expert transformer with text, image / previous-clip and trajectory "
+                    "conditions on the zoo's latents; cpu-causal on the causal 3D VAE's) as a run in --out (run.json, checkpoints/, log.csv), resumable with --resume; under torchrun "
                     "(torchrun --nproc_per_node N -m minivid train gpu-multi) with DistributedDataParallel. With a zoo "
                     "recipe name: train that model with its recipe (minivid.pipeline.zoo): fixed steps on MiniSprites, "
                     "held-out metrics against baselines, the folder and card.json written to --out (default "
                     "data/pretrained/NAME).")
     from .pipeline.zoo import RECIPES
-    train.add_argument("name", help="a preset (cpu, gpu, gpu-multi) or a zoo recipe: " + ", ".join(RECIPES))
+    train.add_argument("name", help="a preset (cpu, cpu-causal, gpu, gpu-multi) or a zoo recipe: " + ", ".join(RECIPES))
     train.add_argument("--out", default=None, help="output folder (presets: default outputs/runs/NAME; zoo: "
                                                   "data/pretrained/NAME)")
     train.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's or recipe's)")
@@ -80,14 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--device", default=None, help="presets: cpu or cuda (default: cuda when available; under "
                                                       "torchrun each rank takes cuda:LOCAL_RANK)")
     sample = sub.add_parser(
-        "sample", help="generate a video with the full system from a prompt, an image and a trajectory",
+        "sample", formatter_class=_Help, help="generate a video with the full system from a prompt, an image and a trajectory",
         description="Sample a trained full-system run (python -m minivid train cpu): a video from --prompt, optionally "
                     "starting from --image (resized to the run's size) and following --trajectory (a JSON or text file "
                     "of points, the format of minivid.conditioning.trajectory); --frames longer than one clip "
                     "continues it clip by clip. Writes --out (mp4) and a PNG frame grid beside it. The same seed and "
                     "inputs give the same video.")
     sample.add_argument("--checkpoint", required=True,
-                        help="a run folder (its latest checkpoint), a checkpoint folder, or the zoo name 'system'")
+                        help="a run folder (its latest checkpoint), a checkpoint folder, or a full-system zoo "
+                             "name ('system'; 'system-causal' on the causal VAE)")
     sample.add_argument("--prompt", default="", help='the caption, e.g. "a red square moves right" (default: none)')
     sample.add_argument("--image", default=None, help="first frame: an image file (PNG, JPEG)")
     sample.add_argument("--trajectory", default=None, help="a .json or text file of points (x y per line; several "
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sample.add_argument("--out", default="outputs/sample.mp4", help="mp4 to write (default outputs/sample.mp4)")
     ev = sub.add_parser(
-        "eval", help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
+        "eval", formatter_class=_Help, help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
         description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for a "
                     "zoo checkpoint's samples, against a reference: MiniSprites' test split (default) or another folder. "
                     "Writes JSON: the sprite check, FVD (real Kinetics-400 I3D; protocol: bilinear resize to 224, "
@@ -212,7 +229,7 @@ def _demo(parser: argparse.ArgumentParser, args) -> int:
 
 
 def _train_system(parser: argparse.ArgumentParser, args) -> int:
-    """``python -m minivid train cpu|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
+    """``python -m minivid train cpu|cpu-causal|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
     import torch
 
     from .pipeline.run import (load_overrides_file, parse_overrides, preset_config, previous_run, run_spaces,

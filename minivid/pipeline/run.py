@@ -590,7 +590,7 @@ def _released_vae(folder: str, device):
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
              ) -> tuple[System, SystemRunConfig, Path]:
     """The model (EMA weights by default) of a run folder's latest checkpoint, of a checkpoint folder, or of a zoo
-    entry trained from a preset (``"system"``: its card holds the run's config), with the run's config and the folder
+    entry trained from a preset (``"system"``, ``"system-causal"``: its card holds the run's config), with the run's config and the folder
     read. A clear error when ``source`` is none of these."""
     from .. import pretrained
     from ..diffusion.training import latest_checkpoint
@@ -599,8 +599,9 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool =
     if isinstance(source, str) and source in pretrained.available() and not Path(source).exists():
         card = pretrained.card(source)
         if "run" not in card:
+            systems = [n for n in pretrained.available() if "run" in pretrained.card(n)]
             raise ValueError(f"zoo entry {source!r} is not a full-system model (its card has no run config); "
-                             "the full system's entry is 'system'")
+                             f"the full system's entries: {', '.join(systems)}")
         model = pretrained.load(source, device=device).eval()
         return model, SystemRunConfig.from_dict(card["run"]), pretrained.zoo_root() / source
     p = Path(source)
@@ -610,7 +611,7 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool =
         folder, run_dir = latest_checkpoint(p / "checkpoints"), p
     if folder is None or not (run_dir / RUN_FILE).is_file():
         raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*), one of "
-                         "its checkpoints or the zoo's 'system'; train one with `python -m minivid train cpu --out DIR`")
+                         "its checkpoints or a full-system zoo entry ('system', 'system-causal'); train one with `python -m minivid train cpu --out DIR`")
     cfg = SystemRunConfig.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
     model = load_model(folder / ("ema" if ema and (folder / "ema").is_dir() else "model"), device=device)
     if not isinstance(model, System) or model.config != cfg.model:

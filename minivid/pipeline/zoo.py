@@ -723,18 +723,18 @@ def _score_i2v(model, card: dict) -> dict:
     return i2v_metrics(model, space)
 
 
-def _system(steps, progress, log):
-    """The full system's cpu preset (minivid.pipeline.run) trained as a run in ``outputs/runs/zoo-system-<steps>``
+def _system(steps, progress, log, preset: str = "cpu", name: str = "system"):
+    """The full system's ``preset`` (minivid.pipeline.run) trained as a run in ``outputs/runs/zoo-<name>-<steps>``
     (checkpoints every 500 steps and a log; an interrupted recipe resumes there, to the same weights), its EMA model
     kept; the card records the run's config."""
     from ..diffusion.training import latest_checkpoint
     from .run import preset_config, run_spaces, system_data, system_metrics, train_system
 
-    cfg = preset_config("cpu", {"steps": steps})
+    cfg = preset_config(preset, {"steps": steps})
     space, motion_space = run_spaces(cfg)
     log(f"  encoding {cfg.num_clips} training clips, their captions and sprite paths")
     data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
-    run = Path("outputs/runs") / f"zoo-system-{steps}"
+    run = Path("outputs/runs") / f"zoo-{name}-{steps}"
     trainer = train_system(cfg, run, data, resume=latest_checkpoint(run / "checkpoints") is not None,
                            progress=progress, log=log)
     model = trainer.ema.eval()
@@ -743,6 +743,10 @@ def _system(steps, progress, log):
                    "data": {"size": cfg.size, "frames": cfg.frames, "train_clips": cfg.num_clips,
                             "batch": cfg.global_batch, "num_sprites": 1},
                    "metrics": system_metrics(model, cfg, space, motion_space)}
+
+
+def _system_causal(steps, progress, log):
+    return _system(steps, progress, log, preset="cpu-causal", name="system-causal")
 
 
 def _score_system(model, card: dict) -> dict:
@@ -783,6 +787,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("system", "the full system (minivid.pipeline.system): T5 + expert transformer with given frames (image, "
            "previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite clips; the cpu preset",
            3000, _system, _score_system, ("vae2d", "motion-vae"), storage="float16"),
+    Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
+           "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
+           "cpu-causal preset", 3000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
 ]}
 
 
@@ -864,7 +871,7 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
                    paths=torch.stack([p[0] for p in test.paths]), colors=test.colors[:, 0], from_frame=1,
                    what=f"{n} samples from the first frames and sprite paths of {n} one-sprite test clips vs those "
                         "clips (trajectory error over frames 1..)")
-    elif name == "system":
+    elif name in ("system", "system-causal"):
         from .run import SystemRunConfig, run_spaces, system_data
         from .system import sample_system
 
