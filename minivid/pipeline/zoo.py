@@ -789,7 +789,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            3000, _system, _score_system, ("vae2d", "motion-vae"), storage="float16"),
     Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
-           "cpu-causal preset", 3000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
+           "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
 ]}
 
 
