@@ -128,38 +128,37 @@ def causal_run(tmp_path_factory):
     return trainer.ema.eval(), cfg, space, motion, data
 
 
-def test_data_and_sampling_give_a_path_the_same_motion_latent(causal_run, monkeypatch):
+@pytest.fixture
+def seen(monkeypatch) -> list:
+    """The keyword arguments of every sample_system call generate makes, in order."""
+    calls, real = [], run_mod.sample_system
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return real(*a, **kw)
+    monkeypatch.setattr(run_mod, "sample_system", spy)
+    return calls
+
+
+def test_data_and_sampling_give_a_path_the_same_motion_latent(causal_run, seen):
     """The motion latent generate makes from a clip's own path (clip pixels, through load_trajectories) is the one the
     system was trained with for that clip (system_data): both on the video latent's (3, 4, 4) grid."""
     model, cfg, space, motion, data = causal_run
     assert data.latents.shape == (8, 4, 3, 4, 4) and data.motion.shape == (8, 8, 3, 4, 4)
     assert data.null_motion.shape == (1, 8, 3, 4, 4)
-    seen = []
-    real = run_mod.sample_system
-
-    def spy(*a, **kw):
-        seen.append(kw)
-        return real(*a, **kw)
-    monkeypatch.setattr(run_mod, "sample_system", spy)
     generate(model, cfg, space, motion, prompt=data.captions[2], trajectory=data.paths[2], steps=1)
     assert torch.allclose(seen[0]["motion"], data.motion[2:3], atol=1e-5)
     assert torch.allclose(seen[0]["null_motion"], data.null_motion, atol=1e-6)
 
 
-def test_causal_generate_continues_from_the_last_frame(causal_run, monkeypatch):
+def test_causal_generate_continues_from_the_last_frame(causal_run, seen):
     model, cfg, space, motion, data = causal_run
     kw = dict(prompt="a red circle", trajectory="[[4, 4], [28, 20]]", steps=2, seed=5)
     one = generate(model, cfg, space, motion, **kw)
     assert one.shape == (3, FRAMES, SIZE, SIZE) and one.abs().max() <= 1
     assert torch.equal(one, generate(model, cfg, space, motion, **kw))  # same inputs and seed, same video
     assert generate(model, cfg, space, motion, frames=4, **{**kw, "trajectory": None}).shape == (3, 4, SIZE, SIZE)
-    seen = []
-    real = run_mod.sample_system
-
-    def spy(*a, **k):
-        seen.append(k)
-        return real(*a, **k)
-    monkeypatch.setattr(run_mod, "sample_system", spy)
+    seen.clear()
     # 9 + 8 + 8 - 3 frames: three clips, each after the first given the previous clip's last frame as its first frame
     long = generate(model, cfg, space, motion, frames=22, **{**kw, "trajectory": None})
     assert long.shape == (3, 22, SIZE, SIZE) and len(seen) == 3
