@@ -590,8 +590,8 @@ def _released_vae(folder: str, device):
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
              ) -> tuple[System, SystemRunConfig, Path]:
     """The model (EMA weights by default) of a run folder's latest checkpoint, of a checkpoint folder, or of a zoo
-    entry trained from a preset (``"system"``, ``"system-causal"``: its card holds the run's config), with the run's config and the folder
-    read. A clear error when ``source`` is none of these."""
+    entry trained from a preset (``"system"``, ``"system-causal"``: its card holds the run's config), with the run's
+    config and the folder read. A clear error when ``source`` is none of these."""
     from .. import pretrained
     from ..diffusion.training import latest_checkpoint
     from ..nn import load_model
@@ -611,7 +611,8 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool =
         folder, run_dir = latest_checkpoint(p / "checkpoints"), p
     if folder is None or not (run_dir / RUN_FILE).is_file():
         raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*), one of "
-                         "its checkpoints or a full-system zoo entry ('system', 'system-causal'); train one with `python -m minivid train cpu --out DIR`")
+                         "its checkpoints or a full-system zoo entry ('system', 'system-causal'); train one with "
+                         "`python -m minivid train cpu --out DIR`")
     cfg = SystemRunConfig.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
     model = load_model(folder / ("ema" if ema and (folder / "ema").is_dir() else "model"), device=device)
     if not isinstance(model, System) or model.config != cfg.model:
