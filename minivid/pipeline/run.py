@@ -118,7 +118,7 @@ class SystemData:
     """The training clips as the model sees them: ``latents`` (n, C, T', h, w) (the video VAE's, scaled), their
     ``captions``, the ``motion`` latents (n, C_m f_t, T', h, w) of each sprite's path (the motion VAE's, scaled, on the
     video latent's grid: :func:`~minivid.pipeline.system.motion_on_latent_grid`), the ``null_motion`` latent
-    (1, C_m f_t, T', h, w) of no trajectory, the sprites' centre ``paths`` (n, 1, T, 2) in the clips' pixels, palette
+    (1, C_m f_t, T', h, w) of no trajectory (both None for a model without trajectory guidance), the sprites' centre ``paths`` (n, 1, T, 2) in the clips' pixels, palette
     ``colors`` (n,) and the clips' ``first_frames`` (n, 3, H, W) in [-1, 1] (the images of a semantic image
     encoder)."""
 
@@ -135,15 +135,18 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
                 seed: int = 0) -> SystemData:
     """``n`` one-sprite MiniSprites clips encoded for the system (:func:`~minivid.pipeline.tora.tora_data` for the
     latents and paths, the same clips' captions). The flow videos are drawn at the size that puts the motion latents
-    on the video latent's spatial grid and regrouped to its time grid (:func:`system_geometry`)."""
+    on the video latent's spatial grid and regrouped to its time grid (:func:`system_geometry`); ``motion_space=None``
+    (a model without trajectory guidance): no motion latents."""
     from ..data import MiniSprites
     from .tora import tora_data
 
-    f_t, msize = _motion_grid(space, motion_space, size)
+    f_t, msize = _motion_grid(space, motion_space, size) if motion_space is not None else (1, None)
     d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames,
                   dense=False, motion_size=msize)
     clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
     captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
+    if motion_space is None:  # a model without trajectory guidance: no motion latents
+        return SystemData(d.video, captions, None, None, d.paths, d.colors[:, 0], d.first)
     return SystemData(d.video, captions, motion_on_latent_grid(d.sparse, f_t), motion_on_latent_grid(d.null, f_t),
                       d.paths, d.colors[:, 0], d.first)
 
@@ -210,9 +213,13 @@ def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeo
 
 def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
     n = len(data.latents)
-    if n != cfg.num_clips or len(data.captions) != n or len(data.motion) != n:
-        raise ValueError(f"data holds {n} latents, {len(data.captions)} captions and {len(data.motion)} motion latents;"
+    n_motion = n if data.motion is None else len(data.motion)
+    if n != cfg.num_clips or len(data.captions) != n or n_motion != n:
+        raise ValueError(f"data holds {n} latents, {len(data.captions)} captions and {n_motion} motion latents;"
                          f" the run needs num_clips={cfg.num_clips} of each")
+    if model.motion is not None and data.motion is None:
+        raise ValueError("the model has trajectory guidance (model.motion): the data needs motion latents "
+                         "(system_data with the run's motion space makes them)")
     c, frames = model.config.latent_channels, data.latents.shape[2]
     if data.latents.shape[1] != c:
         raise ValueError(f"the latents have {data.latents.shape[1]} channels; model.transformer.out_channels={c}")
@@ -284,8 +291,8 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
         idx = trainer.order.next()
         coins = condition_batch(cfg.dropout, cfg.global_batch, frames, trainer.coins, part)
         images = data.first_frames[idx].float() if model.semantic is not None else None
-        kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, data.motion[idx].float(),
-                             data.null_motion.float(), images=images)
+        kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, *_motion(data, idx),
+                             images=images)
         kw = {k: v.to(device) for k, v in kw.items()}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and torch.device(
                 device).type == "cuda"):
@@ -299,6 +306,13 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
             trainer.save_checkpoint(out / "checkpoints", keep=cfg.keep)
     bar.close()
     return trainer
+
+
+def _motion(data: SystemData, idx) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(the motion latents of clips ``idx``, the null motion latent) in float32, or (None, None) without them."""
+    if data.motion is None:
+        return None, None
+    return data.motion[idx].float(), data.null_motion.float()
 
 
 def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: int) -> dict:
@@ -324,8 +338,7 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
     null_ids, null_mask = model.tokenize([""])
     ids, mask = model.tokenize(list(data.captions[:1]))
     images = data.first_frames[:1].float() if model.semantic is not None else None
-    kw = training_kwargs(model, coins, ids, mask, null_ids, null_mask, data.motion[:1].float(),
-                         data.null_motion.float(), images=images)
+    kw = training_kwargs(model, coins, ids, mask, null_ids, null_mask, *_motion(data, slice(0, 1)), images=images)
     x0 = data.latents[:1].float()
     t = explicit_uniform_timesteps(1, system_schedule().num_steps, generator=g)
     noise = torch.randn(x0.shape, generator=g)

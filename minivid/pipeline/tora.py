@@ -213,12 +213,13 @@ class ToraData:
     latents (the motion VAE's, T5), the ``null`` motion latent (of an all-white g_vis: no trajectory) (1, C_m, T, h, w),
     and the clips' sparse ``paths`` (a list of (k, T, 2) centre paths), sprite ``colors`` (n, S) and first frames
     ``first`` (n, 3, H, W) in [-1, 1] (float16). ``dense`` is None when the data was made without it
-    (``tora_data(..., dense=False)``)."""
+    (``tora_data(..., dense=False)``), ``sparse`` and ``null`` when it was made without a motion VAE
+    (``motion_space=None``: the paths alone)."""
 
     video: torch.Tensor
     dense: torch.Tensor | None
-    sparse: torch.Tensor
-    null: torch.Tensor
+    sparse: torch.Tensor | None
+    null: torch.Tensor | None
     paths: list
     colors: torch.Tensor
     first: torch.Tensor | None = None
@@ -230,11 +231,15 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
               chunk: int = 256, dense: bool = True, motion_size: int | None = None) -> ToraData:
     """Encode ``n`` clips and their dense and sparse flow videos with the frozen VAEs (``space``: the video latent
     space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips. ``dense=False`` skips the dense flow
-    (users that train on sparse paths only); the other fields are the same either way. ``motion_size``: the side of
+    (users that train on sparse paths only); the other fields are the same either way. ``motion_space=None`` (with
+    ``dense=False``) encodes no flow: the paths alone, for a model without trajectory guidance. ``motion_size``: the
+    side of
     the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's pixels), for
     a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs ``size``."""
     n = check_int("n", n, 1)
     msize = size if motion_size is None else check_int("motion_size", motion_size, 1)
+    if motion_space is None and dense:
+        raise ValueError("motion_space=None encodes no flow: pass dense=False")
     if dense and msize != size:
         raise ValueError(f"motion_size={msize}: the dense flow is drawn at the clip's size {size}; pass dense=False "
                          "or motion_size=None")
@@ -255,8 +260,12 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
         for it in items:
             p = sample_sparse(it["centers"], it["sprite_mask"], g)
             paths.append(p)
-            s_maps.append(trajectory_maps(p if msize == size else rescale_points(p, msize / size), msize, msize))
-        sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
+            if motion_space is not None:
+                s_maps.append(trajectory_maps(p if msize == size else rescale_points(p, msize / size), msize, msize))
+        if motion_space is not None:
+            sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
+    if motion_space is None:
+        return ToraData(torch.cat(video), None, None, None, paths, torch.cat(colors), torch.cat(first))
     null = motion_space.encode(torch.ones(1, 3, frames, msize, msize))
     return ToraData(torch.cat(video), torch.cat(dense_latents) if dense else None, torch.cat(sparse), null, paths,
                     torch.cat(colors), torch.cat(first))

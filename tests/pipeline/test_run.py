@@ -312,3 +312,26 @@ def test_training_memory_counts_weights_and_the_saved_activations():
     assert low["activations_per_clip"] < 0.6 * mem["activations_per_clip"]
     with pytest.raises(ValueError, match="per_process_batch=0"):
         training_memory(c, data, 0)
+
+
+def test_a_run_without_trajectory_guidance_trains_generates_and_scores(tmp_path):
+    """``model.motion=None``: system_data makes no motion latents (the paths stay, for the metrics), the run trains,
+    generate makes videos (a trajectory is refused) and system_metrics scores its two uses, text and image+text."""
+    from minivid.pipeline.run import generate, system_data, system_metrics
+
+    space, _ = tiny_spaces()
+    data = system_data(space, None, 8, 16, T, split="test")
+    assert data.motion is None and data.null_motion is None and len(data.paths) == 8
+    assert data.latents.shape == (8, 4, T, 4, 4)
+    c = cfg(model=tiny(motion=False), num_clips=8, steps=2, size=16, frames=T)
+    trainer = train_system(c, tmp_path / "r", data, progress=False, log=lambda m: None)
+    assert trainer.num_updates == 2
+    video = generate(trainer.ema, c, space, None, prompt="a red dot", frames=7, steps=2)
+    assert video.shape == (3, 7, 16, 16)
+    with pytest.raises(ValueError, match="no trajectory condition"):
+        generate(trainer.ema, c, space, None, trajectory="[[2, 2], [12, 12]]", steps=2)
+    scores = system_metrics(trainer.ema, c, space, None, data=data, steps=2)
+    assert set(scores) == {"text", "image+text", "real clips (autoencoder)", "sampler"}
+    # a model with trajectory guidance refuses data without motion latents, before any step
+    with pytest.raises(ValueError, match="the data needs motion latents"):
+        train_system(cfg(num_clips=8, size=16, frames=T), tmp_path / "m", data, progress=False, log=lambda m: None)

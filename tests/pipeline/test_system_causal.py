@@ -116,6 +116,11 @@ def test_tora_data_draws_the_flow_at_motion_size():
     assert torch.allclose(d.null, motion.encode(torch.ones(1, 3, FRAMES, 16, 16)))
     with pytest.raises(ValueError, match="motion_size=16: the dense flow is drawn at the clip's size 32"):
         tora_data(space, motion, 1, size=SIZE, frames=FRAMES, motion_size=16)
+    alone = tora_data(space, None, 3, split="test", num_sprites=1, size=SIZE, frames=FRAMES, dense=False)
+    assert alone.sparse is None and alone.null is None  # no motion VAE: the same clips and paths, no flow
+    assert torch.equal(alone.video, d.video) and all(torch.equal(a, b) for a, b in zip(alone.paths, d.paths))
+    with pytest.raises(ValueError, match="motion_space=None encodes no flow: pass dense=False"):
+        tora_data(space, None, 1, size=SIZE, frames=FRAMES)
 
 
 @pytest.fixture(scope="module")
