@@ -233,9 +233,9 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
     space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips. ``dense=False`` skips the dense flow
     (users that train on sparse paths only); the other fields are the same either way. ``motion_space=None`` (with
     ``dense=False``) encodes no flow: the paths alone, for a model without trajectory guidance. ``motion_size``: the
-    side of
-    the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's pixels), for
-    a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs ``size``."""
+    side of the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's
+    pixels), for a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs
+    ``size``."""
     n = check_int("n", n, 1)
     msize = size if motion_size is None else check_int("motion_size", motion_size, 1)
     if motion_space is None and dense:
