@@ -4,6 +4,7 @@
     python bench/system.py --device cuda        # the gpu preset on a GPU, with SDPA and with the Triton kernel
     python bench/system.py --quick              # fewer repetitions
     python bench/system.py --preset cpu-causal  # the system on the causal VAE's latents
+    python bench/system.py --preset cpu-reducio # the system on the Reducio VAE's latents
     python bench/system.py --scaling 2          # data-parallel scaling: 2 gloo processes of 1 thread vs 1 process
 
 Training: updates of the preset's global batch (random latents, captions and motion latents of the preset's shape;
@@ -14,7 +15,8 @@ divided by its time: achieved TFLOP/s and, on a GPU with a known peak, the model
 Sampling: one 16-frame video of the preset's size at 20 DPM-Solver++ steps with a caption and a trajectory (text and
 trajectory guidance: three branches a step) through :func:`minivid.pipeline.run.generate` (8-frame clips continued
 with 2 given frames: three clips; ``--preset cpu-causal``: 9-frame clips of the causal VAE continued from their last
-frame: two), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is absent (vae2d presets).
+frame: two; ``--preset cpu-reducio``: an image and a caption, no trajectory, 8-frame clips of the Reducio VAE continued
+through their last frame: three), decoder included, randomly initialised VAEs of the zoo's shapes when the zoo is absent (vae2d presets).
 Each preset's rows replace that preset's rows in the results file. Goals (issue): under 5 s on 2 CPU cores for 32 x 32; under 1 s on one H100/H200 at 64 x 64.
 
 Scaling (``--scaling N``, CPU): the cpu preset's update of 32 clips in one process with one thread, in one process
@@ -39,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from minivid.pipeline.run import (SystemRunConfig, generate, preset_config, run_spaces, system_geometry,  # noqa: E402
-                                  training_kwargs)
+from minivid.pipeline.run import (SystemRunConfig, content_frame, generate, preset_config, run_spaces,  # noqa: E402
+                                  system_geometry, training_kwargs)
 from minivid.pipeline.system import System, condition_batch  # noqa: E402
 from minivid.utils.machine import device_name, slug, versions  # noqa: E402
 
@@ -71,13 +73,15 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flop
     x0 = torch.randn(b, *shape, device=device)
     ids, mask = model.tokenize(["a red square moves right along a wavy path"] * b)
     null_ids, null_mask = model.tokenize([""] * b)
-    motion = torch.randn(b, cm, *shape[1:])
-    null = torch.zeros(1, cm, *shape[1:])
+    motion = torch.randn(b, cm, *shape[1:]) if cm is not None else None  # None: no trajectory guidance
+    null = torch.zeros(1, cm, *shape[1:]) if cm is not None else None
+    images = torch.rand(b, 3, cfg.size, cfg.size) * 2 - 1 if model.semantic is not None else None
     autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and device != "cpu")
 
     def update():
         coins = condition_batch(cfg.dropout, cfg.global_batch, shape[1], trainer.coins, part)
-        kw = training_kwargs(model, coins, ids.cpu(), mask.cpu(), null_ids.cpu(), null_mask.cpu(), motion, null)
+        kw = training_kwargs(model, coins, ids.cpu(), mask.cpu(), null_ids.cpu(), null_mask.cpu(), motion, null,
+                             images=images)
         kw = {k: v.to(device) for k, v in kw.items()}
         with torch.autocast(**autocast):
             trainer.step(x0, **kw)
@@ -134,7 +138,13 @@ def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: in
     space, motion_space, zoo = spaces(cfg, device)
     s = cfg.size
     traj = [[2.0, s / 2], [s - 3.0, s / 3]]
-    kw = dict(prompt="a red square moves right", trajectory=[traj], frames=frames, steps=20)
+    kw = dict(prompt="a red square moves right", frames=frames, steps=20)
+    guided = ["text 4"]
+    if model.motion is not None:
+        kw["trajectory"] = [traj]
+        guided.append("trajectory 2")
+    if content_frame(space, cfg.frames) is not None:  # Reducio: every clip is decoded with an image, its content frame
+        kw["image"] = torch.rand(3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
     generate(model, cfg, space, motion_space, **kw)  # warm-up (caches, kernels)
     times = []
     for r in range(repeats):
@@ -143,7 +153,8 @@ def sampling_latency(cfg: SystemRunConfig, device: str, repeats: int, frames: in
         generate(model, cfg, space, motion_space, seed=r, **kw)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return {"frames": frames, "size": s, "steps": 20, "guidance": "text 4, trajectory 2 (3 branches a step)",
+    return {"frames": frames, "size": s, "steps": 20,
+            "guidance": f"{', '.join(guided)} ({len(guided) + 1} branches a step)",
             "seconds": sorted(times), "median_seconds": round(sorted(times)[len(times) // 2], 3),
             "zoo_vaes": zoo}
 

@@ -71,16 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train = sub.add_parser(
-        "train", formatter_class=_Help, help="train the full system from a preset (cpu, cpu-causal, gpu, gpu-multi), or one model of the zoo",
-        description="With a preset (cpu, cpu-causal, gpu, gpu-multi): train the full system "
+        "train", formatter_class=_Help, help="train the full system from a preset (cpu, cpu-causal, cpu-reducio, gpu, gpu-multi), or one model "
+             "of the zoo",
+        description="With a preset (cpu, cpu-causal, cpu-reducio, gpu, gpu-multi): train the full system "
                     "(minivid.pipeline.system: the expert transformer with text, image / previous-clip and trajectory "
-                    "conditions on the zoo's latents; cpu-causal on the causal 3D VAE's) as a run in --out (run.json, checkpoints/, log.csv), resumable with --resume; under torchrun "
+                    "conditions on the zoo's latents; cpu-causal on the causal 3D VAE's; cpu-reducio on the Reducio "
+                    "VAE's, conditioned on each clip's content frame, without trajectories) as a run in --out (run.json, checkpoints/, log.csv), resumable with --resume; under torchrun "
                     "(torchrun --nproc_per_node N -m minivid train gpu-multi) with DistributedDataParallel. With a zoo "
                     "recipe name: train that model with its recipe (minivid.pipeline.zoo): fixed steps on MiniSprites, "
                     "held-out metrics against baselines, the folder and card.json written to --out (default "
                     "data/pretrained/NAME).")
     from .pipeline.zoo import RECIPES
-    train.add_argument("name", help="a preset (cpu, cpu-causal, gpu, gpu-multi) or a zoo recipe: " + ", ".join(RECIPES))
+    train.add_argument("name", help="a preset (cpu, cpu-causal, cpu-reducio, gpu, gpu-multi) or a zoo recipe: "
+                                    + ", ".join(RECIPES))
     train.add_argument("--out", default=None, help="output folder (presets: default outputs/runs/NAME; zoo: "
                                                   "data/pretrained/NAME)")
     train.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's or recipe's)")
@@ -104,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                     "inputs give the same video.")
     sample.add_argument("--checkpoint", required=True,
                         help="a run folder (its latest checkpoint), a checkpoint folder, or a full-system zoo "
-                             "name ('system'; 'system-causal' on the causal VAE)")
+                             "name ('system'; 'system-causal' on the causal VAE; 'system-reducio' on the Reducio "
+                             "VAE)")
     sample.add_argument("--prompt", default="", help='the caption, e.g. "a red square moves right" (default: none)')
-    sample.add_argument("--image", default=None, help="first frame: an image file (PNG, JPEG)")
+    sample.add_argument("--image", default=None, help="first frame: an image file (PNG, JPEG); on the Reducio VAE "
+                                                      "(system-reducio) required, and the clip's content frame, "
+                                                      "frame 3 of 8: the video runs through it")
     sample.add_argument("--trajectory", default=None, help="a .json or text file of points (x y per line; several "
                                                            "objects as JSON lists)")
     sample.add_argument("--frames", type=int, default=None, help="frames to make (default: one clip of the run)")
@@ -229,7 +235,7 @@ def _demo(parser: argparse.ArgumentParser, args) -> int:
 
 
 def _train_system(parser: argparse.ArgumentParser, args) -> int:
-    """``python -m minivid train cpu|cpu-causal|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
+    """``python -m minivid train cpu|cpu-causal|cpu-reducio|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
     import torch
 
     from .pipeline.run import (load_overrides_file, parse_overrides, preset_config, previous_run, run_spaces,

@@ -251,12 +251,13 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 
 
 def resume_point(out: str | os.PathLike, config: dict, resume: bool, budget_keys=(), run_file: str = "run.json",
-                 error: type[Exception] = ValueError) -> Path | None:
+                 error: type[Exception] = ValueError, normalize=None) -> Path | None:
     """The checkpoint a run in folder ``out`` continues from (``resume``), or None for a new run; ``error`` (a
     ValueError by default), before any work, when the run would overwrite a folder holding a checkpoint, has nothing
     to resume, or was written with another config than ``config`` (the run's ``to_dict()``; keys in ``budget_keys``,
     which only say how long a run goes on or what it reports, may change). Reads ``out/checkpoints/`` and
-    ``out/<run_file>``."""
+    ``out/<run_file>``; ``normalize`` (a dict -> dict, e.g. a config class's ``from_dict`` then ``to_dict``) fills
+    the saved config's fields added since it was written with their defaults before the comparison."""
     import json
 
     from ..utils.config import config_diff
@@ -276,7 +277,10 @@ def resume_point(out: str | os.PathLike, config: dict, resume: bool, budget_keys
     path = out / run_file
     if not path.is_file():
         raise error(f"cannot resume from {ckpt}: {path} (the run's config) is missing")
-    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in budget_keys}
+    saved = json.loads(path.read_text())
+    if normalize is not None:
+        saved = json.loads(json.dumps(normalize(saved)))
+    old = {k: v for k, v in saved.items() if k not in budget_keys}
     new = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in budget_keys}
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:

@@ -118,9 +118,10 @@ class SystemData:
     """The training clips as the model sees them: ``latents`` (n, C, T', h, w) (the video VAE's, scaled), their
     ``captions``, the ``motion`` latents (n, C_m f_t, T', h, w) of each sprite's path (the motion VAE's, scaled, on the
     video latent's grid: :func:`~minivid.pipeline.system.motion_on_latent_grid`), the ``null_motion`` latent
-    (1, C_m f_t, T', h, w) of no trajectory (both None for a model without trajectory guidance), the sprites' centre ``paths`` (n, 1, T, 2) in the clips' pixels, palette
-    ``colors`` (n,) and the clips' ``first_frames`` (n, 3, H, W) in [-1, 1] (the images of a semantic image
-    encoder)."""
+    (1, C_m f_t, T', h, w) of no trajectory (both None for a model without trajectory guidance), the sprites' centre
+    ``paths`` (n, 1, T, 2) in the clips' pixels, palette ``colors`` (n,) and the frame each clip is given as an image,
+    ``images`` (n, 3, H, W) in [-1, 1]: its first frame, or on the Reducio VAE its content frame V_{(T-1)//2} (R2),
+    which the decoder also takes (:func:`decode_latents`)."""
 
     latents: torch.Tensor
     captions: list
@@ -128,7 +129,7 @@ class SystemData:
     null_motion: torch.Tensor
     paths: list
     colors: torch.Tensor | None = None
-    first_frames: torch.Tensor | None = None
+    images: torch.Tensor | None = None
 
 
 def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, split: str = "train",
@@ -136,13 +137,15 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
     """``n`` one-sprite MiniSprites clips encoded for the system (:func:`~minivid.pipeline.tora.tora_data` for the
     latents and paths, the same clips' captions). The flow videos are drawn at the size that puts the motion latents
     on the video latent's spatial grid and regrouped to its time grid (:func:`system_geometry`); ``motion_space=None``
-    (a model without trajectory guidance): no motion latents."""
+    (a model without trajectory guidance): no motion latents. On the Reducio VAE the clips' ``images`` are their
+    content frames (:func:`content_frame`), else their first frames."""
     from ..data import MiniSprites
     from .tora import tora_data
 
     f_t, msize = _motion_grid(space, motion_space, size) if motion_space is not None else (1, None)
+    c = content_frame(space, frames)
     d = tora_data(space, motion_space, n, split=split, seed=seed, num_sprites=1, size=size, frames=frames,
-                  dense=False, motion_size=msize)
+                  dense=False, motion_size=msize, image_frame=0 if c is None else c)
     clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
     captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
     if motion_space is None:  # a model without trajectory guidance: no motion latents
@@ -155,6 +158,28 @@ def _motion_grid(space, motion_space, size: int) -> tuple[int, int]:
     """(the video VAE's f_t, the side of the flow videos whose motion latents have the video latent's h x w)."""
     f_s, m_s = space.autoencoder.downsample[1], motion_space.autoencoder.downsample[1]
     return space.autoencoder.downsample[0], size * m_s // f_s
+
+
+def content_frame(space, frames: int) -> int | None:
+    """The index of the frame the video VAE of ``space`` decodes with, for clips of ``frames`` frames: Reducio's
+    content frame V_{(T-1)//2} (R2, a VAE built with ``use_content``), or None for a VAE that decodes from its latent
+    alone."""
+    ae = space.autoencoder
+    if getattr(getattr(ae, "config", None), "use_content", False) and hasattr(ae, "content_index"):
+        return ae.content_index(frames)
+    return None
+
+
+def decode_latents(space, z: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+    """Videos (N, 3, T, H, W) in [-1, 1] of scaled latents ``z`` (N, C, T', h, w); on the Reducio VAE decoded with
+    ``images`` (N, 3, H, W), the clips' content frames (R2: required there, refused elsewhere)."""
+    if content_frame(space, 1) is None:
+        if images is not None:
+            raise ValueError("this video VAE decodes from its latents alone: pass no images")
+        return space.decode(z)
+    if images is None:
+        raise ValueError("the Reducio VAE decodes with each clip's content frame (R2): pass images (N, 3, H, W)")
+    return space.decode(z, content=images.float())
 
 
 @dataclass(frozen=True)
@@ -196,6 +221,8 @@ def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeo
     if h % tr.patch_size or w % tr.patch_size:
         raise ValueError(f"model.transformer.patch_size={tr.patch_size} must divide the latent's {h} x {w} grid "
                          f"(latent={cfg.latent!r} at size={cfg.size})")
+    if content_frame(space, cfg.frames) is not None:
+        _check_content_run(cfg, (h, w))
     if cfg.model.motion is None or motion_space is None:
         return SystemGeometry((c, t, h, w), f_t)
     m = motion_space.autoencoder
@@ -209,6 +236,29 @@ def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeo
                          f"{m.latent_channels} latent channels of motion_latent={cfg.motion_latent!r} x the f_t={f_t} "
                          f"frames of each latent frame of latent={cfg.latent!r}")
     return SystemGeometry((c, t, h, w), f_t, msize, c_m)
+
+
+def _check_content_run(cfg: SystemRunConfig, grid: tuple[int, int]) -> None:
+    """A run on a VAE that decodes with the clip's content frame (Reducio, R2): that frame is the image the model is
+    conditioned on (semantic tokens, R4), so the model needs ``model.image``, the image its own coin
+    (``dropout.image_dropout``) and no given latent frames (a Reducio latent frame holds f_t frames around no single
+    one); trajectories do not fit its latent grid."""
+    name = f"latent={cfg.latent!r}"
+    if cfg.model.image is None:
+        raise ValueError(f"model.image=None: with {name} the model needs the semantic image encoder (model.image), "
+                         "since its decoder takes each clip's content frame (R2), the image the model is conditioned "
+                         "on (R4)")
+    if cfg.model.motion is not None:
+        raise ValueError(f"model.motion must be null with {name}: its latent grid is {grid[0]} x {grid[1]}, too "
+                         "coarse for trajectory guidance (a flow video drawn at a few pixels); trajectories are not a "
+                         "condition on this VAE")
+    if cfg.dropout.image_dropout is None:
+        raise ValueError(f"dropout.image_dropout=None: with {name} the image (the content frame) is a condition of "
+                         "its own; set the probability of dropping it (e.g. 0.1) for image guidance")
+    if tuple(cfg.dropout.given_modes) != (1.0, 0.0, 0.0):
+        raise ValueError(f"dropout.given_modes={list(cfg.dropout.given_modes)} must be [1, 0, 0] with {name}: its "
+                         "latent frames each hold several frames around no single one, so none is given; the clip "
+                         "is conditioned on its content frame instead")
 
 
 def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
@@ -228,9 +278,9 @@ def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
         raise ValueError(f"the motion latents are {tuple(data.motion.shape[1:])}; the model takes "
                          f"model.motion.motion_channels={model.config.motion.motion_channels} channels on the video "
                          f"latents' grid {tuple(data.latents.shape[2:])}")
-    if model.semantic is not None and (data.first_frames is None or len(data.first_frames) != n):
+    if model.semantic is not None and (data.images is None or len(data.images) != n):
         raise ValueError("the model has a semantic image encoder (model.image): the data needs the clips' "
-                         "first_frames (system_data makes them)")
+                         "images (system_data makes them)")
     if frames <= cfg.dropout.previous_frames:
         raise ValueError(f"clips of {frames} latent frames leave nothing to generate after "
                          f"dropout.previous_frames={cfg.dropout.previous_frames} given frames")
@@ -247,7 +297,8 @@ def previous_run(out: Path, cfg: SystemRunConfig, resume: bool) -> Path | None:
     if src is not None and src not in pretrained.available() and not (Path(src) / RUN_FILE).is_file():
         raise ValueError(f"text_from={src!r} is neither a zoo entry ({', '.join(pretrained.available())}) nor a run "
                          f"folder (no {RUN_FILE} in it)")
-    return resume_point(out, cfg.to_dict(), resume, BUDGET_KEYS, RUN_FILE)
+    return resume_point(out, cfg.to_dict(), resume, BUDGET_KEYS, RUN_FILE,
+                        normalize=lambda d: SystemRunConfig.from_dict(d).to_dict())  # fields added later: defaults
 
 
 def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume: bool = False,
@@ -290,7 +341,7 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     while trainer.num_updates < end:
         idx = trainer.order.next()
         coins = condition_batch(cfg.dropout, cfg.global_batch, frames, trainer.coins, part)
-        images = data.first_frames[idx].float() if model.semantic is not None else None
+        images = data.images[idx].float() if model.semantic is not None else None
         kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, *_motion(data, idx),
                              images=images)
         kw = {k: v.to(device) for k, v in kw.items()}
@@ -337,7 +388,7 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
     coins = condition_batch(cfg.dropout, 1, frames, g)
     null_ids, null_mask = model.tokenize([""])
     ids, mask = model.tokenize(list(data.captions[:1]))
-    images = data.first_frames[:1].float() if model.semantic is not None else None
+    images = data.images[:1].float() if model.semantic is not None else None
     kw = training_kwargs(model, coins, ids, mask, null_ids, null_mask, *_motion(data, slice(0, 1)), images=images)
     x0 = data.latents[:1].float()
     t = explicit_uniform_timesteps(1, system_schedule().num_steps, generator=g)
@@ -431,20 +482,41 @@ def _causal_model() -> SystemConfig:
                                     fuser="adanorm"))
 
 
+def _reducio_model() -> SystemConfig:
+    """The cpu-reducio preset's model: the cpu preset's widths on the Reducio VAE's latents (16, 2, 2, 2) of 64 px x 8
+    frames (patch 1: 8 video tokens; 17 input channels with the given-frames channel, always 0 here), the content
+    frame's OpenCLIP tokens (R4's e_s: a random ViT of width 64, 16 tokens at 64 px) after the caption's, no
+    trajectory guidance (a 2 x 2 grid)."""
+    from ..conditioning.image import SemanticImageEncoderConfig
+    from ..transformers import ExpertTransformerConfig
+
+    return SystemConfig(
+        image=SemanticImageEncoderConfig(image_size=64, patch_size=16, width=64, layers=2, heads=4, embed_dim=64),
+        transformer=ExpertTransformerConfig(in_channels=17, out_channels=16, patch_size=1, patch_size_t=1, heads=6,
+                                            head_dim=16, depth=4, time_embed_dim=128, text_dim=64, max_text_len=72,
+                                            positional="rope", rope_grid="slice", base_size=(2, 2)),
+        motion=None)
+
+
 def presets() -> dict[str, SystemRunConfig]:
     """The named starting points of ``python -m minivid train``: ``cpu`` (the default model on the zoo's 32 px
     per-frame latents: trains on 2 CPU cores), ``cpu-causal`` (the same model on the zoo's causal 3D VAE, C1: 64 px x
     9 frames -> 3 latent frames; clips are given no frame or their first, and a long video continues from each clip's
-    last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and ``gpu-multi`` (the
+    last frame), ``cpu-reducio`` (the same widths on the zoo's Reducio VAE, R1-R2: 64 px x 8 frames -> 2 x 2 x 2
+    latents decoded with the clip's content frame, frame 3, which is also the model's image; no trajectories; a long
+    video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and ``gpu-multi`` (the
     ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it with
     ``global_batch=``)."""
     cpu = SystemRunConfig()
     causal = SystemRunConfig(model=_causal_model(), latent="causal-vae", size=64, frames=9,
                              dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1))
+    reducio = SystemRunConfig(model=_reducio_model(), latent="reducio-vae", size=64, frames=8,
+                              dropout=ConditionDropout(given_modes=(1.0, 0.0, 0.0), previous_frames=1,
+                                                       image_dropout=0.1))
     gpu = SystemRunConfig(model=_gpu_model(), size=64, frames=8, num_clips=16384, steps=20000, global_batch=64,
                           lr=5e-4, warmup=1000, checkpoint_every=2000, log_every=100, autocast="bf16")
     multi = SystemRunConfig.from_dict({**gpu.to_dict(), "global_batch": 256})
-    return {"cpu": cpu, "cpu-causal": causal, "gpu": gpu, "gpu-multi": multi}
+    return {"cpu": cpu, "cpu-causal": causal, "cpu-reducio": reducio, "gpu": gpu, "gpu-multi": multi}
 
 
 def _closest(name: str, options) -> str:
@@ -536,20 +608,20 @@ __all__ += ["presets", "preset_config", "parse_overrides", "load_overrides_file"
 def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
     """(video latent space, motion latent space or None) of a run, checked against its clips and model
     (:func:`system_geometry`). ``latent``: a zoo autoencoder whose card holds a ``latent_scale`` (the per-frame
-    ``vae2d`` or the causal 3D ``causal-vae``, f_t = 4), or a folder of the released CogVideoX VAE as diffusers'
+    ``vae2d``, the causal 3D ``causal-vae``, f_t = 4, or ``reducio-vae``, whose decoder also takes each clip's content
+    frame, R2), or a folder of the released CogVideoX VAE as diffusers'
     ``save_pretrained`` writes it (``AutoencoderKLCogVideoX``: loaded with
     :func:`~minivid.autoencoders.cogvideox_vae.from_diffusers`, scaled by its config's ``scaling_factor``, as
     CogVideoX's pipelines do); ``motion_latent``: a per-frame zoo VAE of flow videos (``motion-vae``). A ValueError,
-    before any work, for a name that is none of these (the Reducio VAE's decoder needs a content frame, which the
-    system does not make) or a run whose clips and model do not fit the spaces."""
+    before any work, for a name that is none of these or a run whose clips and model do not fit the spaces."""
     from .. import pretrained
     from ..autoencoders import LatentSpace
 
     names = pretrained.available()
 
-    def usable(name, per_frame):  # a zoo VAE (per-frame, or causal 3D) whose card holds a latent scale
+    def usable(name, per_frame):  # a zoo VAE (per-frame, causal 3D or Reducio) whose card holds a latent scale
         card = pretrained.card(name)
-        if "latent_scale" not in card or card.get("model_class") not in ("VAE2D", "CausalVAE"):
+        if "latent_scale" not in card or card.get("model_class") not in ("VAE2D", "CausalVAE", "ReducioVAE"):
             return False
         return not per_frame or pretrained.load(name).downsample[0] == 1
 
@@ -563,8 +635,7 @@ def run_spaces(cfg: SystemRunConfig, device: str | torch.device = "cpu"):
                     "a zoo VAE whose card holds a latent_scale, or a folder of the released CogVideoX VAE "
                     "(diffusers' AutoencoderKLCogVideoX save_pretrained)")
             raise ValueError(f"{key}={name!r} {why}: the system takes {what}; zoo entries it takes: "
-                             f"{', '.join(ok)} (the Reducio VAE's decoder needs a content frame, which the system does "
-                             "not make)")
+                             f"{', '.join(ok)}")
         return LatentSpace(pretrained.load(name, device=device), pretrained.card(name)["latent_scale"])
 
     video = space("latent", cfg.latent, per_frame=False)
@@ -603,7 +674,7 @@ def _released_vae(folder: str, device):
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
              ) -> tuple[System, SystemRunConfig, Path]:
     """The model (EMA weights by default) of a run folder's latest checkpoint, of a checkpoint folder, or of a zoo
-    entry trained from a preset (``"system"``, ``"system-causal"``: its card holds the run's config), with the run's
+    entry trained from a preset (``"system"``, ``"system-causal"``, ``"system-reducio"``: its card holds the run's config), with the run's
     config and the folder read. A clear error when ``source`` is none of these."""
     from .. import pretrained
     from ..diffusion.training import latest_checkpoint
@@ -624,8 +695,8 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool =
         folder, run_dir = latest_checkpoint(p / "checkpoints"), p
     if folder is None or not (run_dir / RUN_FILE).is_file():
         raise ValueError(f"checkpoint {str(source)!r} is not a run folder (run.json + checkpoints/step-*), one of "
-                         "its checkpoints or a full-system zoo entry ('system', 'system-causal'); train one with "
-                         "`python -m minivid train cpu --out DIR`")
+                         "its checkpoints or a full-system zoo entry ('system', 'system-causal', 'system-reducio'); "
+                         "train one with `python -m minivid train cpu --out DIR`")
     cfg = SystemRunConfig.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
     model = load_model(folder / ("ema" if ema and (folder / "ema").is_dir() else "model"), device=device)
     if not isinstance(model, System) or model.config != cfg.model:
@@ -659,7 +730,13 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
     ``dropout.previous_frames`` latent frames of the one before and adds the rest; on a causal VAE's latents (f_t > 1,
     whose first latent frame encodes one frame and the others f_t frames each) each next clip is given the previous
     clip's last decoded frame as its first frame (image-to-video, as CogVideoX extends a video) and adds the other
-    frames. The same inputs and seed give the same video."""
+    frames.
+
+    On the Reducio VAE (R2) ``image`` is required and is the clip's content frame, frame c = (T-1)//2 of the video
+    (3 of 8: the video runs through the image rather than from it); every clip is conditioned on its content frame
+    (semantic tokens, R4) and decoded with it, and each next clip takes the previous clip's last decoded frame as its
+    content frame and adds its frames after it (T - 1 - c new frames per clip). The same inputs and seed give the same
+    video."""
     from ..conditioning.trajectory import load_trajectories, motion_video, rescale_points
     from .tora import TORA_BLUR
 
@@ -674,8 +751,14 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
         raise ValueError(f"prompt is {len(prompt.encode())} bytes; the text encoder reads at most {limit} "
                          f"(max_length={model.config.text.max_length} tokens with </s>)")
     size = cfg.size
-    # frames two consecutive clips share: latent frames = frames for per-frame latents; one pixel frame for f_t > 1
-    k = cfg.dropout.previous_frames if f_t == 1 else 1
+    c_idx = content_frame(space, clip)
+    if c_idx is not None and image is None:
+        raise ValueError(f"image is required with latent={cfg.latent!r}: the Reducio VAE decodes every clip with its "
+                         f"content frame (R2), frame {c_idx} of each {clip}-frame clip; pass the image the video "
+                         "passes through")
+    # frames two consecutive clips share: latent frames = frames for per-frame latents; one pixel frame for f_t > 1;
+    # on Reducio the next clip's frames up to its content frame (= the previous clip's last frame)
+    k = cfg.dropout.previous_frames if f_t == 1 else (1 if c_idx is None else c_idx + 1)
     latent_t = shape[1]
     total = max(frames, clip)
     windows = 1 + -(-(total - clip) // (clip - k))  # clips needed: the first, then clip - k new frames each
@@ -693,11 +776,14 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
     if model.motion is not None:
         m = geo.motion_size
         null = motion_on_latent_grid(motion_space.encode(torch.ones(1, 3, clip, m, m)), f_t)
-    first = semantic = None
+    first = semantic = content = None
     if image is not None:
         pixels = prepare_image(image, size)
-        first = space.encode(pixels[None, :, None])[:, :, 0]  # (1, C, h, w): one frame is one latent frame (C1)
         semantic = pixels[None] if model.semantic is not None else None
+        if c_idx is None:  # (1, C, h, w): one frame is one latent frame (C1)
+            first = space.encode(pixels[None, :, None])[:, :, 0]
+        else:
+            content = pixels[None]
     out, videos = None, []
     for window in range(windows):
         start = window * (clip - k)
@@ -706,6 +792,8 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
         if window > 0 and f_t == 1:
             given[:, :, :k] = out[:, :, -k:]
             given_frames[:, :k] = True
+        elif window > 0 and c_idx is not None:  # the previous clip's last frame is this clip's content frame
+            content = semantic = videos[-1][:, :, -1]
         elif window > 0:  # the previous clip's last frame, given as this clip's first frame (and image)
             last = videos[-1][:, :, -1]  # (1, 3, H, W)
             given[:, :, 0] = space.encode(last[:, :, None])[:, :, 0]
@@ -726,7 +814,7 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
         if f_t == 1:
             out = z if out is None else torch.cat([out, z[:, :, k:]], dim=2)
         else:  # decoded clip by clip: a causal latent starts afresh at every clip's first frame
-            video = space.decode(z)
+            video = decode_latents(space, z, content)
             videos.append(video if window == 0 else video[:, :, k:])
     video = space.decode(out[:, :, :total]) if f_t == 1 else torch.cat(videos, dim=2)
     return video[0, :, :frames]
@@ -742,14 +830,19 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     Each is scored by the sprite check, the caption accuracy (colour, direction) and T9's error of the tracked sprite
     against the clip's path (frames 1.. when the first frame is given, else all; for ``text`` it is the baseline of no
     trajectory), next to the autoencoder's reconstructions of the same clips. A model without motion guidance has
-    ``text`` and ``image+text``. ``modes`` keeps some of them (each is sampled with its own generator seeded by
+    ``text`` and ``image+text``. On the Reducio VAE (R2) there is one use, ``image+text``: the caption and the clip's
+    content frame (semantic tokens and the decoder's content frame), scored next to the content frame repeated over
+    the clip (a still video: what the image alone gives). ``modes`` keeps some of them (each is sampled with its own generator seeded by
     ``seed``, so a subset scores as in the full set); ``return_videos`` also returns the decoded samples, a dict
     mode -> (n, 3, T, H, W) on the CPU."""
     from ..metrics.captions import caption_accuracy
     from ..metrics.sprites import sprite_scores
     from ..metrics.trajectory import path_errors
 
+    c_idx = content_frame(space, cfg.frames)
     names = ("text", "image+text") if model.motion is None else ("text", "text+trajectory", "image+text+trajectory")
+    if c_idx is not None:
+        names = ("image+text",)
     if modes is not None and (isinstance(modes, str) or not modes or any(m not in names for m in modes)):
         raise ValueError(f"modes={modes!r}: expected a list of some of {list(names)} for this model")
     test = data or system_data(space, motion_space, n, cfg.size, cfg.frames, split="test", seed=seed)
@@ -763,26 +856,33 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     first_frames = torch.zeros(n, shape[1], dtype=torch.bool)
     first_frames[:, 0] = True
     null = test.null_motion if model.motion is not None else None
-    image = {"image": test.first_frames.float()} if model.semantic is not None else {}
+    image = {"image": test.images.float()} if model.semantic is not None else {}
     available = {"text": {}, "text+trajectory": {"motion": test.motion},
                  "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames,
                                            **image}}
     if model.motion is None:
         available = {"text": {}, "image+text": {"given": first, "given_frames": first_frames, **image}}
+    if c_idx is not None:  # the content frame: the model's image and the decoder's (R2, R4)
+        available = {"image+text": image}
+    content = None if c_idx is None else test.images.float()
     if modes is not None:
         available = {m: available[m] for m in modes}
     out, samples = {}, {}
     for name, kw in available.items():
         z = sample_system(model, test.captions, shape, null_motion=null, guidance=guidance, steps=steps, seed=seed,
                           **kw)
-        videos = samples[name] = space.decode(z).cpu()
+        videos = samples[name] = decode_latents(space, z, content).cpu()
         scores = {**sprite_scores(videos), "caption_accuracy": caption_accuracy(videos, test.captions)}
         # without a trajectory the error against the clip's own path is the baseline a trajectory must beat
         scores.update(path_errors(videos, paths, colors, from_frame=1 if "given" in kw else 0))
         out[name] = scores
-    real = space.decode(test.latents).cpu()  # the autoencoder's reconstructions: what a perfect denoiser would give
+    real = decode_latents(space, test.latents, content).cpu()  # what a perfect denoiser would give
     out["real clips (autoencoder)"] = {**sprite_scores(real), "caption_accuracy": caption_accuracy(real, test.captions),
                                        **path_errors(real, paths, colors, from_frame=0)}
+    if c_idx is not None:
+        still = content[:, :, None].expand(-1, -1, cfg.frames, -1, -1)
+        out["content frame repeated"] = {**sprite_scores(still), "caption_accuracy": caption_accuracy(
+            still, test.captions), **path_errors(still, paths, colors, from_frame=0)}
     out["sampler"] = f"DPM-Solver++(2M), {steps} trailing timesteps from SNR 0, nested guidance {guidance or 'default'}"
     return (out, samples) if return_videos else out
 

@@ -205,16 +205,23 @@ def system_schedule(num_steps: int = 1000) -> NoiseSchedule:
 class ConditionDropout:
     """Training-time condition sampling (for classifier-free guidance and the three uses of given frames):
     probabilities of the empty caption and of the null trajectory, the probabilities of giving no frame / the
-    first frame / the first ``previous_frames`` frames (``given_modes``, summing to 1)."""
+    first frame / the first ``previous_frames`` frames (``given_modes``, summing to 1). The semantic image tokens
+    (``SystemConfig.image``) are those of the first frame given as an image (mode "first") when ``image_dropout``
+    is None; a number makes the image a condition of its own, given with probability 1 - ``image_dropout`` whatever
+    the given frames (on the Reducio VAE, whose decoder always takes the clip's content frame, R2: the image is that
+    frame, not a latent frame)."""
 
     text_dropout: float = 0.1
     trajectory_dropout: float = 0.1
     given_modes: tuple[float, float, float] = (0.4, 0.4, 0.2)
     previous_frames: int = 2
+    image_dropout: float | None = None
 
     def __post_init__(self):
         check_number("text_dropout", self.text_dropout, 0.0, 1.0)
         check_number("trajectory_dropout", self.trajectory_dropout, 0.0, 1.0)
+        if self.image_dropout is not None:
+            check_number("image_dropout", self.image_dropout, 0.0, 1.0)
         self.given_modes = tuple(float(p) for p in self.given_modes)
         if len(self.given_modes) != 3 or min(self.given_modes) < 0 or abs(sum(self.given_modes) - 1) > 1e-6:
             raise ValueError(f"given_modes={self.given_modes} must be three probabilities (none, first, previous) "
@@ -226,7 +233,8 @@ def condition_batch(dropout: ConditionDropout, global_batch: int, frames: int, g
                     part: slice | None = None) -> dict[str, torch.Tensor]:
     """The coins of one global batch, drawn in a fixed order from ``generator`` and sliced to ``part`` (this rank's
     clips): ``keep_text`` (B,) bool, ``keep_trajectory`` (B,) bool, ``given_frames`` (B, T) bool and ``image_given``
-    (B,) bool (the first frame given as an image: the mode "first", not a previous clip's end)."""
+    (B,) bool (the first frame given as an image: the mode "first", not a previous clip's end; with
+    ``dropout.image_dropout`` set, a coin of its own, drawn after the others so the other coins do not change)."""
     global_batch = check_int("global_batch", global_batch, 1)
     frames = check_int("frames", frames, 2)
     if dropout.previous_frames >= frames:
@@ -238,9 +246,13 @@ def condition_batch(dropout: ConditionDropout, global_batch: int, frames: int, g
                              generator=generator)
     n_given = torch.where(mode == 1, 1, torch.where(mode == 2, dropout.previous_frames, 0))
     given = torch.arange(frames)[None] < n_given[:, None]
+    if dropout.image_dropout is None:
+        image_given = mode == 1
+    else:
+        image_given = torch.rand(global_batch, generator=generator) >= dropout.image_dropout
     part = part if part is not None else slice(0, global_batch)
     return {"keep_text": keep_text[part], "keep_trajectory": keep_traj[part], "given_frames": given[part],
-            "image_given": (mode == 1)[part]}
+            "image_given": image_given[part]}
 
 
 def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor,
@@ -250,8 +262,8 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
     """The keyword arguments of ``DiffusionTrainer.step(x0, **kwargs)`` for one batch: captions dropped to the empty
     one, trajectories dropped to the null one (always passed, so every parameter is used under DDP), the given frames
     both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8), and, for a
-    model with a semantic image encoder, the clips' first frames ``images`` (B, 3, H, W), used where the coins give
-    the first frame as an image."""
+    model with a semantic image encoder, the clips' ``images`` (B, 3, H, W) (their first frames; on the Reducio VAE
+    their content frames), used where the coins give the image."""
     keep = coins["keep_text"][:, None]
     kw = {"ids": torch.where(keep, ids, null_ids), "mask": torch.where(keep, mask, null_mask),
           "given_frames": coins["given_frames"], "clean_frames": coins["given_frames"]}
@@ -262,7 +274,7 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
                                    null_motion.expand_as(motion))
     if model.semantic is not None:
         if images is None:
-            raise ValueError("this System has a semantic image encoder: pass the clips' first frames as images")
+            raise ValueError("this System has a semantic image encoder: pass the clips' images (first or content frames)")
         kw["image"], kw["image_given"] = images, coins["image_given"]
     return kw
 

@@ -212,7 +212,7 @@ class ToraData:
     """Scaled latents of ``n`` MiniSprites clips: ``video`` (n, C, T, h, w), their ``dense`` and ``sparse`` motion
     latents (the motion VAE's, T5), the ``null`` motion latent (of an all-white g_vis: no trajectory) (1, C_m, T, h, w),
     and the clips' sparse ``paths`` (a list of (k, T, 2) centre paths), sprite ``colors`` (n, S) and first frames
-    ``first`` (n, 3, H, W) in [-1, 1] (float16). ``dense`` is None when the data was made without it
+    ``first`` (n, 3, H, W) in [-1, 1] (float16; another frame with ``tora_data(image_frame=)``). ``dense`` is None when the data was made without it
     (``tora_data(..., dense=False)``), ``sparse`` and ``null`` when it was made without a motion VAE
     (``motion_space=None``: the paths alone)."""
 
@@ -228,15 +228,19 @@ class ToraData:
 @torch.no_grad()
 def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEED, num_sprites=(1, 2),
               blur: tuple[int, float] = TORA_BLUR, size: int = TORA_SIZE, frames: int = TORA_FRAMES,
-              chunk: int = 256, dense: bool = True, motion_size: int | None = None) -> ToraData:
+              chunk: int = 256, dense: bool = True, motion_size: int | None = None, image_frame: int = 0) -> ToraData:
     """Encode ``n`` clips and their dense and sparse flow videos with the frozen VAEs (``space``: the video latent
     space, ``motion_space``: the motion VAE's), in chunks of ``chunk`` clips. ``dense=False`` skips the dense flow
     (users that train on sparse paths only); the other fields are the same either way. ``motion_space=None`` (with
     ``dense=False``) encodes no flow: the paths alone, for a model without trajectory guidance. ``motion_size``: the
     side of the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's
     pixels), for a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs
-    ``size``."""
+    ``size``. ``image_frame``: the frame kept as ``first`` (default 0; the Reducio VAE's content frame for the full
+    system on it)."""
     n = check_int("n", n, 1)
+    image_frame = check_int("image_frame", image_frame, 0)
+    if image_frame >= frames:
+        raise ValueError(f"image_frame={image_frame} must be a frame of the clips (0 .. {frames - 1})")
     msize = size if motion_size is None else check_int("motion_size", motion_size, 1)
     if motion_space is None and dense:
         raise ValueError("motion_space=None encodes no flow: pass dense=False")
@@ -251,7 +255,7 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
         items = [data[i] for i in idx]
         clips = torch.stack([it["video"] for it in items])
         video.append(space.encode(clips))
-        first.append(clips[:, :, 0].half())
+        first.append(clips[:, :, image_frame].half())
         colors.append(torch.stack([it["labels"]["color"] for it in items]))
         if dense:
             d = torch.stack([sprite_flow(data.scene(i)) for i in idx])

@@ -245,7 +245,15 @@ def _reducio_vae(steps, progress, log):
     pool = clip_pool(1024, size, frames, dtype=torch.float16)
     train_autoencoder(model, pool, steps, batch=4, lr=2e-3, warmup=min(100, steps // 10), progress=progress, log=log)
     data = {"size": size, "frames": frames, "train_clips": 1024, "batch": 4}
-    return model, {"data": data, "metrics": _score_ae(model, {"data": data})}
+    return model, {"data": data, "metrics": _score_ae(model, {"data": data}),
+                   "latent_scale": reducio_latent_scale(model)}
+
+
+def reducio_latent_scale(model) -> float:
+    """The Reducio VAE's latent scale (the full system's ``cpu-reducio`` preset multiplies its latents by it): 1 / std
+    of the posterior means of 256 training clips of 64 px x 8 frames (:meth:`LatentSpace.fit`). Its decoder
+    layer-normalises the latent (R2), so the scale changes what the denoiser sees, not what is decoded."""
+    return LatentSpace.fit(model, clip_pool(256, 64, 8)).scale
 
 
 def _motion_vae(steps, progress, log):
@@ -749,6 +757,10 @@ def _system_causal(steps, progress, log):
     return _system(steps, progress, log, preset="cpu-causal", name="system-causal")
 
 
+def _system_reducio(steps, progress, log):
+    return _system(steps, progress, log, preset="cpu-reducio", name="system-reducio")
+
+
 def _score_system(model, card: dict) -> dict:
     from .run import SystemRunConfig, run_spaces, system_metrics
 
@@ -790,6 +802,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
            "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
+    Recipe("system-reducio", "the full system on the Reducio VAE's latents (R1-R2: 64 px x 8 frames -> 16 x 2 x 2 x 2), "
+           "conditioned on each clip's content frame (OpenCLIP tokens, R4; the decoder's content frame, R2) and its "
+           "caption, continuation through the last frame; the cpu-reducio preset", 5000, _system_reducio,
+           _score_system, ("reducio-vae",), storage="float16"),
 ]}
 
 
@@ -871,20 +887,23 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
                    paths=torch.stack([p[0] for p in test.paths]), colors=test.colors[:, 0], from_frame=1,
                    what=f"{n} samples from the first frames and sprite paths of {n} one-sprite test clips vs those "
                         "clips (trajectory error over frames 1..)")
-    elif name in ("system", "system-causal"):
-        from .run import SystemRunConfig, run_spaces, system_data
+    elif name in ("system", "system-causal", "system-reducio"):
+        from .run import SystemRunConfig, content_frame, decode_latents, run_spaces, system_data
         from .system import sample_system
 
         cfg = SystemRunConfig.from_dict(card["run"])
         space, motion_space = run_spaces(cfg)
         test = system_data(space, motion_space, n, cfg.size, cfg.frames, split="test")
+        content = content_frame(space, cfg.frames) is not None  # Reducio: the content frame is the image (R2, R4)
+        image = test.images.float() if content else None
         z = sample_system(model, test.captions, (model.config.latent_channels, *test.latents.shape[2:]),
-                          motion=test.motion, null_motion=test.null_motion)
+                          motion=test.motion, null_motion=test.null_motion, image=image)
         real = MiniSprites(num_videos=n, size=cfg.size, num_frames=cfg.frames, split="test", seed=SEED, num_sprites=1)
-        out.update(videos=space.decode(z), reference=torch.stack([real[i]["video"] for i in range(n)]),
+        given = "captions and content frames" if content else "captions and sprite paths"
+        out.update(videos=decode_latents(space, z, image), reference=torch.stack([real[i]["video"] for i in range(n)]),
                    captions=test.captions, paths=torch.stack([p[0] for p in test.paths]), colors=test.colors,
-                   what=f"{n} samples from the captions and sprite paths of {n} one-sprite test clips (no frame "
-                        "given) vs those clips")
+                   what=f"{n} samples from the {given} of {n} one-sprite test clips (no latent frame given) vs those "
+                        "clips")
     else:  # a recipe added later without an eval set
         raise ValueError(f"zoo entry {name!r} has no evaluation set yet")
     return out

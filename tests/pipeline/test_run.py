@@ -147,8 +147,10 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
         (["train", "cpu", "--out", str(out), "--set", "size=16"], "pass --resume to continue"),
         (["train", "cpu", "--out", str(tmp_path / "r1"), "--set", "latent=causal-vae"],
          "frames=8 is not reachable by the frame rule of latent='causal-vae'"),
-        (["train", "cpu", "--out", str(tmp_path / "r1"), "--set", "latent=reducio-vae"],
-         "latent='reducio-vae' is not a latent space the full system can run on"),
+        (["train", "cpu", "--out", str(tmp_path / "r1"), "--set", "latent=pvdm-ae"],
+         "latent='pvdm-ae' is not a latent space the full system can run on"),
+        (["train", "cpu", "--out", str(tmp_path / "r1"), "--set", "latent=reducio-vae", "size=64"],
+         "model.transformer.out_channels=4 must be the 16 latent channels of latent='reducio-vae'"),
         (["train", "cpu-causal", "--out", str(tmp_path / "r1"), "--set", "model.motion.motion_channels=4"],
          "model.motion.motion_channels=4 must be 16"),
         (["train", "cpu", "--out", str(tmp_path / "r2"), "--set", "latent=vae"], "latent='vae' is not a zoo entry"),
@@ -232,10 +234,10 @@ def test_a_run_with_semantic_image_tokens_trains_resumes_and_generates(tmp_path)
     spec = SemanticImageEncoderConfig(image_size=16, patch_size=8, width=32, layers=1, heads=2, embed_dim=16)
     model_cfg = dataclasses.replace(tiny(zero_init=False), image=spec)
     data = fake_data()
-    with pytest.raises(ValueError, match="first_frames"):
+    with pytest.raises(ValueError, match="images"):
         train_system(cfg(model=model_cfg, steps=2, size=16, frames=T), tmp_path / "x", data, progress=False,
                      log=lambda m: None)
-    data.first_frames = torch.rand(N, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    data.images = torch.rand(N, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
     c = cfg(model=model_cfg, steps=4, size=16, frames=T, dropout=ConditionDropout(given_modes=(0.2, 0.6, 0.2),
                                                                                   previous_frames=2))
     whole = train_system(c, tmp_path / "whole", data, progress=False, log=lambda m: None)

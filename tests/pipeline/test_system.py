@@ -240,7 +240,7 @@ def test_image_system_trains_and_samples_with_its_images(tmp_path):
              "image_given": torch.tensor([True, False])}
     kw = training_kwargs(m, coins, ids, mask, null_ids, null_mask, motion, null_motion, images=images)
     assert torch.equal(kw["image"], images) and torch.equal(kw["image_given"], coins["image_given"])
-    with pytest.raises(ValueError, match="first frames as images"):
+    with pytest.raises(ValueError, match="pass the clips. images"):
         training_kwargs(m, coins, ids, mask, null_ids, null_mask, motion, null_motion)
     trainer = DiffusionTrainer(m, system_schedule(), prediction="v", lr=3e-3, warmup_steps=1, ema_decay=None)
     before = [p.detach().clone() for p in m.semantic.parameters()]

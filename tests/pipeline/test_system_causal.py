@@ -190,10 +190,12 @@ def test_run_spaces_takes_the_zoo_causal_vae_and_names_what_does_not_fit():
                                           "causal VAE takes f_t\\*k \\+ 1 frames \\(1, 5, 9, 13, 17, ...\\), got 8; use 5 or 9"),
         ("cpu", {"latent": "causal-vae", "frames": 9}, "model.transformer.out_channels=4 must be the 16 latent "
                                                        "channels of latent='causal-vae'"),
-        ("cpu-causal", {"latent": "reducio-vae"}, "latent='reducio-vae' is not a latent space the full system can "
-                                                  "run on.*zoo entries it takes: causal-vae, motion-vae, vae2d \\(the Reducio VAE's "
-                                                  "decoder needs a content frame"),
-        ("cpu-causal", {"motion_latent": "causal-vae"}, "motion_latent='causal-vae' is not a latent space.*it takes: motion-vae, vae2d \\("),
+        ("cpu-causal", {"latent": "reducio-vae"}, "frames=9 is not reachable by the frame rule of "
+                                                  "latent='reducio-vae': Reducio \\(f_t=4\\) takes a multiple of 4"),
+        ("cpu-causal", {"latent": "pvdm-ae"}, "latent='pvdm-ae' is not a latent space the full system can run on.*zoo "
+                                              "entries it takes: causal-vae, motion-vae, reducio-vae, vae2d$"),
+        ("cpu-causal", {"motion_latent": "causal-vae"}, "motion_latent='causal-vae' is not a latent space.*it takes: "
+                                                        "motion-vae, vae2d$"),
     ]
     for preset, overrides, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -37,7 +37,7 @@ def test_a_failing_recipe_leaves_no_entry(tmp_path, monkeypatch):
 
 
 def test_cli_refuses_bad_arguments_before_work(capsys):
-    for args, message in [(["train", "nope"], "train 'nope': not a preset (cpu, cpu-causal, gpu, gpu-multi) or a zoo recipe (causal-vae, i2v, latent-unet, latte, motion-vae, pvdm-ae"),
+    for args, message in [(["train", "nope"], "train 'nope': not a preset (cpu, cpu-causal, cpu-reducio, gpu, gpu-multi) or a zoo recipe (causal-vae, i2v, latent-unet, latte, motion-vae, pvdm-ae"),
                           (["train", "vae2d", "--steps", "0"], "--steps 0: must be a positive integer"),
                           (["train", "vae2d", "--threads", "0"], "--threads 0: must be a positive integer")]:
         with pytest.raises(SystemExit):

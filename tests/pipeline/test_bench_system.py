@@ -1,0 +1,52 @@
+"""bench/system.py's measurements run on every preset's model (shrunk to one small block so they take seconds on a
+CPU): the training update gets every input the preset's model takes (semantic image tokens for the gpu and
+cpu-reducio presets, no motion latents without trajectory guidance), and sampling gets the inputs its latent space
+needs (an image on the Reducio VAE, no trajectory there)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from minivid.pipeline.run import preset_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_system", ROOT / "bench" / "system.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SMALL = {"model.transformer.depth": 1, "model.transformer.heads": 2, "global_batch": 2}
+
+
+@pytest.mark.parametrize("preset", ["cpu", "cpu-causal", "cpu-reducio", "gpu"])
+def test_training_throughput_runs_each_presets_model(bench, preset):
+    cfg = preset_config(preset, {**SMALL, "autocast": "none"})
+    row = bench.train_throughput(cfg, "cpu", updates=1, count_flops=preset == "cpu-reducio")
+    assert row["global_batch"] == 2 and row["seconds_per_update"] > 0
+    assert row["clips_per_second"] == pytest.approx(2 / row["seconds_per_update"], rel=0.01)
+    if preset == "cpu-reducio":
+        assert row["model_gflops_per_update"] > 0
+
+
+def test_sampling_latency_on_the_reducio_vae_gives_an_image_and_no_trajectory(bench, monkeypatch):
+    from minivid.pipeline import run as run_mod
+
+    calls, real = [], run_mod.generate
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return real(*a, **{**kw, "steps": 1})
+    monkeypatch.setattr(bench, "generate", spy)
+    out = bench.sampling_latency(preset_config("cpu-reducio", SMALL), "cpu", repeats=1)
+    assert out["guidance"] == "text 4 (2 branches a step)" and out["zoo_vaes"] is True
+    assert all("trajectory" not in kw and kw["image"].shape == (3, 64, 64) for kw in calls)
+    assert len(calls) == 2 and torch.equal(calls[0]["image"], calls[1]["image"])
