@@ -235,7 +235,8 @@ def _demo(parser: argparse.ArgumentParser, args) -> int:
 
 
 def _train_system(parser: argparse.ArgumentParser, args) -> int:
-    """``python -m minivid train cpu|cpu-causal|cpu-reducio|gpu|gpu-multi``: every check before any work; under torchrun, data parallel."""
+    """``python -m minivid train cpu|cpu-causal|cpu-reducio|gpu|gpu-multi``: every check before any work; under
+    torchrun, data parallel."""
     import torch
 
     from .pipeline.run import (load_overrides_file, parse_overrides, preset_config, previous_run, run_spaces,

@@ -504,9 +504,9 @@ def presets() -> dict[str, SystemRunConfig]:
     9 frames -> 3 latent frames; clips are given no frame or their first, and a long video continues from each clip's
     last frame), ``cpu-reducio`` (the same widths on the zoo's Reducio VAE, R1-R2: 64 px x 8 frames -> 2 x 2 x 2
     latents decoded with the clip's content frame, frame 3, which is also the model's image; no trajectories; a long
-    video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200, bf16 autocast) and ``gpu-multi`` (the
-    ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it with
-    ``global_batch=``)."""
+    video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200,
+    bf16 autocast) and ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the
+    number of GPUs, set it with ``global_batch=``)."""
     cpu = SystemRunConfig()
     causal = SystemRunConfig(model=_causal_model(), latent="causal-vae", size=64, frames=9,
                              dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1))
@@ -674,8 +674,8 @@ def _released_vae(folder: str, device):
 def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool = True
              ) -> tuple[System, SystemRunConfig, Path]:
     """The model (EMA weights by default) of a run folder's latest checkpoint, of a checkpoint folder, or of a zoo
-    entry trained from a preset (``"system"``, ``"system-causal"``, ``"system-reducio"``: its card holds the run's config), with the run's
-    config and the folder read. A clear error when ``source`` is none of these."""
+    entry trained from a preset (``"system"``, ``"system-causal"``, ``"system-reducio"``: its card holds the run's
+    config), with the run's config and the folder read. A clear error when ``source`` is none of these."""
     from .. import pretrained
     from ..diffusion.training import latest_checkpoint
     from ..nn import load_model
@@ -832,9 +832,9 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     trajectory), next to the autoencoder's reconstructions of the same clips. A model without motion guidance has
     ``text`` and ``image+text``. On the Reducio VAE (R2) there is one use, ``image+text``: the caption and the clip's
     content frame (semantic tokens and the decoder's content frame), scored next to the content frame repeated over
-    the clip (a still video: what the image alone gives). ``modes`` keeps some of them (each is sampled with its own generator seeded by
-    ``seed``, so a subset scores as in the full set); ``return_videos`` also returns the decoded samples, a dict
-    mode -> (n, 3, T, H, W) on the CPU."""
+    the clip (a still video: what the image alone gives). ``modes`` keeps some of them (each is sampled with its own
+    generator seeded by ``seed``, so a subset scores as in the full set); ``return_videos`` also returns the decoded
+    samples, a dict mode -> (n, 3, T, H, W) on the CPU."""
     from ..metrics.captions import caption_accuracy
     from ..metrics.sprites import sprite_scores
     from ..metrics.trajectory import path_errors

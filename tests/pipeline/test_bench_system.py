@@ -37,7 +37,10 @@ def test_training_throughput_runs_each_presets_model(bench, preset):
         assert row["model_gflops_per_update"] > 0
 
 
-def test_sampling_latency_on_the_reducio_vae_gives_an_image_and_no_trajectory(bench, monkeypatch):
+@pytest.mark.parametrize("preset", ["cpu", "cpu-reducio", "gpu"])
+def test_sampling_latency_gives_each_preset_the_inputs_it_takes(bench, monkeypatch, preset):
+    """A trajectory where the model has trajectory guidance; on the Reducio VAE an image (its content frame) and no
+    trajectory. Sampled at 1 step here (the benchmark's 20 cost the same per step)."""
     from minivid.pipeline import run as run_mod
 
     calls, real = [], run_mod.generate
@@ -46,7 +49,12 @@ def test_sampling_latency_on_the_reducio_vae_gives_an_image_and_no_trajectory(be
         calls.append(kw)
         return real(*a, **{**kw, "steps": 1})
     monkeypatch.setattr(bench, "generate", spy)
-    out = bench.sampling_latency(preset_config("cpu-reducio", SMALL), "cpu", repeats=1)
-    assert out["guidance"] == "text 4 (2 branches a step)" and out["zoo_vaes"] is True
-    assert all("trajectory" not in kw and kw["image"].shape == (3, 64, 64) for kw in calls)
-    assert len(calls) == 2 and torch.equal(calls[0]["image"], calls[1]["image"])
+    out = bench.sampling_latency(preset_config(preset, SMALL), "cpu", repeats=1)
+    assert len(calls) == 2 and out["frames"] == 16 and len(out["seconds"]) == 1
+    if preset == "cpu-reducio":
+        assert out["guidance"] == "text 4 (2 branches a step)" and out["zoo_vaes"] is True
+        assert all("trajectory" not in kw and kw["image"].shape == (3, 64, 64) for kw in calls)
+        assert torch.equal(calls[0]["image"], calls[1]["image"])
+    else:
+        assert out["guidance"] == "text 4, trajectory 2 (3 branches a step)"
+        assert all("image" not in kw and len(kw["trajectory"][0]) == 2 for kw in calls)
