@@ -75,7 +75,7 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flop
     null_ids, null_mask = model.tokenize([""] * b)
     motion = torch.randn(b, cm, *shape[1:]) if cm is not None else None  # None: no trajectory guidance
     null = torch.zeros(1, cm, *shape[1:]) if cm is not None else None
-    images = torch.rand(b, 3, cfg.size, cfg.size) * 2 - 1 if model.semantic is not None else None
+    images = torch.rand(b, 3, cfg.size, cfg.size) * 2 - 1 if model.takes_image else None
     autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16" and device != "cpu")
 
     def update():

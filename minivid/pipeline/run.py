@@ -218,6 +218,9 @@ def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeo
     if tr.out_channels != c:
         raise ValueError(f"model.transformer.out_channels={tr.out_channels} must be the {c} latent channels of "
                          f"latent={cfg.latent!r} (and in_channels={c + 1}, with the given-frames channel)")
+    if cfg.model.image_grid_channels and cfg.model.image_grid_patch != f_s:
+        raise ValueError(f"model.image_grid_patch={cfg.model.image_grid_patch} must be the spatial factor f_s={f_s} "
+                         f"of latent={cfg.latent!r}: one image square per latent cell")
     if h % tr.patch_size or w % tr.patch_size:
         raise ValueError(f"model.transformer.patch_size={tr.patch_size} must divide the latent's {h} x {w} grid "
                          f"(latent={cfg.latent!r} at size={cfg.size})")
@@ -240,14 +243,15 @@ def system_geometry(cfg: SystemRunConfig, space, motion_space=None) -> SystemGeo
 
 def _check_content_run(cfg: SystemRunConfig, grid: tuple[int, int]) -> None:
     """A run on a VAE that decodes with the clip's content frame (Reducio, R2): that frame is the image the model is
-    conditioned on (semantic tokens, R4), so the model needs ``model.image``, the image its own coin
-    (``dropout.image_dropout``) and no given latent frames (a Reducio latent frame holds f_t frames around no single
-    one); trajectories do not fit its latent grid."""
+    conditioned on (R4), so the model must read an image (``model.image`` or ``model.image_grid_channels``), the
+    image is a coin of its own (``dropout.image_dropout``) and no latent frame is given (a Reducio latent frame holds
+    f_t frames around no single one); trajectories do not fit its latent grid."""
     name = f"latent={cfg.latent!r}"
-    if cfg.model.image is None:
-        raise ValueError(f"model.image=None: with {name} the model needs the semantic image encoder (model.image), "
-                         "since its decoder takes each clip's content frame (R2), the image the model is conditioned "
-                         "on (R4)")
+    if not cfg.model.takes_image:
+        raise ValueError(f"model.image=None and model.image_grid_channels=0: with {name} the model must read an "
+                         "image (semantic tokens, model.image, or the image on the latent grid, "
+                         "model.image_grid_channels), since its decoder takes each clip's content frame (R2), the "
+                         "image the model is conditioned on (R4)")
     if cfg.model.motion is not None:
         raise ValueError(f"model.motion must be null with {name}: its latent grid is {grid[0]} x {grid[1]}, too "
                          "coarse for trajectory guidance (a flow video drawn at a few pixels); trajectories are not a "
@@ -278,9 +282,9 @@ def _check_data(data: SystemData, cfg: SystemRunConfig, model: System) -> None:
         raise ValueError(f"the motion latents are {tuple(data.motion.shape[1:])}; the model takes "
                          f"model.motion.motion_channels={model.config.motion.motion_channels} channels on the video "
                          f"latents' grid {tuple(data.latents.shape[2:])}")
-    if model.semantic is not None and (data.images is None or len(data.images) != n):
-        raise ValueError("the model has a semantic image encoder (model.image): the data needs the clips' "
-                         "images (system_data makes them)")
+    if model.takes_image and (data.images is None or len(data.images) != n):
+        raise ValueError("the model reads images (model.image or model.image_grid_channels): the data needs the "
+                         "clips' images (system_data makes them)")
     if frames <= cfg.dropout.previous_frames:
         raise ValueError(f"clips of {frames} latent frames leave nothing to generate after "
                          f"dropout.previous_frames={cfg.dropout.previous_frames} given frames")
@@ -341,7 +345,7 @@ def train_system(cfg: SystemRunConfig, out: str | Path, data: SystemData, resume
     while trainer.num_updates < end:
         idx = trainer.order.next()
         coins = condition_batch(cfg.dropout, cfg.global_batch, frames, trainer.coins, part)
-        images = data.images[idx].float() if model.semantic is not None else None
+        images = data.images[idx].float() if model.takes_image else None
         kw = training_kwargs(model, coins, ids_all[idx], mask_all[idx], null_ids, null_mask, *_motion(data, idx),
                              images=images)
         kw = {k: v.to(device) for k, v in kw.items()}
@@ -388,7 +392,7 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
     coins = condition_batch(cfg.dropout, 1, frames, g)
     null_ids, null_mask = model.tokenize([""])
     ids, mask = model.tokenize(list(data.captions[:1]))
-    images = data.images[:1].float() if model.semantic is not None else None
+    images = data.images[:1].float() if model.takes_image else None
     kw = training_kwargs(model, coins, ids, mask, null_ids, null_mask, *_motion(data, slice(0, 1)), images=images)
     x0 = data.latents[:1].float()
     t = explicit_uniform_timesteps(1, system_schedule().num_steps, generator=g)
@@ -484,15 +488,18 @@ def _causal_model() -> SystemConfig:
 
 def _reducio_model() -> SystemConfig:
     """The cpu-reducio preset's model: the cpu preset's widths on the Reducio VAE's latents (16, 2, 2, 2) of 64 px x 8
-    frames (patch 1: 8 video tokens; 17 input channels with the given-frames channel, always 0 here), the content
-    frame's OpenCLIP tokens (R4's e_s: a random ViT of width 64, 16 tokens at 64 px) after the caption's, no
-    trajectory guidance (a 2 x 2 grid)."""
+    frames (patch 1: 8 video tokens), the content frame both as OpenCLIP tokens after the caption's (R4's e_s: a
+    random ViT of width 64, 16 tokens at 64 px) and on the latent grid (R4's e_c: 16 channels per 32 px square; 33
+    input channels with the latent's 16 and the given-frames channel, always 0 here), no trajectory guidance (a 2 x 2
+    grid). Without the grid channels the model ignored the image: its samples scored the same with the clips' content
+    frames shuffled (bench/results/measurements.md)."""
     from ..conditioning.image import SemanticImageEncoderConfig
     from ..transformers import ExpertTransformerConfig
 
     return SystemConfig(
         image=SemanticImageEncoderConfig(image_size=64, patch_size=16, width=64, layers=2, heads=4, embed_dim=64),
-        transformer=ExpertTransformerConfig(in_channels=17, out_channels=16, patch_size=1, patch_size_t=1, heads=6,
+        image_grid_channels=16, image_grid_patch=32,
+        transformer=ExpertTransformerConfig(in_channels=33, out_channels=16, patch_size=1, patch_size_t=1, heads=6,
                                             head_dim=16, depth=4, time_embed_dim=128, text_dim=64, max_text_len=72,
                                             positional="rope", rope_grid="slice", base_size=(2, 2)),
         motion=None)
@@ -779,7 +786,7 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
     first = semantic = content = None
     if image is not None:
         pixels = prepare_image(image, size)
-        semantic = pixels[None] if model.semantic is not None else None
+        semantic = pixels[None] if model.takes_image else None
         if c_idx is None:  # (1, C, h, w): one frame is one latent frame (C1)
             first = space.encode(pixels[None, :, None])[:, :, 0]
         else:
@@ -798,7 +805,7 @@ def generate(model: System, cfg: SystemRunConfig, space, motion_space=None, prom
             last = videos[-1][:, :, -1]  # (1, 3, H, W)
             given[:, :, 0] = space.encode(last[:, :, None])[:, :, 0]
             given_frames[:, 0] = True
-            semantic = last if model.semantic is not None else None
+            semantic = last if model.takes_image else None
         elif first is not None:
             given[:, :, 0] = first
             given_frames[:, 0] = True
@@ -856,7 +863,7 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     first_frames = torch.zeros(n, shape[1], dtype=torch.bool)
     first_frames[:, 0] = True
     null = test.null_motion if model.motion is not None else None
-    image = {"image": test.images.float()} if model.semantic is not None else {}
+    image = {"image": test.images.float()} if model.takes_image else {}
     available = {"text": {}, "text+trajectory": {"motion": test.motion},
                  "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames,
                                            **image}}

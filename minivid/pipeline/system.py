@@ -69,12 +69,20 @@ class SystemConfig(ModelConfig):
     ``out_channels`` = latent channels), the motion guidance (None: no trajectory condition; its ``dim``,
     ``depth`` and ``patch_size`` are set to the transformer's, whatever they were) and the semantic image encoder
     (None: an image enters only as the given first frame; else its tokens follow the text's in the transformer's
-    condition sequence)."""
+    condition sequence).
+
+    ``image_grid_channels`` > 0 also puts the image on the latent grid (R4's content side e_c, in minivid's form): the
+    image cut into ``image_grid_patch`` px squares (the VAE's f_s: one per latent cell), each mapped linearly to
+    ``image_grid_channels`` values (a strided convolution), repeated over the latent frames and concatenated to x's
+    channels after the given-frames channel, zero where no image is given; ``transformer.in_channels`` counts them.
+    Tokens in the condition sequence carry no position the video tokens can match; channels on the grid do."""
 
     text: TextEncoderConfig = field(default_factory=_default_text)
     transformer: ExpertTransformerConfig = field(default_factory=_default_transformer)
     motion: MotionGuidanceConfig | None = field(default_factory=_default_motion)
     image: SemanticImageEncoderConfig | None = None
+    image_grid_channels: int = 0
+    image_grid_patch: int = 8
 
     def __post_init__(self):
         if not isinstance(self.text, TextEncoderConfig):
@@ -82,9 +90,12 @@ class SystemConfig(ModelConfig):
         tr = self.transformer
         if not isinstance(tr, ExpertTransformerConfig):
             raise ValueError(f"transformer={tr!r} must be an ExpertTransformerConfig")
-        if tr.in_channels != tr.out_channels + 1:
-            raise ValueError(f"transformer.in_channels={tr.in_channels} must be out_channels + 1 = "
-                             f"{tr.out_channels + 1} (the latent channels and the given-frames channel)")
+        check_int("image_grid_channels", self.image_grid_channels, 0)
+        check_int("image_grid_patch", self.image_grid_patch, 1)
+        want = tr.out_channels + 1 + self.image_grid_channels
+        if tr.in_channels != want:
+            raise ValueError(f"transformer.in_channels={tr.in_channels} must be out_channels + 1 + image_grid_channels "
+                             f"= {want} (the latent channels, the given-frames channel and the image's channels)")
         if self.text.name_or_path is None and tr.text_dim != self.text.d_model:
             raise ValueError(f"transformer.text_dim={tr.text_dim} must equal the text encoder's width "
                              f"text.d_model={self.text.d_model}")
@@ -104,6 +115,11 @@ class SystemConfig(ModelConfig):
     @property
     def latent_channels(self) -> int:
         return self.transformer.out_channels
+
+    @property
+    def takes_image(self) -> bool:
+        """Whether the model reads an image besides given frames: semantic tokens or the image on the latent grid."""
+        return self.image is not None or self.image_grid_channels > 0
 
     @property
     def image_tokens(self) -> int:
@@ -135,9 +151,16 @@ class System(Model):
             self.semantic = SemanticImageEncoder(c.image)
             self.image_proj = torch.nn.Sequential(torch.nn.Linear(self.semantic.width, d), torch.nn.GELU(),
                                                   torch.nn.Linear(d, d))  # R4's MLP(e_s), to the text tokens' width
+        self.image_grid = None
+        if c.image_grid_channels:  # R4's e_c on the latent grid: one linear map per image_grid_patch x patch square
+            self.image_grid = torch.nn.Conv2d(3, c.image_grid_channels, c.image_grid_patch, stride=c.image_grid_patch)
         if self.text.width != c.transformer.text_dim:
             raise ValueError(f"transformer.text_dim={c.transformer.text_dim} must equal the text encoder's width "
                              f"{self.text.width}")
+
+    @property
+    def takes_image(self) -> bool:
+        return self.config.takes_image
 
     def tokenize(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids (B, L), mask (B, L) bool), padded to the text encoder's ``max_length``."""
@@ -152,15 +175,26 @@ class System(Model):
             h, w = self.semantic.image_size
             image = torch.zeros(batch, 3, h, w, device=device)
             image_given = torch.zeros(batch, dtype=torch.bool, device=device)
-        elif not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (batch, 3):
-            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"image must be images (B={batch}, 3, H, W) in [-1, 1], got {got}")
-        if image_given is None:
-            image_given = torch.ones(batch, dtype=torch.bool, device=device)
-        if tuple(image_given.shape) != (batch,) or image_given.dtype != torch.bool:
-            raise ValueError(f"image_given must be a bool (B,) = ({batch},) mask, got {tuple(image_given.shape)}")
+        image_given = _check_image(image, image_given, batch, device)
         e_s, m = self.semantic(image.float())
         return self.image_proj(e_s), m & image_given[:, None]
+
+    def image_on_grid(self, image: torch.Tensor | None, image_given: torch.Tensor | None, frames: int, h: int,
+                      w: int, like: torch.Tensor) -> torch.Tensor:
+        """The image's channels on the latent grid (B, image_grid_channels, T, h, w) (``SystemConfig``), zero where
+        ``image_given`` is False or without an image."""
+        b = like.shape[0]
+        if image is None:
+            return like.new_zeros(b, self.config.image_grid_channels, frames, h, w)
+        image_given = _check_image(image, image_given, b, like.device)
+        grid = self.image_grid(image.float())
+        if tuple(grid.shape[-2:]) != (h, w):
+            raise ValueError(f"an image of {tuple(image.shape[-2:])} px cut into image_grid_patch="
+                             f"{self.config.image_grid_patch} px squares is a {tuple(grid.shape[-2:])} grid; the "
+                             f"latents' grid is ({h}, {w}): the image must be the clip's size and image_grid_patch "
+                             "the VAE's spatial factor")
+        grid = grid * image_given[:, None, None, None].to(grid.dtype)
+        return grid.to(like.dtype)[:, :, None].expand(-1, -1, frames, -1, -1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                 given_frames: torch.Tensor | None = None, motion: torch.Tensor | None = None,
@@ -186,13 +220,28 @@ class System(Model):
             fuse = {"fuser": self.motion.fusers, "motion_features": self.motion(motion)}
         flag = given_frames.to(x.dtype)[:, None, :, None, None].expand(b, 1, frames, h, w)
         tokens = self.text.encode_ids(ids, mask)
+        if image is not None and not self.takes_image:
+            raise ValueError("this System reads no image (config.image=None, image_grid_channels=0): an image enters "
+                             "as the given first frame; call it without image")
         if self.semantic is not None:
             e_img, m_img = self.encode_image(image, image_given, b, x.device)
             tokens, mask = torch.cat([tokens, e_img.to(tokens.dtype)], 1), torch.cat([mask, m_img], 1)
-        elif image is not None:
-            raise ValueError("this System has no semantic image encoder (config.image=None): an image enters as the "
-                             "given first frame; call it without image")
-        return self.transformer(torch.cat([x, flag], dim=1), t, tokens, text_mask=mask, **fuse)
+        parts = [x, flag]
+        if self.image_grid is not None:
+            parts.append(self.image_on_grid(image, image_given, frames, h, w, x))
+        return self.transformer(torch.cat(parts, dim=1), t, tokens, text_mask=mask, **fuse)
+
+
+def _check_image(image, image_given, batch: int, device) -> torch.Tensor:
+    """``image_given`` as a bool (B,) mask (all True when None), after checking ``image`` is (B, 3, H, W)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (batch, 3):
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be images (B={batch}, 3, H, W) in [-1, 1], got {got}")
+    if image_given is None:
+        image_given = torch.ones(batch, dtype=torch.bool, device=device)
+    if tuple(image_given.shape) != (batch,) or image_given.dtype != torch.bool:
+        raise ValueError(f"image_given must be a bool (B,) = ({batch},) mask, got {tuple(image_given.shape)}")
+    return image_given
 
 
 def system_schedule(num_steps: int = 1000) -> NoiseSchedule:
@@ -262,7 +311,7 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
     """The keyword arguments of ``DiffusionTrainer.step(x0, **kwargs)`` for one batch: captions dropped to the empty
     one, trajectories dropped to the null one (always passed, so every parameter is used under DDP), the given frames
     both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8), and, for a
-    model with a semantic image encoder, the clips' ``images`` (B, 3, H, W) (their first frames; on the Reducio VAE
+    model that reads images (semantic tokens or the image on the latent grid), the clips' ``images`` (B, 3, H, W) (their first frames; on the Reducio VAE
     their content frames), used where the coins give the image."""
     keep = coins["keep_text"][:, None]
     kw = {"ids": torch.where(keep, ids, null_ids), "mask": torch.where(keep, mask, null_mask),
@@ -272,9 +321,9 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
             raise ValueError("this System has a trajectory condition: pass motion and null_motion latents")
         kw["motion"] = torch.where(coins["keep_trajectory"][:, None, None, None, None], motion,
                                    null_motion.expand_as(motion))
-    if model.semantic is not None:
+    if model.takes_image:
         if images is None:
-            raise ValueError("this System has a semantic image encoder: pass the clips' images (first or content frames)")
+            raise ValueError("this System reads images: pass the clips' images (first or content frames)")
         kw["image"], kw["image_given"] = images, coins["image_given"]
     return kw
 
@@ -353,9 +402,10 @@ def sample_system(model: System, captions: Sequence[str], shape: tuple[int, int,
             raise ValueError(f"motion must be motion latents (N={n}, C_m, {frames}, {shape[2]}, {shape[3]}), got "
                              f"{tuple(motion.shape)}")
     if image is not None:
-        if model.semantic is None:
-            raise ValueError("this System has no semantic image encoder (config.image=None): give the image as the "
-                             "first frame (given, given_frames) and pass image=None")
+        if not model.takes_image:
+            raise ValueError("this System reads no image (no semantic image encoder, config.image=None, and "
+                             "image_grid_channels=0): give the image as the first frame (given, given_frames) and "
+                             "pass image=None")
         if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (n, 3):
             got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise ValueError(f"image must be images (N={n}, 3, H, W) in [-1, 1], got {got}")

@@ -76,7 +76,7 @@ def test_a_new_model_predicts_zero_and_round_trips(tmp_path):
 
 def test_config_errors_name_the_field():
     cfg = tiny()
-    with pytest.raises(ValueError, match="in_channels=4 must be out_channels \\+ 1 = 5"):
+    with pytest.raises(ValueError, match="in_channels=4 must be out_channels \\+ 1 \\+ image_grid_channels = 5"):
         SystemConfig(text=cfg.text, transformer=ExpertTransformerConfig(
             in_channels=4, out_channels=4, heads=2, head_dim=16, depth=2, text_dim=16, max_text_len=24), motion=None)
     synced = SystemConfig(text=cfg.text, transformer=cfg.transformer,
@@ -217,7 +217,7 @@ def test_semantic_image_tokens_count_only_where_an_image_is_given():
     assert torch.allclose(masked, none, atol=1e-6)
     assert (one[0] - none[0]).abs().max() > 1e-4 and torch.allclose(one[1], none[1], atol=1e-6)
     assert (changed[0] - one[0]).abs().max() > 1e-4
-    with pytest.raises(ValueError, match="no semantic image encoder"):
+    with pytest.raises(ValueError, match="reads no image"):
         System(tiny())(x, t, ids, mask, image=image)
     with pytest.raises(ValueError, match="image must be images"):
         m(x, t, ids, mask, image=image[:1])
@@ -257,5 +257,50 @@ def test_image_system_trains_and_samples_with_its_images(tmp_path):
     assert (a - b).abs().max() > 1e-5  # the image's tokens reach the samples
     save_model(m, tmp_path / "img")
     assert load_model(tmp_path / "img").config == m.config
-    with pytest.raises(ValueError, match="no semantic image encoder"):
+    with pytest.raises(ValueError, match="reads no image"):
         sample_system(System(tiny()), ["a"], (C, T, HW, HW), image=images[:1], null_motion=null_motion)
+
+
+def _with_grid(channels: int = 3, patch: int = 4) -> SystemConfig:
+    import dataclasses
+
+    cfg = tiny()
+    tr = dataclasses.replace(cfg.transformer, in_channels=C + 1 + channels)
+    return dataclasses.replace(cfg, transformer=tr, image_grid_channels=channels, image_grid_patch=patch)
+
+
+def test_the_image_on_the_latent_grid_is_a_linear_map_of_each_cells_square():
+    """R4's content side on the latent grid: cell (i, j) of every latent frame holds W · (the image's patch x patch
+    square at (i, j)) + b, zero where the image is not given; so changing one pixel changes only its cell's channels,
+    and the transformer receives them after the latent and the given-frames channel."""
+    torch.manual_seed(0)
+    m = System(_with_grid()).eval()
+    assert m.takes_image and m.semantic is None
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(2, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1  # 4 px squares -> the 4 x 4 grid
+    x = torch.zeros(2, C, T, HW, HW)
+    grid = m.image_on_grid(image.float(), torch.tensor([True, False]), T, HW, HW, x)
+    w, b = m.image_grid.weight.double(), m.image_grid.bias.double()
+    for i in range(HW):
+        for j in range(HW):
+            square = image[0, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+            want = (w * square).sum(dim=(1, 2, 3)) + b
+            for f in range(T):
+                assert torch.allclose(grid[0, :, f, i, j].double(), want, atol=1e-5)
+    assert torch.equal(grid[1], torch.zeros_like(grid[1]))  # not given: zeros
+    moved = image.clone()
+    moved[0, :, 5, 9] = -moved[0, :, 5, 9]  # a pixel of cell (1, 2)
+    other = m.image_on_grid(moved.float(), None, T, HW, HW, x)
+    changed = (other[0] - grid[0]).abs().amax(dim=(0, 1)) > 0  # (h, w) cells whose channels changed
+    assert changed.nonzero().tolist() == [[1, 2]]
+    seen = []
+    m.transformer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    ids, mask = m.tokenize(["a", "b"])
+    with torch.no_grad():
+        m(x, torch.tensor([5, 5]), ids, mask, image=image.float(), image_given=torch.tensor([True, False]),
+          motion=torch.zeros(2, 2, T, HW, HW))
+    assert seen[0].shape[1] == C + 1 + 3 and torch.allclose(seen[0][:, C + 1:], grid)
+    with pytest.raises(ValueError, match="a \\(8, 8\\) grid; the latents' grid is \\(4, 4\\)"):
+        m.image_on_grid(torch.zeros(2, 3, 32, 32), None, T, HW, HW, x)
+    with pytest.raises(ValueError, match="in_channels=5 must be out_channels \\+ 1 \\+ image_grid_channels = 8"):
+        SystemConfig(text=tiny().text, transformer=tiny().transformer, image_grid_channels=3)

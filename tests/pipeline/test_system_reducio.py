@@ -42,7 +42,8 @@ def reducio_model(zero_init: bool = True) -> SystemConfig:
         text=TextEncoderConfig(max_length=72, pad_to_max_length=True, d_model=16, d_kv=8, d_ff=32, num_layers=1,
                                num_heads=2),
         image=SemanticImageEncoderConfig(image_size=32, patch_size=16, width=16, layers=1, heads=2, embed_dim=16),
-        transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=1, heads=2, head_dim=16, depth=2,
+        image_grid_channels=4, image_grid_patch=16,
+        transformer=ExpertTransformerConfig(in_channels=9, out_channels=4, patch_size=1, heads=2, head_dim=16, depth=2,
                                             time_embed_dim=32, text_dim=16, max_text_len=72, positional="rope",
                                             rope_grid="slice", base_size=(2, 2), zero_init=zero_init),
         motion=None)
@@ -84,11 +85,19 @@ def test_geometry_of_a_reducio_run_and_its_errors():
     with_motion.motion = MotionGuidanceConfig(motion_channels=8, dim=32, depth=2, patch_size=1, motion_dim=16, heads=2)
     without_image = reducio_model()
     without_image.image = None
+    without_image.image_grid_channels, without_image.transformer.in_channels = 0, 5
+    tokens_only = reducio_model()  # semantic tokens alone are enough for the check
+    tokens_only.image_grid_channels, tokens_only.transformer.in_channels = 0, 5
+    assert system_geometry(reducio_cfg(model=tokens_only), space).latent_shape == (4, 2, 2, 2)
+    wrong_patch = reducio_model()
+    wrong_patch.image_grid_patch = 8
     cases = [
         (dict(frames=6), "frames=6 is not reachable by the frame rule of latent='reducio-vae'.*multiple of 4"),
         (dict(frames=4), "frames=4 gives 1 latent frame"),
-        (dict(model=without_image), "model.image=None: with latent='reducio-vae' the model needs the semantic image "
-                                    "encoder"),
+        (dict(model=without_image), "model.image=None and model.image_grid_channels=0: with latent='reducio-vae' "
+                                    "the model must read an image"),
+        (dict(model=wrong_patch), "model.image_grid_patch=8 must be the spatial factor f_s=16 of "
+                                  "latent='reducio-vae'"),
         (dict(model=with_motion), "model.motion must be null with latent='reducio-vae': its latent grid is 2 x 2"),
         (dict(dropout=ConditionDropout(given_modes=(1.0, 0.0, 0.0), previous_frames=1)),
          "dropout.image_dropout=None: with latent='reducio-vae'"),
