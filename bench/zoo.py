@@ -66,6 +66,13 @@ def main(argv=None) -> int:
             print(f"{name:12s} caption + path: sprite check {u['sprite_check']:.0%}, colour "
                   f"{u['caption_accuracy']['color']:.0%}, trajectory error {u['trajectory_error_px']:.2f} px (caption "
                   f"alone: {m['text']['sprite_check']:.0%}, {m['text']['trajectory_error_px']:.2f} px)")
+        elif "content frame repeated" in m:  # the full system on the Reducio VAE: one use, image + caption
+            row.update(kind="full system", uses={k: v for k, v in m.items() if isinstance(v, dict)})
+            u, still = m["image+text"], m["content frame repeated"]
+            print(f"{name:12s} content frame + caption: sprite check {u['sprite_check']:.0%}, colour "
+                  f"{u['caption_accuracy']['color']:.0%}, direction {u['caption_accuracy']['direction']:.0%}, "
+                  f"trajectory error {u['trajectory_error_px']:.2f} px (still frame: "
+                  f"{still['trajectory_error_px']:.2f} px)")
         else:
             s, b = m["samples"], m["baselines"]
             row.update(kind="denoiser", sprite_check=s["sprite_check"], centre_jitter_px=s["centre_jitter_px"],

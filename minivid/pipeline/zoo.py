@@ -803,8 +803,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
            "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
     Recipe("system-reducio", "the full system on the Reducio VAE's latents (R1-R2: 64 px x 8 frames -> 16 x 2 x 2 x 2), "
-           "conditioned on each clip's content frame (OpenCLIP tokens, R4; the decoder's content frame, R2) and its "
-           "caption, continuation through the last frame; the cpu-reducio preset", 5000, _system_reducio,
+           "conditioned on each clip's content frame (OpenCLIP tokens and channels on the latent grid, R4; the "
+           "decoder's content frame, R2) and its caption, continuation through the last frame; the cpu-reducio preset", 5000, _system_reducio,
            _score_system, ("reducio-vae",), storage="float16"),
 ]}
 
@@ -1006,6 +1006,17 @@ def _summary(card: dict) -> str:
         return (f"trajectory error {c['trajectory_error_px']:.2f} px with the {m['fuser']} fuser (no trajectory "
                 f"{none['trajectory_error_px']:.2f} px), sprite lost in {c['lost']:.0%} of frames, sprite check "
                 f"{c['sprite_check']:.0%}")
+    if "text+trajectory" in m:  # the full system: caption + path, against the caption alone
+        u, t = m["text+trajectory"], m["text"]
+        return (f"caption + path: sprite check {u['sprite_check']:.0%}, caption colour "
+                f"{u['caption_accuracy']['color']:.0%}, trajectory error {u['trajectory_error_px']:.2f} px (caption "
+                f"alone: {t['sprite_check']:.0%}, {t['trajectory_error_px']:.2f} px)")
+    if "content frame repeated" in m:  # the full system on the Reducio VAE: content frame + caption
+        u, still = m["image+text"], m["content frame repeated"]
+        return (f"content frame + caption: sprite check {u['sprite_check']:.0%}, caption colour "
+                f"{u['caption_accuracy']['color']:.0%}, direction {u['caption_accuracy']['direction']:.0%} (the "
+                f"content frame held still: {still['caption_accuracy']['direction']:.0%}), {u['trajectory_error_px']:.2f}"
+                f" px from the clip's path (still: {still['trajectory_error_px']:.2f} px)")
     return "see card.json"
 
 
