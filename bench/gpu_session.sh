@@ -21,6 +21,9 @@
 #     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 60 + 200 + 80 + 90 = 580 s, inside one 600 s call
 #     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
+# The machines lack open_clip (the gpu preset's image tokens) and diffusers (step 2's parity tests skip without it):
+# run `make gpu-wheels` here first and name .whl in the call's carry; they are installed to /tmp/site. A preflight
+# line in gpu_session.txt says which imports work. The demo runs with --no-video (no ffmpeg there).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -34,9 +37,15 @@ step() {  # step SECONDS LOGNAME COMMAND...: run with a time limit, keep the log
     local rc=$?
     echo "$log: exit $rc after $((SECONDS - t0)) s (limit $limit s)" | tee -a "$DEST/gpu_session.txt"
 }
+if [ -d .whl ]; then  # wheels carried from `make gpu-wheels`
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1;
-  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1; } \
-    > "$DEST/gpu_session.txt"
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1;
+  for m in transformers open_clip diffusers minivid.pipeline.run; do  # preflight: what the steps import
+      $PY -c "import $m" > /dev/null 2>&1 && echo "import $m: ok" || echo "import $m: FAILS (make gpu-wheels, carry .whl)"
+  done; } > "$DEST/gpu_session.txt"
 if [ "${PART:-1}" = 2 ]; then
     step 240 system.txt "$PY" bench/system.py --device cuda --quick --out "$DEST/system.json"
     exit 0
@@ -45,4 +54,4 @@ step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cac
 step 60 expert_triton.txt "$PY" -m pytest -q -p no:cacheprovider tests/transformers/test_cogvideox.py -k triton -rs
 step 200 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
-step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --out "$DEST/demo-gpu"
+step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its latest checkpoint (without it, a folder holding one is "
                            "refused)")
+    demo.add_argument("--no-video", action="store_true",
+                      help="write no showcase.mp4 (PNGs and metrics as usual): for a machine without ffmpeg")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train = sub.add_parser(
@@ -227,7 +229,8 @@ def _demo(parser: argparse.ArgumentParser, args) -> int:
         metrics = run_demo(args.out, device=device, steps=args.steps, seed=args.seed, resume=args.resume,
                            pretrained_model=args.pretrained, num_samples=args.samples, guidance=args.guidance,
                            trajectory_guidance=args.guidance_trajectory, overrides=overrides,
-                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+                           video=not args.no_video)
     except OutDirError as e:  # raised before any work: the output folder cannot be used as asked
         parser.error(str(e))
     print(json.dumps(metrics, indent=2))

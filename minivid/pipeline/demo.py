@@ -116,10 +116,12 @@ def _side_by_side(videos: torch.Tensor, scale: int = 4) -> torch.Tensor:
 def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, steps: int | None = None,
              seed: int = 0, resume: bool = False, pretrained_model: bool = False, num_samples: int | None = None,
              guidance: float = 4.0, trajectory_guidance: float = 2.0, sample_steps: int = 20,
-             overrides: dict | None = None, progress: bool = True, log=print) -> dict:
+             overrides: dict | None = None, progress: bool = True, log=print, video: bool = True) -> dict:
     """Train the demo's system from scratch in ``out_dir`` (or, with ``resume``, continue it; with
     ``pretrained_model``, load the zoo's ``system``), then write the showcase, the held-out samples and
-    ``metrics.json`` (see the module docstring); return the metrics. Every check runs before any work."""
+    ``metrics.json`` (see the module docstring); return the metrics. Every check runs before any work.
+    ``video=False`` writes no ``showcase.mp4`` (the PNGs and metrics are the same): for a machine without mediapy
+    and ffmpeg, such as the lent GPU machines (bench/gpu_session.sh)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     default = PRETRAINED_SAMPLES if pretrained_model else DEMO_SAMPLES
     n = default if num_samples is None else check_int("num_samples", num_samples, 1)
@@ -179,7 +181,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, st
     t0 = time.monotonic()
     log(f"demo: sampling {n} held-out clips from their captions and paths, and {len(SHOWCASE)} drawn paths")
     held_out = _held_out(model, cfg, space, motion_space, n, scales, sample_steps, seed, out)
-    showcase = _showcase(model, cfg, space, motion_space, scales, sample_steps, seed, out)
+    showcase = _showcase(model, cfg, space, motion_space, scales, sample_steps, seed, out, video)
     metrics = {
         "device": device_name(device),
         **info,
@@ -218,8 +220,9 @@ def _held_out(model, cfg, space, motion_space, n, scales, steps, seed, out) -> d
     return result
 
 
-def _showcase(model, cfg, space, motion_space, scales, steps, seed, out) -> list:
-    """The hand-drawn captions and paths of :data:`SHOWCASE`, :data:`SHOWCASE_FRAMES` frames each."""
+def _showcase(model, cfg, space, motion_space, scales, steps, seed, out, video: bool = True) -> list:
+    """The hand-drawn captions and paths of :data:`SHOWCASE`, :data:`SHOWCASE_FRAMES` frames each (``showcase.mp4``
+    when ``video``, ``showcase.png`` always)."""
     from ..metrics.sprites import sprite_scores
     from ..metrics.trajectory import path_errors
     from ..utils.video import write_video
@@ -237,7 +240,8 @@ def _showcase(model, cfg, space, motion_space, scales, steps, seed, out) -> list
         videos.append(v)
         wanted.append(p)
     videos = torch.stack(videos)
-    write_video(out / "showcase.mp4", _side_by_side(videos), fps=8)
+    if video:
+        write_video(out / "showcase.mp4", _side_by_side(videos), fps=8)
     _save_paths_png(out / "showcase.png", videos, torch.stack(wanted), [_short(c) for c, _ in SHOWCASE])
     return rows
 

@@ -85,6 +85,24 @@ def test_resume_continues_and_a_finished_run_is_sampled_again(tmp_path, monkeypa
     assert same  # compared as JSON: a lost sprite's error is NaN, which equals nothing
 
 
+def test_without_video_the_demo_needs_no_mediapy_and_writes_the_rest(tmp_path, monkeypatch):
+    """``video=False`` (``--no-video``, bench/gpu_session.sh on machines without ffmpeg): no showcase.mp4, and mediapy
+    is never imported; the PNGs and metrics are written as usual."""
+    import sys
+
+    quick(tmp_path, steps=1)
+    (tmp_path / "showcase.mp4").unlink()
+    monkeypatch.setitem(sys.modules, "mediapy", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    m = quick(tmp_path, steps=1, resume=True, video=False)
+    assert not (tmp_path / "showcase.mp4").exists() and "showcase.mp4" not in m["outputs"]
+    assert (tmp_path / "showcase.png").is_file() and len(m["showcase"]) == len(SHOWCASE)
+    saved = json.loads((tmp_path / "metrics.json").read_text())["showcase"]
+    assert json.dumps(saved, sort_keys=True) == json.dumps(m["showcase"], sort_keys=True)  # as JSON: NaN for lost
+    with pytest.raises(ImportError):
+        quick(tmp_path, steps=1, resume=True)  # with the video, mediapy is needed
+
+
 def test_the_folder_is_checked_before_any_work(tmp_path, monkeypatch):
     quick(tmp_path / "run", steps=1)
     monkeypatch.setattr(demo_module, "run_spaces", None)  # loading the VAEs would fail: the checks come first
