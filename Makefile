@@ -41,16 +41,17 @@ demo: $(STAMP)
 
 # What the GPU checks import that the lent GPU machines' image (Python 3.12 with torch, transformers, timm,
 # huggingface_hub 1.33, safetensors 0.8; /work/.library/device/KINDS.md) does not hold: OpenCLIP for the gpu preset's
-# image tokens, diffusers for the Triton-vs-SDPA parity tests (skipped without it). 8.8 MB, pinned to the versions
-# the tests run with here; with the 50 MB working tree they fit the device call's 64 MiB. The demo's mp4 would need
-# mediapy, IPython and imageio-ffmpeg (68 MB): gpu_session.sh runs the demo with --no-video instead.
-GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 diffusers==0.42.1 importlib_metadata==10.2.0 \
-	lazy-importer==0.1.0
-gpu-wheels:
+# image tokens, diffusers for the Triton-vs-SDPA parity tests (skipped without it), and what they need. Downloaded
+# at the versions installed in .venv, so the GPU session runs what the tests ran; about 8.4 MB, which with the 50 MB
+# working tree fits the device call's 64 MiB. The demo's mp4 would need mediapy, IPython and imageio-ffmpeg (68 MB):
+# gpu_session.sh runs the demo with --no-video instead.
+GPU_WHEEL_NAMES := open_clip_torch ftfy wcwidth diffusers importlib_metadata lazy-importer
+gpu-wheels: $(STAMP)
 	rm -rf .whl
-	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		--platform any -d .whl $(GPU_WHEELS)
+		--platform any -d .whl $$($(PY) -c "from importlib.metadata import version; \
+		print(' '.join(f'{n}=={version(n)}' for n in '$(GPU_WHEEL_NAMES)'.split()))")
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
