@@ -133,18 +133,6 @@ def causal_run(tmp_path_factory):
     return trainer.ema.eval(), cfg, space, motion, data
 
 
-@pytest.fixture
-def seen(monkeypatch) -> list:
-    """The keyword arguments of every sample_system call generate makes, in order."""
-    calls, real = [], run_mod.sample_system
-
-    def spy(*a, **kw):
-        calls.append(kw)
-        return real(*a, **kw)
-    monkeypatch.setattr(run_mod, "sample_system", spy)
-    return calls
-
-
 def test_data_and_sampling_give_a_path_the_same_motion_latent(causal_run, seen):
     """The motion latent generate makes from a clip's own path (clip pixels, through load_trajectories) is the one the
     system was trained with for that clip (system_data): both on the video latent's (3, 4, 4) grid."""

@@ -16,7 +16,6 @@ from minivid.autoencoders import LatentSpace, ReducioConfig, ReducioVAE
 from minivid.conditioning import SemanticImageEncoderConfig, TextEncoderConfig
 from minivid.conditioning.motion import MotionGuidanceConfig
 from minivid.data import MiniSprites
-from minivid.pipeline import run as run_mod
 from minivid.pipeline.run import (SystemRunConfig, content_frame, decode_latents, generate, preset_config, run_spaces,
                                   system_data, system_geometry, system_metrics, train_system)
 from minivid.pipeline.system import ConditionDropout, SystemConfig, condition_batch
@@ -139,18 +138,6 @@ def reducio_run(tmp_path_factory):
     return trainer.ema.eval(), cfg, space, data, out
 
 
-@pytest.fixture
-def seen(monkeypatch) -> list:
-    """The keyword arguments of every sample_system call generate makes, in order, and its decoded latents."""
-    calls, real = [], run_mod.sample_system
-
-    def spy(*a, **kw):
-        calls.append(kw)
-        return real(*a, **kw)
-    monkeypatch.setattr(run_mod, "sample_system", spy)
-    return calls
-
-
 def test_the_run_trains_on_content_frames(reducio_run):
     model, cfg, space, data, out = reducio_run
     assert model.semantic is not None and model.motion is None
@@ -158,13 +145,9 @@ def test_the_run_trains_on_content_frames(reducio_run):
         == 0.25
 
 
-def test_reducio_generate_is_conditioned_on_and_decoded_with_the_image(reducio_run, seen, monkeypatch):
+def test_reducio_generate_is_conditioned_on_and_decoded_with_the_image(reducio_run, seen, decoded):
     model, cfg, space, data, _ = reducio_run
     image = data.images[1].float()
-    decoded = []
-    real_decode = run_mod.decode_latents
-    monkeypatch.setattr(run_mod, "decode_latents",
-                        lambda s, z, images=None: decoded.append(images) or real_decode(s, z, images))
     kw = dict(prompt=data.captions[1], image=image, steps=2, seed=4)
     one = generate(model, cfg, space, **kw)
     assert one.shape == (3, FRAMES, SIZE, SIZE) and one.abs().max() <= 1
@@ -177,13 +160,9 @@ def test_reducio_generate_is_conditioned_on_and_decoded_with_the_image(reducio_r
         generate(model, cfg, space, image=image, trajectory="[[4, 4], [28, 20]]")
 
 
-def test_reducio_generate_continues_through_the_last_frame(reducio_run, seen, monkeypatch):
+def test_reducio_generate_continues_through_the_last_frame(reducio_run, seen, decoded):
     """Each next clip's content frame is the previous clip's last frame; it adds the T - 1 - c = 4 frames after it."""
     model, cfg, space, data, _ = reducio_run
-    decoded = []
-    real_decode = run_mod.decode_latents
-    monkeypatch.setattr(run_mod, "decode_latents",
-                        lambda s, z, images=None: decoded.append(images) or real_decode(s, z, images))
     kw = dict(prompt=data.captions[2], image=data.images[2].float(), steps=2, seed=1)
     long = generate(model, cfg, space, frames=15, **kw)  # 8 + 4 + 4 - 1: three clips, the last cut
     assert long.shape == (3, 15, SIZE, SIZE) and len(seen) == 3
