@@ -164,16 +164,19 @@ def content_frame(space, frames: int) -> int | None:
     """The index of the frame the video VAE of ``space`` decodes with, for clips of ``frames`` frames: Reducio's
     content frame V_{(T-1)//2} (R2, a VAE built with ``use_content``), or None for a VAE that decodes from its latent
     alone."""
+    return space.autoencoder.content_index(frames) if _decodes_with_content(space) else None
+
+
+def _decodes_with_content(space) -> bool:
+    """Whether the video VAE of ``space`` takes a content frame besides its latent (Reducio with ``use_content``)."""
     ae = space.autoencoder
-    if getattr(getattr(ae, "config", None), "use_content", False) and hasattr(ae, "content_index"):
-        return ae.content_index(frames)
-    return None
+    return bool(getattr(getattr(ae, "config", None), "use_content", False)) and hasattr(ae, "content_index")
 
 
 def decode_latents(space, z: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
     """Videos (N, 3, T, H, W) in [-1, 1] of scaled latents ``z`` (N, C, T', h, w); on the Reducio VAE decoded with
     ``images`` (N, 3, H, W), the clips' content frames (R2: required there, refused elsewhere)."""
-    if content_frame(space, 1) is None:
+    if not _decodes_with_content(space):
         if images is not None:
             raise ValueError("this video VAE decodes from its latents alone: pass no images")
         return space.decode(z)
