@@ -11,7 +11,7 @@ import minivid.pretrained as zoo
 from minivid import save_model
 from minivid.autoencoders import VAE2D, VAE2DConfig
 
-SHIPPED = ("vae2d", "causal-vae", "reducio-vae", "pvdm-ae", "pvdm-unet", "latte", "latent-unet", "t2v", "i2v",
+SHIPPED = ("vae2d", "causal-vae", "reducio-vae", "pvdm-ae", "pvdm-unet", "latte", "latent-unet", "t5", "t2v", "i2v",
            "motion-vae", "tora", "system", "system-causal", "system-reducio")
 
 

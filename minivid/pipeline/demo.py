@@ -2,7 +2,7 @@
 
 The demo is the ``cpu`` preset of :mod:`minivid.pipeline.run` on a shorter budget (:func:`demo_config`): one-sprite
 MiniSprites clips (32 x 32, 8 frames, captioned, with each sprite's path) -> the zoo's per-frame VAE and motion VAE ->
-the expert transformer and Tora's motion guidance, trained from scratch, with the zoo system's T5 frozen (as CogVideoX
+the expert transformer and Tora's motion guidance, trained from scratch, with the zoo's T5 frozen (as CogVideoX
 freezes its pretrained T5) and given frames (:class:`~minivid.pipeline.system.System`),
 v-prediction on the zero-terminal-SNR schedule (D10) with explicit uniform timesteps (D9) -> EMA weights ->
 DPM-Solver++ (D8) with nested classifier-free guidance (text 4, trajectory 2). It ends with what the system is for:
@@ -55,12 +55,11 @@ class OutDirError(ValueError):
     Raised by :func:`run_demo` before any work (the CLI reports it as a usage error)."""
 
 
-# What makes the demo learn in 700 steps where the preset needs 3000 (measured on 16 held-out clips, caption + path,
-# 700 steps, seed 0; bench/results/measurements.md): the zoo system's T5, frozen (CogVideoX's T5 is pretrained and
-# frozen too; a T5 learnt from scratch gave the caption's colour in 19-31% of the samples), twice the learning rate,
-# and 70% of the clips without given frames (the preset: 40%), where the colour must come from the caption.
-DEMO_OVERRIDES = {"lr": 2e-3, "dropout.given_modes": [0.7, 0.1, 0.2], "text_from": "system",
-                  "model.text.trainable": False}
+# What makes the demo learn in 700 steps where the preset is trained for 3000 (measured on 16 held-out clips, caption
+# + path, 700 steps, seed 0; bench/results/measurements.md): 70% of the clips without given frames (the preset: 40%),
+# where the colour must come from the caption. The preset's frozen T5 (the zoo's t5; a T5 learnt from scratch gave the
+# caption's colour in 19-31% of the samples) and learning rate 2e-3 were the demo's before they were the preset's.
+DEMO_OVERRIDES = {"dropout.given_modes": [0.7, 0.1, 0.2]}
 
 
 def demo_config(device: str | torch.device = "cpu", steps: int | None = None, seed: int = 0,

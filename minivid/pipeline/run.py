@@ -409,14 +409,19 @@ def training_memory(cfg: SystemRunConfig, data: SystemData, per_process_batch: i
 
 
 def load_text_encoder(model, source: str | Path) -> None:
-    """Copy the text encoder's weights of ``source`` (a zoo entry or run folder of the full system,
-    :func:`load_run`) into ``model`` (a :class:`System` or anything with a ``.text`` encoder, such as
+    """Copy the text encoder's weights of ``source`` (the zoo's ``t5``, or a zoo entry or run folder of the full
+    system, :func:`load_run`) into ``model`` (a :class:`System` or anything with a ``.text`` encoder, such as
     :class:`~minivid.pipeline.text2video.TextToVideo`); a ValueError when its T5 has another shape or tokenizer
     length (:func:`~minivid.conditioning.text.copy_text_encoder`)."""
+    from .. import pretrained
     from ..conditioning.text import copy_text_encoder
 
-    other, _, _ = load_run(source)
-    copy_text_encoder(model.text, other.text, f"text_from={str(source)!r}")
+    if (isinstance(source, str) and source in pretrained.available() and not Path(source).exists()
+            and pretrained.card(source).get("model_class") == "TextEncoder"):
+        text = pretrained.load(source)
+    else:
+        text = load_run(source)[0].text
+    copy_text_encoder(model.text, text, f"text_from={str(source)!r}")
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -455,6 +460,17 @@ __all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "Sys
 
 
 # ---------------------------------------------------------------------------------------------- presets
+def _cpu_model() -> SystemConfig:
+    """The cpu preset's model: the default one with a frozen T5 (CogVideoX keeps its pretrained T5 frozen; here the
+    zoo's ``t5``, which ``text_from`` loads) and RoPE theta 10 (at head_dim 16, theta 1e4 turns time's two rotation
+    pairs by 1 and 0.01 rad per frame, so frames 6 apart look alike; bench/results/measurements.md)."""
+    import dataclasses
+
+    model = SystemConfig()
+    return dataclasses.replace(model, text=dataclasses.replace(model.text, trainable=False),
+                               transformer=dataclasses.replace(model.transformer, rope_theta=10.0))
+
+
 def _gpu_model() -> SystemConfig:
     """The gpu preset's model: every condition, the first frame's OpenCLIP tokens included (R4's e_s: a small random
     ViT, 4 layers of width 256, 16 tokens at 64 px; a local open_clip checkpoint through ``model.image``)."""
@@ -510,14 +526,16 @@ def _reducio_model() -> SystemConfig:
 
 def presets() -> dict[str, SystemRunConfig]:
     """The named starting points of ``python -m minivid train``: ``cpu`` (the default model on the zoo's 32 px
-    per-frame latents: trains on 2 CPU cores), ``cpu-causal`` (the same model on the zoo's causal 3D VAE, C1: 64 px x
+    per-frame latents with the zoo's ``t5`` frozen, RoPE theta 10, peak learning rate 2e-3 and 30% of clips without
+    their path: trains on 2 CPU cores), ``cpu-causal`` (the same model on the zoo's causal 3D VAE, C1: 64 px x
     9 frames -> 3 latent frames; clips are given no frame or their first, and a long video continues from each clip's
     last frame), ``cpu-reducio`` (the same widths on the zoo's Reducio VAE, R1-R2: 64 px x 8 frames -> 2 x 2 x 2
     latents decoded with the clip's content frame, frame 3, which is also the model's image; no trajectories; a long
     video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200,
     bf16 autocast) and ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the
     number of GPUs, set it with ``global_batch=``)."""
-    cpu = SystemRunConfig()
+    cpu = SystemRunConfig(model=_cpu_model(), lr=2e-3, text_from="t5",
+                          dropout=ConditionDropout(trajectory_dropout=0.3))
     causal = SystemRunConfig(model=_causal_model(), latent="causal-vae", size=64, frames=9,
                              dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1))
     reducio = SystemRunConfig(model=_reducio_model(), latent="reducio-vae", size=64, frames=8,

@@ -151,7 +151,7 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     latent frame of a clip, captioned without the motion by :func:`image_caption`), padded to the clip length
     with a frame mask (:func:`~minivid.data.pack_clips`) that the attention and the loss respect.
 
-    ``text_encoder`` (a trained :class:`~minivid.conditioning.TextEncoder`, e.g. the zoo system's ``.text``) starts
+    ``text_encoder`` (a trained :class:`~minivid.conditioning.TextEncoder`, e.g. the zoo's ``t5``) starts
     the T5 from its weights, as CogVideoX starts from a pretrained T5 (frozen when ``config.text.trainable`` is
     False); its shape must equal ``config.text``'s (:func:`~minivid.conditioning.text.copy_text_encoder`)."""
     steps = check_int("steps", steps, 1)

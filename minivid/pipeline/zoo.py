@@ -87,9 +87,12 @@ def sprite_baselines(size: int, frames: int, n: int = 64, num_sprites=(1, 3)) ->
     return {"real clips": sprite_scores(real), "uniform noise": sprite_scores(noise)}
 
 
+CONFIG_KEYS = ("run", "system_run")  # card fields holding a run's config: kept exact (1e-5 is not 0.0)
+
+
 def _round(d):
     if isinstance(d, dict):
-        return {k: _round(v) for k, v in d.items()}
+        return {k: v if k in CONFIG_KEYS else _round(v) for k, v in d.items()}
     if isinstance(d, float):
         return round(d, 4) if d == d else None  # NaN -> null (JSON has no NaN)
     return d
@@ -646,13 +649,80 @@ def t2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 4.0) -
                           "uniform noise": sprite_baselines(LATTE_SIZE, LATTE_FRAMES, n)["uniform noise"]}}
 
 
+def t5_metrics(text, n: int = 64) -> dict:
+    """What a caption's T5 embedding (masked mean of the encoder's output) hears, next to the same T5 randomly
+    initialised: for ``n`` held-out one-sprite captions, how far the embedding moves when one word group is replaced
+    (the colour by the next palette colour, the shape by the next shape, the motion phrase by another caption's), in
+    units of the mean distance between two captions of the set. A T5 learnt through a video model moves most for
+    what shows in the video."""
+    from ..conditioning.text import TextEncoder
+    from ..data.minisprites import COLOR_NAMES, SHAPES
+    from .text2video import caption_pool
+
+    _, captions = caption_pool(n, LATTE_SIZE, LATTE_FRAMES, split="test")
+    parts = []
+    for c in captions:
+        words = c.split()
+        if words[1] not in COLOR_NAMES or words[2] not in SHAPES:
+            raise ValueError(f"caption {c!r} is not 'a COLOUR SHAPE MOTION'")
+        parts.append((words[1], words[2], " ".join(words[3:])))
+
+    def caption(color, shape, motion):
+        return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {shape} {motion}"
+
+    def nxt(seq, x):
+        return seq[(seq.index(x) + 1) % len(seq)]
+
+    motions = [m for _, _, m in parts]
+    swaps = {"colour": [caption(nxt(COLOR_NAMES, c), s, m) for c, s, m in parts],
+             "shape": [caption(c, nxt(SHAPES, s), m) for c, s, m in parts],
+             "motion": [caption(c, s, next(o for o in motions[i + 1:] + motions[:i] if o != m))
+                        for i, (c, s, m) in enumerate(parts)]}
+
+    @torch.no_grad()
+    def embed(model, caps):
+        h, mask = model(caps)
+        m = mask.to(h.dtype)[..., None]
+        return (h * m).sum(1) / m.sum(1)
+
+    def moves(model):
+        model = model.float().eval()
+        base = embed(model, captions)
+        typical = torch.cdist(base, base).sum() / (len(base) * (len(base) - 1))
+        if typical == 0:
+            raise ValueError(f"{type(model).__name__} embeds every caption alike: nothing to measure moves against")
+        return {k: round(float((embed(model, v) - base).norm(dim=-1).mean() / typical), 3) for k, v in swaps.items()}
+
+    torch.manual_seed(SEED)
+    random_init = TextEncoder(text.config)
+    return {"captions": len(captions), "moves": moves(text), "moves_random_init": moves(random_init),
+            "unit": "mean distance between two held-out captions' embeddings"}
+
+
+T5_RUN = {"lr": 1e-3, "text_from": None, "model.text.trainable": True, "model.transformer.rope_theta": 1e4,
+          "dropout.trajectory_dropout": 0.1}  # the cpu preset before stop 39, where the T5 was learnt from scratch
+
+
+def _t5(steps, progress, log):
+    """The full system's cpu preset as it was before it took a frozen T5 (:data:`T5_RUN`: the T5 learnt from scratch
+    with the rest), trained as the system recipe trains; the entry keeps the text encoder (its EMA weights)."""
+    model, fields = _system(steps, progress, log, name="t5", overrides=T5_RUN)
+    fields["system_run"], fields["system_metrics"] = fields.pop("run"), fields.pop("metrics")
+    text = model.text
+    return text, {**fields, "metrics": t5_metrics(text)}
+
+
+def _score_t5(model, card: dict) -> dict:
+    return t5_metrics(model)
+
+
 T2V_LR = 2e-3  # the t2v recipe's peak learning rate (at 1500 steps: 5e-4 11%, 1e-3 28%, 2e-3 47%, 4e-3 48%; measurements.md)
 
 
 def t2v_zoo_config():
     """The zoo's text-to-video model: the default config with a frozen T5 (CogVideoX keeps its pretrained T5 frozen),
-    which the recipe starts from the zoo system's (``train_text_to_video(text_encoder=...)``): ByT5 bytes learnt from
-    scratch give the caption's colour in 31% of samples, the system's T5 in 88%; and the caption's pooled embedding in
+    which the recipe starts from the zoo's ``t5`` (``train_text_to_video(text_encoder=...)``): ByT5 bytes learnt from
+    scratch give the caption's colour in 31% of samples, that T5 in 88%; and the caption's pooled embedding in
     the transformer's modulation (``pooled_text``, minivid's option): sprite check 36% against 27% without it
     (bench/results/measurements.md)."""
     import dataclasses
@@ -669,13 +739,14 @@ def _t2v(steps, progress, log):
 
     from .run import load_run
 
+    from .. import pretrained
+
     space = zoo_latent_space("vae2d")
-    system, _, _ = load_run("system")
-    model, _ = train_text_to_video(space, steps, lr=T2V_LR, config=t2v_zoo_config(), text_encoder=system.text,
+    model, _ = train_text_to_video(space, steps, lr=T2V_LR, config=t2v_zoo_config(), text_encoder=pretrained.load("t5"),
                                    progress=progress, log=log)  # depth 4: depth 8 measured worse (T5 from scratch)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "caption_dropout": 0.1},
-                   "text_encoder": "the zoo system's T5, frozen",
+                   "text_encoder": "the zoo's t5, frozen",
                    "autoencoder": "vae2d", "latent_scale": space.scale, "prediction": "v",
                    "schedule": "cogvideox(1000, snr_shift_scale=1): zero terminal SNR",
                    "metrics": t2v_metrics(model, space)}
@@ -731,14 +802,14 @@ def _score_i2v(model, card: dict) -> dict:
     return i2v_metrics(model, space)
 
 
-def _system(steps, progress, log, preset: str = "cpu", name: str = "system"):
-    """The full system's ``preset`` (minivid.pipeline.run) trained as a run in ``outputs/runs/zoo-<name>-<steps>``
-    (checkpoints every 500 steps and a log; an interrupted recipe resumes there, to the same weights), its EMA model
-    kept; the card records the run's config."""
+def _system(steps, progress, log, preset: str = "cpu", name: str = "system", overrides: dict | None = None):
+    """The full system's ``preset`` (minivid.pipeline.run) with ``overrides`` trained as a run in
+    ``outputs/runs/zoo-<name>-<steps>`` (checkpoints every 500 steps and a log; an interrupted recipe resumes there,
+    to the same weights), its EMA model kept; the card records the run's config."""
     from ..diffusion.training import latest_checkpoint
     from .run import preset_config, run_spaces, system_data, system_metrics, train_system
 
-    cfg = preset_config(preset, {"steps": steps})
+    cfg = preset_config(preset, {**(overrides or {}), "steps": steps})
     space, motion_space = run_spaces(cfg)
     log(f"  encoding {cfg.num_clips} training clips, their captions and sprite paths")
     data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
@@ -783,9 +854,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            _score_latte, ("vae2d",)),
     Recipe("latent-unet", "latent video U-Net, v-prediction, on vae2d latents of one-sprite clips, class = colour x "
            "motion", 6000, _latent_unet, _score_latent_unet, ("vae2d",), storage="float16"),
+    Recipe("t5", "the T5 text encoder (C4's text side) that t2v, the system and the demo hold frozen, as CogVideoX "
+           "holds its pretrained T5: learnt from scratch inside the full system's cpu preset as first set (T5 "
+           "trainable, lr 1e-3, RoPE theta 1e4)", 3000, _t5, _score_t5, ("vae2d", "motion-vae"), storage="float16"),
     Recipe("t2v", "text-to-video: T5 + CogVideoX expert transformer (C2-C5), v-prediction at zero terminal SNR "
-           "(D10), on vae2d latents of one-sprite clips; the T5 is the zoo system's, frozen", 3000, _t2v, _score_t2v,
-           ("vae2d", "system"), storage="float16"),
+           "(D10), on vae2d latents of one-sprite clips; the T5 is the zoo's t5, frozen", 3000, _t2v, _score_t2v,
+           ("vae2d", "t5"), storage="float16"),
     Recipe("i2v", "image-to-video: OpenCLIP + Reducio-DiT (R4-R5) cross-attending to the first frame, v-prediction "
            "at zero terminal SNR (D10), on vae2d latents of one-sprite clips", 5000, _i2v, _score_i2v, ("vae2d",),
            storage="float16"),
@@ -796,9 +870,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "frame's channels), trajectories through the motion VAE, extractor and the best of three fusers; the fuser "
            "stages fine-tune every parameter", 3000, _tora, _score_tora, ("vae2d", "motion-vae"),
            storage="float16"),
-    Recipe("system", "the full system (minivid.pipeline.system): T5 + expert transformer with given frames (image, "
-           "previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite clips; the cpu preset",
-           3000, _system, _score_system, ("vae2d", "motion-vae"), storage="float16"),
+    Recipe("system", "the full system (minivid.pipeline.system): T5 (the zoo's t5, frozen) + expert transformer "
+           "with given frames (image, previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite "
+           "clips; the cpu preset", 3000, _system, _score_system, ("vae2d", "motion-vae", "t5"), storage="float16"),
     Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
            "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
@@ -824,6 +898,9 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
     if name == "motion-vae":
         raise ValueError("motion-vae reconstructs flow videos (T5), not MiniSprites clips: evaluate it with "
                          "`python -m minivid train motion-vae --rescore` (its card's metrics)")
+    if name == "t5":
+        raise ValueError("t5 is a text encoder and makes no videos: its card's metrics score its caption embeddings "
+                         "(`python -m minivid train t5 --rescore`); the videos made with it are t2v's and system's")
     n = check_int("n", n, 2)
     card = read_card(name, root)
     model = load_pretrained(name, root=root).eval()
@@ -1006,6 +1083,11 @@ def _summary(card: dict) -> str:
         return (f"trajectory error {c['trajectory_error_px']:.2f} px with the {m['fuser']} fuser (no trajectory "
                 f"{none['trajectory_error_px']:.2f} px), sprite lost in {c['lost']:.0%} of frames, sprite check "
                 f"{c['sprite_check']:.0%}")
+    if "moves_random_init" in m:  # the T5
+        t, r = m["moves"], m["moves_random_init"]
+        return (f"a held-out caption's embedding moves {t['colour']:.2f} / {t['motion']:.2f} / {t['shape']:.2f} of "
+                f"the typical distance when its colour / motion / shape changes (random init: {r['colour']:.2f} / "
+                f"{r['motion']:.2f} / {r['shape']:.2f})")
     if "text+trajectory" in m:  # the full system: caption + path, against the caption alone
         u, t = m["text+trajectory"], m["text"]
         return (f"caption + path: sprite check {u['sprite_check']:.0%}, caption colour "

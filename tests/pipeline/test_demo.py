@@ -36,8 +36,8 @@ def test_demo_config_is_the_cpu_preset_with_a_short_budget():
     preset = preset_config("cpu")
     assert cfg.model.transformer == preset.model.transformer and cfg.model.motion == preset.model.motion
     assert cfg.num_clips == preset.num_clips and cfg.global_batch == preset.global_batch
-    # the demo's recipe: the zoo system's T5, frozen; lr 2e-3; 70% of clips without given frames
-    assert cfg.text_from == "system" and not cfg.model.text.trainable and cfg.lr == 2e-3
+    # the demo's recipe: the preset's (the zoo's T5, frozen; lr 2e-3) with 70% of clips without given frames
+    assert cfg.text_from == preset.text_from == "t5" and not cfg.model.text.trainable and cfg.lr == preset.lr == 2e-3
     assert list(cfg.dropout.given_modes) == [0.7, 0.1, 0.2]
     assert demo_config("cpu", overrides={"lr": 1e-3}).lr == 1e-3  # the user's overrides come last
     assert demo_config("cuda").steps == DEMO_STEPS["cuda"]  # a device name alone: no CUDA needed

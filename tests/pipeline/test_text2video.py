@@ -135,7 +135,7 @@ def test_text_encoder_starts_the_t5_from_the_zoo_system_and_keeps_it_frozen():
     from minivid.pipeline.text2video import train_text_to_video
 
     vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
-    system_text = pretrained.load("system").text
+    system_text = pretrained.load("t5")
     source = {k: v.clone() for k, v in system_text.state_dict().items()}
     text = dataclasses.replace(TextToVideoConfig().text, trainable=False)
     small = ExpertTransformerConfig(in_channels=4, patch_size=2, heads=2, head_dim=16, depth=1, time_embed_dim=16,

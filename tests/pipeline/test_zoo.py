@@ -78,3 +78,64 @@ def test_train_autoencoder_images_first_then_clips(monkeypatch):
     assert seen == [(7, 3, 1, 16, 16)] * 3 + [(2, 3, 5, 16, 16)] * 2
     with pytest.raises(ValueError, match="image_steps=6"):
         recipes.train_autoencoder(model, pool, 5, batch=2, lr=1e-3, warmup=1, progress=False, image_steps=6)
+
+
+def test_cards_keep_run_configs_exact_and_round_metrics():
+    """A card's numbers are rounded to 4 decimals, its run config is not (a norm's eps of 1e-5 stays 1e-5): the
+    shipped full-system cards' run configs rebuild exactly the model config saved beside them."""
+    from minivid.pipeline.run import SystemRunConfig
+    assert recipes._round({"metrics": {"x": 0.123456}, "run": {"eps": 1e-5}, "system_run": {"eps": 1e-5}}) == \
+        {"metrics": {"x": 0.1235}, "run": {"eps": 1e-5}, "system_run": {"eps": 1e-5}}
+    for name in ("system", "system-causal", "system-reducio"):
+        card = zoo.card(name)
+        assert SystemRunConfig.from_dict(card["run"]).model == zoo.load(name).config, name
+    assert SystemRunConfig.from_dict(zoo.card("t5")["system_run"]).model.text == zoo.load("t5").config
+
+
+def test_t5_metrics_measure_how_far_one_word_moves_a_caption():
+    """t5_metrics on the zoo's t5 reproduces its card; a caption's embedding moves when any of its word groups is
+    replaced, and the T5 learnt through the system hears the colour more than a randomly initialised one does (the
+    colour is what the sprite check and the caption's colour score look at). An encoder that embeds every caption
+    alike is refused (no unit to measure in)."""
+    from minivid.conditioning.text import TextEncoder
+    card = zoo.card("t5")
+    text = zoo.load("t5")
+    m = recipes.t5_metrics(text)
+    assert m["captions"] == 64
+    for k in ("colour", "shape", "motion"):
+        assert m["moves"][k] == pytest.approx(card["metrics"]["moves"][k], abs=2e-3)
+        assert m["moves"][k] > 0 and m["moves_random_init"][k] > 0
+    assert m["moves"]["colour"] > 2 * m["moves_random_init"]["colour"]
+    torch.manual_seed(0)
+    assert recipes.t5_metrics(TextEncoder(text.config), n=8)["moves_random_init"] == \
+        recipes.t5_metrics(text, n=8)["moves_random_init"]  # the baseline is the config's seeded init
+
+    class Constant(torch.nn.Module):
+        config = text.config
+
+        def forward(self, captions):
+            return torch.ones(len(captions), 4, 8), torch.ones(len(captions), 4, dtype=torch.bool)
+
+    with pytest.raises(ValueError, match="Constant embeds every caption alike"):
+        recipes.t5_metrics(Constant(), n=8)
+
+
+def test_the_zoo_t2v_and_system_hold_the_zoo_t5_frozen():
+    """The t5 entry is what t2v and system were trained with, frozen: their text encoders equal it weight for weight;
+    and ``text_from="t5"`` (the cpu preset) loads it."""
+    from minivid.pipeline.run import load_text_encoder, preset_config
+    from minivid.pipeline.system import System
+    t5 = zoo.load("t5").state_dict()
+    for name in ("t2v", "system"):
+        theirs = zoo.load(name).text.state_dict()
+        assert theirs.keys() == t5.keys() and all(torch.equal(theirs[k], v) for k, v in t5.items()), name
+    cfg = preset_config("cpu")
+    assert cfg.text_from == "t5" and not cfg.model.text.trainable
+    model = System(cfg.model)
+    load_text_encoder(model, "t5")
+    assert all(torch.equal(model.text.state_dict()[k], v) for k, v in t5.items())
+
+
+def test_t5_is_not_scored_as_a_video_model():
+    with pytest.raises(ValueError, match="t5 is a text encoder and makes no videos"):
+        recipes.zoo_eval_set("t5", 4)
