@@ -60,6 +60,13 @@ def main(argv=None) -> int:
             print(f"{name:12s} trajectory error {chosen['trajectory_error_px']:.2f} px ({m['fuser']}; no trajectory "
                   f"{m['table']['no trajectory']['trajectory_error_px']:.2f} px), sprite check "
                   f"{chosen['sprite_check']:.0%}")
+        elif "moves_random_init" in m:  # the T5: how far one word moves a caption's embedding
+            row.update(kind="text encoder", moves=m["moves"], moves_random_init=m["moves_random_init"],
+                       captions=m["captions"])
+            t, r = m["moves"], m["moves_random_init"]
+            print(f"{name:12s} one word changed moves a caption's embedding: colour {t['colour']:.2f} (random init "
+                  f"{r['colour']:.2f}), motion {t['motion']:.2f} ({r['motion']:.2f}), shape {t['shape']:.2f} "
+                  f"({r['shape']:.2f})")
         elif "text+trajectory" in m:  # the full system: three uses
             row.update(kind="full system", uses={k: v for k, v in m.items() if isinstance(v, dict)})
             u = m["text+trajectory"]
