@@ -460,15 +460,19 @@ __all__ = ["SystemRunConfig", "SystemTrainer", "SystemData", "system_data", "Sys
 
 
 # ---------------------------------------------------------------------------------------------- presets
-def _cpu_model() -> SystemConfig:
-    """The cpu preset's model: the default one with a frozen T5 (CogVideoX keeps its pretrained T5 frozen; here the
-    zoo's ``t5``, which ``text_from`` loads) and RoPE theta 10 (at head_dim 16, theta 1e4 turns time's two rotation
-    pairs by 1 and 0.01 rad per frame, so frames 6 apart look alike; bench/results/measurements.md)."""
+def _frozen_t5(model: SystemConfig) -> SystemConfig:
+    """``model`` with a frozen T5 (CogVideoX keeps its pretrained T5 frozen; here the zoo's ``t5``, which the preset's
+    ``text_from`` loads) and RoPE theta 10 (at head_dim 16, theta 1e4 turns time's two rotation pairs by 1 and 0.01
+    rad per frame, so frames 6 apart look alike; bench/results/measurements.md)."""
     import dataclasses
 
-    model = SystemConfig()
     return dataclasses.replace(model, text=dataclasses.replace(model.text, trainable=False),
                                transformer=dataclasses.replace(model.transformer, rope_theta=10.0))
+
+
+def _cpu_model() -> SystemConfig:
+    """The cpu preset's model: the default one with the zoo's T5 frozen and RoPE theta 10 (:func:`_frozen_t5`)."""
+    return _frozen_t5(SystemConfig())
 
 
 def _gpu_model() -> SystemConfig:
@@ -536,8 +540,9 @@ def presets() -> dict[str, SystemRunConfig]:
     number of GPUs, set it with ``global_batch=``)."""
     cpu = SystemRunConfig(model=_cpu_model(), lr=2e-3, text_from="t5",
                           dropout=ConditionDropout(trajectory_dropout=0.3))
-    causal = SystemRunConfig(model=_causal_model(), latent="causal-vae", size=64, frames=9,
-                             dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1))
+    causal = SystemRunConfig(model=_frozen_t5(_causal_model()), latent="causal-vae", size=64, frames=9, lr=2e-3,
+                             text_from="t5", dropout=ConditionDropout(given_modes=(0.5, 0.5, 0.0), previous_frames=1,
+                                                                      trajectory_dropout=0.3))
     reducio = SystemRunConfig(model=_reducio_model(), latent="reducio-vae", size=64, frames=8,
                               dropout=ConditionDropout(given_modes=(1.0, 0.0, 0.0), previous_frames=1,
                                                        image_dropout=0.1))

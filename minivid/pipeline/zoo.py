@@ -875,7 +875,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "clips; the cpu preset", 3000, _system, _score_system, ("vae2d", "motion-vae", "t5"), storage="float16"),
     Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
-           "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae"), storage="float16"),
+           "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae", "t5"),
+           storage="float16"),
     Recipe("system-reducio", "the full system on the Reducio VAE's latents (R1-R2: 64 px x 8 frames -> 16 x 2 x 2 x 2), "
            "conditioned on each clip's content frame (OpenCLIP tokens and channels on the latent grid, R4; the "
            "decoder's content frame, R2) and its caption, continuation through the last frame; the cpu-reducio preset", 5000, _system_reducio,
