@@ -735,15 +735,13 @@ def t2v_zoo_config():
 
 
 def _t2v(steps, progress, log):
+    from .. import pretrained
     from .text2video import train_text_to_video
 
-    from .run import load_run
-
-    from .. import pretrained
-
     space = zoo_latent_space("vae2d")
-    model, _ = train_text_to_video(space, steps, lr=T2V_LR, config=t2v_zoo_config(), text_encoder=pretrained.load("t5"),
-                                   progress=progress, log=log)  # depth 4: depth 8 measured worse (T5 from scratch)
+    model, _ = train_text_to_video(space, steps, lr=T2V_LR, config=t2v_zoo_config(),
+                                   text_encoder=pretrained.load("t5"), progress=progress,
+                                   log=log)  # depth 4: depth 8 measured worse (T5 from scratch)
     return model, {"data": {"size": LATTE_SIZE, "frames": LATTE_FRAMES, "train_clips": 4096, "batch": 32,
                             "num_sprites": 1, "caption_dropout": 0.1},
                    "text_encoder": "the zoo's t5, frozen",
