@@ -121,12 +121,12 @@ def test_t5_metrics_measure_how_far_one_word_moves_a_caption():
 
 
 def test_the_zoo_t2v_and_system_hold_the_zoo_t5_frozen():
-    """The t5 entry is what t2v and system were trained with, frozen: their text encoders equal it weight for weight;
-    and ``text_from="t5"`` (the cpu preset) loads it."""
+    """The t5 entry is what t2v, system and system-causal were trained with, frozen: their text encoders equal it
+    weight for weight; and ``text_from="t5"`` (the cpu preset) loads it."""
     from minivid.pipeline.run import load_text_encoder, preset_config
     from minivid.pipeline.system import System
     t5 = zoo.load("t5").state_dict()
-    for name in ("t2v", "system"):
+    for name in ("t2v", "system", "system-causal"):
         theirs = zoo.load(name).text.state_dict()
         assert theirs.keys() == t5.keys() and all(torch.equal(theirs[k], v) for k, v in t5.items()), name
     cfg = preset_config("cpu")
