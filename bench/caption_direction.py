@@ -72,11 +72,8 @@ def _row(scores: dict, videos: torch.Tensor, colors) -> dict:
 @torch.no_grad()
 def caption_direction(checkpoint: str, clips: int = 64, scales=(4.0,), seed: int = 0) -> dict:
     """The report described in the module docstring, for one full-system checkpoint."""
-    from minivid.metrics.captions import caption_accuracy, parse_caption
-    from minivid.metrics.sprites import sprite_scores
-    from minivid.pipeline.run import (content_frame, decode_latents, load_run, run_spaces, system_data,
-                                      system_metrics)
-    from minivid.pipeline.system import sample_system
+    from minivid.metrics.captions import parse_caption
+    from minivid.pipeline.run import content_frame, load_run, run_spaces, system_data, system_metrics
     from minivid.pipeline.zoo import t5_metrics
 
     if not isinstance(clips, int) or clips < 1:
@@ -95,17 +92,10 @@ def caption_direction(checkpoint: str, clips: int = 64, scales=(4.0,), seed: int
                                         return_videos=True)
         out["uses"][f"text guidance {g:g}"] = {use: _row(scores[use], videos[use], colors) for use in videos}
     if model.motion is not None and content_frame(space, cfg.frames) is None:
-        shape = (model.config.latent_channels, *test.latents.shape[2:])
-        first = torch.zeros(clips, *shape)
-        first[:, :, 0] = test.latents[:, :, 0]
-        given = torch.zeros(clips, shape[1], dtype=torch.bool)
-        given[:, 0] = True
-        image = {"image": test.images.float()} if model.takes_image else {}
-        z = sample_system(model, test.captions, shape, null_motion=test.null_motion, given=first,
-                          given_frames=given, steps=20, seed=seed, **image)
-        videos = decode_latents(space, z, None).cpu()
-        scores = {**sprite_scores(videos), "caption_accuracy": caption_accuracy(videos, test.captions)}
-        out["first frame + caption (null trajectory, default guidance)"] = _row(scores, videos, colors)
+        scores, videos = system_metrics(model, cfg, space, motion_space, seed=seed, data=test, modes=["image+text"],
+                                        return_videos=True)
+        out["first frame + caption (null trajectory, default guidance)"] = _row(scores["image+text"],
+                                                                              videos["image+text"], colors)
     return out
 
 

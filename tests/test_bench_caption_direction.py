@@ -53,7 +53,9 @@ def test_the_report_keeps_the_cards_rates_and_adds_the_first_frame_use(tmp_path)
         assert row["color"] == card[use]["caption_accuracy"]["color"]
         assert row["tracked_clips"] <= 3
     ff = entry["first frame + caption (null trajectory, default guidance)"]
-    assert 0 <= ff["sprite_check"] <= 1 and ff["trajectory_error_px"] is None
+    opt_in = system_metrics(model.float().eval(), cfg, space, motion_space, n=3, modes=["image+text"])["image+text"]
+    assert ff["sprite_check"] == opt_in["sprite_check"] and ff["direction"] == opt_in["caption_accuracy"]["direction"]
+    assert json.dumps(ff["trajectory_error_px"]) == json.dumps(opt_in["trajectory_error_px"])  # own path, frames 1..
     assert entry["t5"] == pytest.approx(pretrained.card("t5")["metrics"]["moves"], abs=2e-3)  # the system's is t5
     assert entry["real_displacement_px"] > 1
 

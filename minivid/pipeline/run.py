@@ -866,8 +866,10 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     ``text`` and ``image+text``. On the Reducio VAE (R2) there is one use, ``image+text``: the caption and the clip's
     content frame (semantic tokens and the decoder's content frame), scored next to the content frame repeated over
     the clip (a still video: what the image alone gives). ``modes`` keeps some of them (each is sampled with its own
-    generator seeded by ``seed``, so a subset scores as in the full set); ``return_videos`` also returns the decoded
-    samples, a dict mode -> (n, 3, T, H, W) on the CPU."""
+    generator seeded by ``seed``, so a subset scores as in the full set); a model with motion guidance also takes
+    ``image+text`` there (first frame and caption with the null trajectory: the motion can only come from the caption),
+    which its default set leaves out. ``return_videos`` also returns the decoded samples, a dict mode ->
+    (n, 3, T, H, W) on the CPU."""
     from ..metrics.captions import caption_accuracy
     from ..metrics.sprites import sprite_scores
     from ..metrics.trajectory import path_errors
@@ -876,8 +878,9 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     names = ("text", "image+text") if model.motion is None else ("text", "text+trajectory", "image+text+trajectory")
     if c_idx is not None:
         names = ("image+text",)
-    if modes is not None and (isinstance(modes, str) or not modes or any(m not in names for m in modes)):
-        raise ValueError(f"modes={modes!r}: expected a list of some of {list(names)} for this model")
+    allowed = names + (("image+text",) if model.motion is not None and c_idx is None else ())
+    if modes is not None and (isinstance(modes, str) or not modes or any(m not in allowed for m in modes)):
+        raise ValueError(f"modes={modes!r}: expected a list of some of {list(allowed)} for this model")
     test = data or system_data(space, motion_space, n, cfg.size, cfg.frames, split="test", seed=seed)
     n = len(test.captions)
     c = model.config.latent_channels
@@ -890,16 +893,13 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
     first_frames[:, 0] = True
     null = test.null_motion if model.motion is not None else None
     image = {"image": test.images.float()} if model.takes_image else {}
+    first_given = {"given": first, "given_frames": first_frames, **image}
     available = {"text": {}, "text+trajectory": {"motion": test.motion},
-                 "image+text+trajectory": {"motion": test.motion, "given": first, "given_frames": first_frames,
-                                           **image}}
-    if model.motion is None:
-        available = {"text": {}, "image+text": {"given": first, "given_frames": first_frames, **image}}
+                 "image+text+trajectory": {"motion": test.motion, **first_given}, "image+text": first_given}
     if c_idx is not None:  # the content frame: the model's image and the decoder's (R2, R4)
         available = {"image+text": image}
     content = None if c_idx is None else test.images.float()
-    if modes is not None:
-        available = {m: available[m] for m in modes}
+    available = {m: available[m] for m in (names if modes is None else modes)}
     out, samples = {}, {}
     for name, kw in available.items():
         z = sample_system(model, test.captions, shape, null_motion=null, guidance=guidance, steps=steps, seed=seed,

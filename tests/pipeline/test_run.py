@@ -285,9 +285,37 @@ def test_system_metrics_modes_are_independent_and_return_their_videos(trained):
     assert set(videos) == {"text+trajectory"} and videos["text+trajectory"].shape == (3, 3, T, 16, 16)
     own = sprite_scores(videos["text+trajectory"])
     assert same(own, {k: sub["text+trajectory"][k] for k in own})
-    for bad in (["image+text"], [], "text"):
+    for bad in (["trajectory"], [], "text"):
         with pytest.raises(ValueError, match=r"modes=.*expected a list of some of \['text', 'text\+trajectory'"):
             system_metrics(model, c, space, motion_space, steps=2, data=test, modes=bad)
+
+
+def test_system_metrics_first_frame_and_caption_without_a_path(trained):
+    """A model with motion guidance takes the opt-in use ``image+text``: the clip's first frame given and the null
+    trajectory, sampled as sample_system samples it called directly (and not in the default set)."""
+    from minivid.pipeline.run import decode_latents, load_run, system_data, system_metrics
+    from minivid.pipeline.system import sample_system
+
+    out, c = trained
+    model, _, _ = load_run(out)
+    space, motion_space = tiny_spaces()
+    test = system_data(space, motion_space, 3, size=16, frames=T, split="test")
+    scores, videos = system_metrics(model, c, space, motion_space, steps=2, data=test, modes=["image+text"],
+                                    return_videos=True)
+    assert set(scores) == {"image+text", "real clips (autoencoder)", "sampler"} and set(videos) == {"image+text"}
+    shape = (model.config.latent_channels, *test.latents.shape[2:])
+    first = torch.zeros(3, *shape)
+    first[:, :, 0] = test.latents[:, :, 0]
+    given = torch.zeros(3, shape[1], dtype=torch.bool)
+    given[:, 0] = True
+    image = {"image": test.images.float()} if model.takes_image else {}
+    z = sample_system(model, test.captions, shape, null_motion=test.null_motion, given=first, given_frames=given,
+                      steps=2, seed=0, **image)
+    assert torch.equal(videos["image+text"], decode_latents(space, z, None).cpu())
+    # frame 0 is the clip's own first frame, decoded; with no path the motion is the caption's alone
+    assert torch.allclose(videos["image+text"][:, :, 0], decode_latents(space, test.latents, None).cpu()[:, :, 0],
+                          atol=1e-5)
+    assert "trajectory_error_px" in scores["image+text"]
 
 
 def test_training_memory_counts_weights_and_the_saved_activations():
