@@ -11,7 +11,7 @@
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
 #   5. the demo (the full system's cpu preset, issues 14 and 18) on CUDA for 1500 steps: data, training and sampling
 #      times, the sprite-check rate, caption colour and trajectory error of its samples (metrics.json), the first GPU
-#      measurement of the system (the demo's CUDA default of 3000 steps is unmeasured);
+#      measurement of the system (the demo's CUDA default of 6000 steps is unmeasured);
 #   6. bench/system.py --quick (issue 18): the full system's gpu preset, training throughput (clips/s, MFU) and the
 #      latency of a 16-frame 64 x 64 video at 20 steps, with SDPA and with the Triton kernel.
 # Each step has its own time limit; bench/attention.py saves after every row, so a step cut off by its limit

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                      "captions and drawn paths; --pretrained samples the zoo's system",
         description="Train the full system (the cpu preset of `python -m minivid train`: T5 captions, the expert "
                     "transformer, Tora's motion guidance, given frames) on one-sprite MiniSprites clips for a short "
-                    "budget (CPU: 700 steps, under 10 minutes on 2 cores with the data; CUDA: 3000, the zoo's recipe), "
+                    "budget (CPU: 700 steps, under 10 minutes on 2 cores with the data; CUDA: 6000, the zoo system's budget), "
                     "then sample it: held-out clips from their captions and paths (scored: sprite check, caption "
                     "colour and direction, trajectory error against the baseline without a path) and four drawn "
                     "paths as 16-frame videos. Writes to --out: run.json, checkpoints/, log.csv (a run folder: "
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                     "showcase.png, samples.png and metrics.json.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default: 700 on CPU, 3000 on CUDA)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: 700 on CPU, 6000 on CUDA)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the run and of the samples (default 0)")
     demo.add_argument("--samples", type=int, default=None,
                       help="held-out clips sampled and scored (default 16; 32 with --pretrained)")

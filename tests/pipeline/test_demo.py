@@ -15,6 +15,7 @@ from minivid.__main__ import main
 from minivid.pipeline import demo as demo_module
 from minivid.pipeline.demo import DEMO_STEPS, SHOWCASE, OutDirError, demo_config, run_demo
 from minivid.pipeline.run import load_run, read_log
+from minivid.pipeline.zoo import RECIPES
 from minivid.utils.video import read_video
 
 TINY = {"num_clips": 32, "global_batch": 8, "model.transformer.depth": 1}
@@ -41,6 +42,7 @@ def test_demo_config_is_the_cpu_preset_with_a_short_budget():
     assert list(cfg.dropout.given_modes) == [0.7, 0.1, 0.2]
     assert demo_config("cpu", overrides={"lr": 1e-3}).lr == 1e-3  # the user's overrides come last
     assert demo_config("cuda").steps == DEMO_STEPS["cuda"]  # a device name alone: no CUDA needed
+    assert DEMO_STEPS["cuda"] == RECIPES["system"].steps  # with CUDA the demo trains the zoo system's budget
     with pytest.raises(ValueError, match="steps"):
         demo_config("cpu", steps=0)
     with pytest.raises(ValueError, match="global_batch"):
@@ -137,8 +139,8 @@ def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):
 
 
 def test_cli_pretrained_samples_the_zoo_system(tmp_path, capsys):
-    """`python -m minivid demo --pretrained`: the zoo's system (3000 steps) from held-out captions and paths. Issue
-    14's bar is 80% of the samples passing the sprite check; the zoo's card measures 94% on 64 clips, here 16 (the
+    """`python -m minivid demo --pretrained`: the zoo's system (6000 steps) from held-out captions and paths. Issue
+    14's bar is 80% of the samples passing the sprite check; the zoo's card measures 100% on 64 clips, here 16 (the
     first 16 of the same held-out clips and seed)."""
     assert main(["demo", "--pretrained", "--samples", "16", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
     m = json.loads(capsys.readouterr().out)
