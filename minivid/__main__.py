@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                      "captions and drawn paths; --pretrained samples the zoo's system",
         description="Train the full system (the cpu preset of `python -m minivid train`: T5 captions, the expert "
                     "transformer, Tora's motion guidance, given frames) on one-sprite MiniSprites clips for a short "
-                    "budget (CPU: 700 steps, under 10 minutes on 2 cores with the data; CUDA: 6000, the zoo system's budget), "
-                    "then sample it: held-out clips from their captions and paths (scored: sprite check, caption "
+                    "budget (CPU: 700 steps, under 10 minutes on 2 cores with the data; CUDA: 6000, the zoo system's "
+                    "budget), then sample it: held-out clips from their captions and paths (scored: sprite check, caption "
                     "colour and direction, trajectory error against the baseline without a path) and four drawn "
                     "paths as 16-frame videos. Writes to --out: run.json, checkpoints/, log.csv (a run folder: "
                     "--resume continues it; `python -m minivid sample --checkpoint OUT` samples it), showcase.mp4, "

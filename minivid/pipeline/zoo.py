@@ -870,7 +870,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            storage="float16"),
     Recipe("system", "the full system (minivid.pipeline.system): T5 (the zoo's t5, frozen) + expert transformer "
            "with given frames (image, previous clip) and Tora's trajectory guidance, on vae2d latents of one-sprite "
-           "clips; the cpu preset trained 6000 steps", 6000, _system, _score_system, ("vae2d", "motion-vae", "t5"), storage="float16"),
+           "clips; the cpu preset trained 6000 steps", 6000, _system, _score_system, ("vae2d", "motion-vae", "t5"),
+           storage="float16"),
     Recipe("system-causal", "the full system on the causal 3D VAE's latents (C1: 64 px x 9 frames -> 16 x 3 x 8 x 8), "
            "trajectories' motion latents regrouped to that grid, continuation from each clip's last frame; the "
            "cpu-causal preset", 5000, _system_causal, _score_system, ("causal-vae", "motion-vae", "t5"),

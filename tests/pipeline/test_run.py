@@ -312,7 +312,7 @@ def test_system_metrics_first_frame_and_caption_without_a_path(trained):
     z = sample_system(model, test.captions, shape, null_motion=test.null_motion, given=first, given_frames=given,
                       steps=2, seed=0, **image)
     assert torch.equal(videos["image+text"], decode_latents(space, z, None).cpu())
-    # frame 0 is the clip's own first frame, decoded; with no path the motion is the caption's alone
+    # frame 0 is the clip's own first frame, decoded
     assert torch.allclose(videos["image+text"][:, :, 0], decode_latents(space, test.latents, None).cpu()[:, :, 0],
                           atol=1e-5)
     assert "trajectory_error_px" in scores["image+text"]
