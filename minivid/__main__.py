@@ -173,11 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"train {args.name!r}: --resume, --config, --set and --device apply to the presets "
                          f"({', '.join(presets())})")
         if args.name not in RECIPES:
-            import difflib
+            from minivid.pipeline.run import _closest
 
-            near = difflib.get_close_matches(args.name, list(presets()) + list(RECIPES), n=1, cutoff=0.5)
             parser.error(f"train {args.name!r}: not a preset ({', '.join(presets())}) or a zoo recipe "
-                         f"({', '.join(sorted(RECIPES))})" + (f"; did you mean {near[0]!r}?" if near else ""))
+                         f"({', '.join(sorted(RECIPES))}){_closest(args.name, list(presets()) + list(RECIPES))}")
         if args.steps is not None and args.steps < 1:
             parser.error(f"--steps {args.steps}: must be a positive integer")
         if args.threads is not None and args.threads < 1:

@@ -553,9 +553,14 @@ def presets() -> dict[str, SystemRunConfig]:
 
 
 def _closest(name: str, options) -> str:
+    """"; did you mean 'x'?" for the option that `name` starts (a prefix: 'ema' -> 'ema_decay') or the closest
+    spelling at a difflib ratio of 0.6 or more ('transformr' -> 'transformer'); "" when none is near. A lower cutoff
+    offered 'autocast' for 'data' (ratio 0.5)."""
     import difflib
 
-    near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    options = list(options)
+    prefixed = [o for o in options if len(name) >= 2 and o.startswith(name)]
+    near = prefixed[:1] or difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f"; did you mean {near[0]!r}?" if near else ""
 
 

@@ -139,6 +139,7 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
     cases = [
         (["train", "cpux"], "did you mean 'cpu'"),
         (["train", "cpu", "--set", "model.transformr.depth=2"], "did you mean 'transformer'"),
+        (["train", "cpu", "--set", "ema=0.9"], "did you mean 'ema_decay'"),
         (["train", "cpu", "--set", "lr"], "must be KEY=VALUE"),
         (["train", "cpu", "--config", str(bad_yaml)], "does not parse"),
         (["train", "cpu", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "cpu", "--device", "tpu"],
@@ -165,6 +166,11 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
             main(argv)
         err = capsys.readouterr().err
         assert message in err, (argv, err[-500:])
+    # a key near nothing gets no guess: 'data' once drew "did you mean 'autocast'" (difflib ratio 0.5)
+    with pytest.raises(SystemExit):
+        main(["train", "cpu", "--set", "data.frames=9"])
+    err = capsys.readouterr().err
+    assert "has no field 'data'" in err and "did you mean" not in err, err[-500:]
 
 
 def test_overrides_read_numbers_as_numbers_and_repeat(tmp_path):
