@@ -128,13 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--out", default="outputs/sample.mp4", help="mp4 to write (default outputs/sample.mp4)")
     ev = sub.add_parser(
         "eval", formatter_class=_Help, help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
-        description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for a "
-                    "zoo checkpoint's samples, against a reference: MiniSprites' test split (default) or another folder. "
+        description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for the "
+                    "samples of a zoo checkpoint or a full-system run, against a reference: MiniSprites' test split (default) or another folder. "
                     "Writes JSON: the sprite check, FVD (real Kinetics-400 I3D; protocol: bilinear resize to 224, "
                     "16 frames, logits) with the clip counts, the per-frame Frechet distance beside it, PSNR/SSIM for "
                     "paired clips, caption accuracy (--captions) and trajectory error (--trajectories).")
     ev.add_argument("folder", nargs="?", help="folder of clips to score (or use --checkpoint)")
-    ev.add_argument("--checkpoint", help="a zoo name (data/pretrained/NAME): score its samples / reconstructions")
+    ev.add_argument("--checkpoint", help="a zoo name (data/pretrained/NAME): score its samples / reconstructions; or "
+                                         "a run folder of the full system (python -m minivid train PRESET --out DIR) or "
+                                         "one of its checkpoints: its EMA model's samples from the captions and sprite "
+                                         "paths of held-out clips, made on --device")
     ev.add_argument("--reference", default="minisprites",
                     help="'minisprites' (its test split at the clips' size and frames; default) or a folder of real clips")
     ev.add_argument("--paired", action="store_true", help="clip i of the folder reconstructs clip i of --reference: "
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave frame 0 out of the trajectory error (image-conditioned models)")
     ev.add_argument("--clips", type=int, default=None,
                     help="clips to read / samples to make (default: 2048 with CUDA, as StyleGAN-V's fvd2048_16f; 64 on "
-                         "a CPU, where I3D runs about 1 clip per second; the count is written next to every FVD)")
+                         "a CPU, where I3D takes 1.5-2 s per clip; the count is written next to every FVD)")
     ev.add_argument("--frames", type=int, default=None, help="keep the first N frames of every clip in the folder")
     ev.add_argument("--no-fvd", action="store_true", help="skip FVD and the per-frame distance (no I3D passes)")
     ev.add_argument("--resize", default="bilinear", help="FVD resize: bilinear (default) or center_crop")
@@ -399,21 +402,29 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
                   batch_size=args.batch_size, device=device, weights=args.i3d_weights,
                   progress=None if not args.no_progress else False)
     if args.checkpoint is not None:
-        from .pipeline.zoo import RECIPES, zoo_eval_set
+        from .pipeline.run import load_run, run_spaces, system_eval_set
+        from .pipeline.zoo import RECIPES, read_card, zoo_eval_set
 
-        if args.checkpoint not in RECIPES:
-            parser.error(f"--checkpoint {args.checkpoint!r}: not a zoo name; allowed: {', '.join(sorted(RECIPES))}")
+        if args.checkpoint not in RECIPES and not Path(args.checkpoint).is_dir():
+            parser.error(f"--checkpoint {args.checkpoint!r}: not a zoo name ({', '.join(sorted(RECIPES))}) nor a run "
+                         "folder of the full system (run.json + checkpoints/step-*) or one of its checkpoints")
         for flag in ("folder", "captions", "trajectories", "frames"):
             if getattr(args, flag) is not None:
                 parser.error(f"--checkpoint makes its own clips; {flag} does not apply")
-        try:
-            s = zoo_eval_set(args.checkpoint, args.clips)
-        except ValueError as e:
+        try:  # the full system (a run, or a zoo entry trained from a preset) samples on --device
+            if args.checkpoint not in RECIPES or "run" in read_card(args.checkpoint):
+                model, cfg, folder = load_run(args.checkpoint, device=device)
+                s = system_eval_set(model, cfg, *run_spaces(cfg, device), args.clips)
+            else:
+                folder, s = args.checkpoint, zoo_eval_set(args.checkpoint, args.clips)
+        except (ValueError, FileNotFoundError) as e:
             parser.error(str(e))
-        metrics = {"source": {"checkpoint": args.checkpoint, "what": s["what"]},
+        metrics = {"source": {"checkpoint": args.checkpoint, "folder": str(folder), "what": s["what"]},
                    **evaluate_videos(s["videos"], s["reference"], paired=s["paired"], captions=s["captions"],
                                      paths=s["paths"], colors=s["colors"], from_frame=s["from_frame"], **fvd_kw)}
-        out = args.out or f"outputs/eval/{args.checkpoint}.json"
+        # a run's checkpoint folder is RUN/checkpoints/step-N: outputs/eval/RUN-step-N.json
+        name = args.checkpoint if args.checkpoint in RECIPES else f"{folder.parent.parent.name}-{folder.name}"
+        out = args.out or f"outputs/eval/{name}.json"
     else:
         folder = Path(args.folder)
         if not folder.is_dir():

@@ -926,3 +926,39 @@ def system_metrics(model: System, cfg: SystemRunConfig, space, motion_space, n: 
 
 
 __all__ += ["system_metrics"]
+
+
+def system_eval_set(model: System, cfg: SystemRunConfig, space, motion_space, n: int = 64, seed: int = 0,
+                    batch: int = 256) -> dict:
+    """What ``python -m minivid eval --checkpoint SOURCE`` scores for a full system (a run folder, one of its
+    checkpoints, or a zoo entry such as ``"system"``): ``n`` samples made from the captions and sprite paths of ``n``
+    held-out one-sprite MiniSprites clips (on the Reducio VAE, R2 and R4: from their captions and content frames, which
+    also decode them; no latent frame given), with the default guidance and 20 DPM-Solver++ steps, against those
+    clips. Returns ``{"videos", "reference", "paired", "captions", "paths", "colors", "from_frame", "what"}`` for
+    :func:`~minivid.metrics.evaluate.evaluate_videos`; the trajectory error (T9) is that of the caption+path use of
+    :func:`system_metrics`. The clips are sampled ``batch`` at a time on the model's device (chunk ``i`` with noise
+    seed ``seed + i``, so ``n <= batch`` is one call with ``seed``: the same samples as ``system_metrics``); the
+    videos come back on the CPU."""
+    from ..data import MiniSprites
+
+    n, batch = check_int("n", n, 2), check_int("batch", batch, 1)
+    test = system_data(space, motion_space, n, cfg.size, cfg.frames, split="test")
+    content = content_frame(space, cfg.frames) is not None  # Reducio: the content frame is the image (R2, R4)
+    image = test.images.float() if content else None
+    shape = (model.config.latent_channels, *test.latents.shape[2:])
+    videos = []
+    for k, i in enumerate(range(0, n, batch)):
+        part = slice(i, i + batch)
+        z = sample_system(model, test.captions[part], shape,
+                          motion=None if test.motion is None else test.motion[part], null_motion=test.null_motion,
+                          image=None if image is None else image[part], seed=seed + k)
+        videos.append(decode_latents(space, z, None if image is None else image[part]).cpu())
+    real = MiniSprites(num_videos=n, size=cfg.size, num_frames=cfg.frames, split="test", seed=0, num_sprites=1)
+    given = "captions and content frames" if content else "captions and sprite paths"
+    return {"videos": torch.cat(videos), "reference": torch.stack([real[i]["video"] for i in range(n)]),
+            "paired": False, "captions": test.captions, "paths": torch.stack([p[0] for p in test.paths]),
+            "colors": test.colors, "from_frame": 0,
+            "what": f"{n} samples from the {given} of {n} one-sprite test clips (no latent frame given) vs those clips"}
+
+
+__all__ += ["system_eval_set"]

@@ -965,22 +965,10 @@ def zoo_eval_set(name: str, n: int = 64, root: str | Path | None = None) -> dict
                    what=f"{n} samples from the first frames and sprite paths of {n} one-sprite test clips vs those "
                         "clips (trajectory error over frames 1..)")
     elif name in ("system", "system-causal", "system-reducio"):
-        from .run import SystemRunConfig, content_frame, decode_latents, run_spaces, system_data
-        from .system import sample_system
+        from .run import SystemRunConfig, run_spaces, system_eval_set
 
         cfg = SystemRunConfig.from_dict(card["run"])
-        space, motion_space = run_spaces(cfg)
-        test = system_data(space, motion_space, n, cfg.size, cfg.frames, split="test")
-        content = content_frame(space, cfg.frames) is not None  # Reducio: the content frame is the image (R2, R4)
-        image = test.images.float() if content else None
-        z = sample_system(model, test.captions, (model.config.latent_channels, *test.latents.shape[2:]),
-                          motion=test.motion, null_motion=test.null_motion, image=image)
-        real = MiniSprites(num_videos=n, size=cfg.size, num_frames=cfg.frames, split="test", seed=SEED, num_sprites=1)
-        given = "captions and content frames" if content else "captions and sprite paths"
-        out.update(videos=decode_latents(space, z, image), reference=torch.stack([real[i]["video"] for i in range(n)]),
-                   captions=test.captions, paths=torch.stack([p[0] for p in test.paths]), colors=test.colors,
-                   what=f"{n} samples from the {given} of {n} one-sprite test clips (no latent frame given) vs those "
-                        "clips")
+        out.update(system_eval_set(model, cfg, *run_spaces(cfg), n))
     else:  # a recipe added later without an eval set
         raise ValueError(f"zoo entry {name!r} has no evaluation set yet")
     return out

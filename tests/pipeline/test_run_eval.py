@@ -1,0 +1,77 @@
+"""``python -m minivid eval --checkpoint RUN``: a full-system run folder (or one of its checkpoints) is scored on the
+samples ``system_eval_set`` makes, which are the caption+path use of ``system_metrics`` (same clips, same noise), and
+the numbers the CLI writes are the ones ``system_metrics`` computes through its own calls to the metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from minivid.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real `cpu`-preset run (the zoo's VAEs and T5), shrunk to train in seconds: two checkpoints."""
+    out = tmp_path_factory.mktemp("eval") / "tiny"
+    assert main(["train", "cpu", "--steps", "2", "--no-progress", "--threads", "1", "--out", str(out), "--set",
+                 "num_clips=16", "global_batch=8", "model.transformer.depth=1", "checkpoint_every=1", "keep=2",
+                 "warmup=1"]) == 0
+    return out
+
+
+def test_eval_of_a_run_folder_equals_system_metrics(run, tmp_path, capsys):
+    from minivid.pipeline.run import load_run, run_spaces, system_metrics
+
+    out = tmp_path / "m.json"
+    assert main(["eval", "--checkpoint", str(run), "--clips", "4", "--no-fvd", "--no-progress", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["source"]["folder"].endswith("step-00000002") and "captions and sprite paths" in got["source"]["what"]
+    model, cfg, _ = load_run(run)
+    space, motion_space = run_spaces(cfg)
+    want = system_metrics(model, cfg, space, motion_space, n=4, modes=["text+trajectory"])["text+trajectory"]
+    assert got["sprite_check"]["sprite_check"] == pytest.approx(want["sprite_check"])
+    assert got["sprite_check"]["failures"] == want["failures"]
+    assert got["caption_accuracy"]["color"] == pytest.approx(want["caption_accuracy"]["color"])
+    assert got["trajectory"]["trajectory_error_px"] == pytest.approx(want["trajectory_error_px"], abs=1e-3)
+    # one of its checkpoints, named by its folder; the default JSON name says run and step
+    step1 = run / "checkpoints" / "step-00000001"
+    assert main(["eval", "--checkpoint", str(step1), "--clips", "2", "--no-fvd", "--no-progress", "--device", "cpu",
+                 "--out", str(tmp_path / "s1.json")]) == 0
+    assert json.loads((tmp_path / "s1.json").read_text())["source"]["folder"] == str(step1)
+
+
+def test_system_eval_set_samples_in_batches_with_a_seed_each(run):
+    from minivid.pipeline.run import load_run, run_spaces, system_eval_set
+
+    model, cfg, _ = load_run(run)
+    spaces = run_spaces(cfg)
+    whole = system_eval_set(model, cfg, *spaces, n=4)
+    halves = system_eval_set(model, cfg, *spaces, n=4, batch=2)
+    two = system_eval_set(model, cfg, *spaces, n=2)
+    assert torch.equal(whole["reference"], halves["reference"]) and whole["captions"] == halves["captions"]
+    assert torch.equal(halves["videos"][:2], two["videos"])  # chunk 0 is drawn with the seed itself
+    # the first clips' noise does not depend on n (a batch of 4 may round differently from a batch of 2)
+    assert torch.allclose(whole["videos"][:2], two["videos"], atol=1e-3)
+    assert not torch.equal(halves["videos"][2:], whole["videos"][2:])  # chunk 1: seed + 1
+    with pytest.raises(ValueError, match="batch"):
+        system_eval_set(model, cfg, *spaces, n=4, batch=0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--checkpoint", "/nonexistent-run", "--no-fvd"], "nor a run folder"),
+    (["eval", "--checkpoint", "t5", "--no-fvd", "--clips", "2"], "t5 is a text encoder"),
+])
+def test_eval_refuses_what_is_no_checkpoint(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_eval_refuses_a_folder_without_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", str(tmp_path), "--no-fvd", "--clips", "2"])
+    assert "not a run folder" in capsys.readouterr().err
