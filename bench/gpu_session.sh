@@ -20,6 +20,11 @@
 # preinstalled on the lent machines) with minivid from this checkout, no install:
 #     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 60 + 200 + 80 + 90 = 580 s, inside one 600 s call
 #     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call
+#     PART=3 bash bench/gpu_session.sh     # 7. the gpu preset (issue 18) trained for at most 420 s (a checkpoint every
+#                                          # 250 steps; the run is cut off there), then its latest checkpoint's samples
+#                                          # for 64 held-out captions and paths scored by `minivid eval --checkpoint`
+#                                          # (sprite check, caption accuracy, trajectory error; no FVD: no I3D weights
+#                                          # there), limits 450 + 120 s: a later session's call, after steps 1-6 landed
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
 # The machines lack open_clip (the gpu preset's image tokens) and diffusers (step 2's parity tests skip without it):
 # run `make gpu-wheels` here first and name .whl in the call's carry; they are installed to /tmp/site. A preflight
@@ -46,6 +51,15 @@ fi
   for m in transformers open_clip diffusers minivid.pipeline.run; do  # preflight: what the steps import
       $PY -c "import $m" > /dev/null 2>&1 && echo "import $m: ok" || echo "import $m: FAILS (make gpu-wheels, carry .whl)"
   done; } > "$DEST/gpu_session.txt"
+if [ "${PART:-1}" = 3 ]; then
+    rm -rf /tmp/gpu-run
+    step 450 gpu_preset_train.txt "$PY" -m minivid train gpu --device cuda --no-progress --out /tmp/gpu-run \
+        --set checkpoint_every=250
+    cp /tmp/gpu-run/log.csv "$DEST/gpu_preset_log.csv" 2>/dev/null
+    step 120 gpu_preset_eval.txt "$PY" -m minivid eval --checkpoint /tmp/gpu-run --device cuda --clips 64 --no-fvd \
+        --no-progress --out "$DEST/gpu_preset_eval.json"
+    exit 0
+fi
 if [ "${PART:-1}" = 2 ]; then
     step 240 system.txt "$PY" bench/system.py --device cuda --quick --out "$DEST/system.json"
     exit 0
