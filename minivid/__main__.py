@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sample.add_argument("--out", default="outputs/sample.mp4", help="mp4 to write (default outputs/sample.mp4)")
     ev = sub.add_parser(
-        "eval", formatter_class=_Help, help="metrics of a folder of videos or of a zoo checkpoint's samples, written as JSON",
+        "eval", formatter_class=_Help,
+        help="metrics of a folder of videos or of the samples of a zoo checkpoint or a run, written as JSON",
         description="Compute the video metrics (minivid.metrics) for a folder of clips (.mp4/.gif/... or .npy) or for the "
-                    "samples of a zoo checkpoint or a full-system run, against a reference: MiniSprites' test split (default) or another folder. "
+                    "samples of a zoo checkpoint or a full-system run, against a reference: MiniSprites' test split "
+                    "(default) or another folder. "
                     "Writes JSON: the sprite check, FVD (real Kinetics-400 I3D; protocol: bilinear resize to 224, "
                     "16 frames, logits) with the clip counts, the per-frame Frechet distance beside it, PSNR/SSIM for "
                     "paired clips, caption accuracy (--captions) and trajectory error (--trajectories).")

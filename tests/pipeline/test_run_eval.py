@@ -22,7 +22,7 @@ def run(tmp_path_factory):
     return out
 
 
-def test_eval_of_a_run_folder_equals_system_metrics(run, tmp_path, capsys):
+def test_eval_of_a_run_folder_equals_system_metrics(run, tmp_path, capsys, monkeypatch):
     from minivid.pipeline.run import load_run, run_spaces, system_metrics
 
     out = tmp_path / "m.json"
@@ -39,9 +39,11 @@ def test_eval_of_a_run_folder_equals_system_metrics(run, tmp_path, capsys):
     assert got["trajectory"]["trajectory_error_px"] == pytest.approx(want["trajectory_error_px"], abs=1e-3)
     # one of its checkpoints, named by its folder; the default JSON name says run and step
     step1 = run / "checkpoints" / "step-00000001"
-    assert main(["eval", "--checkpoint", str(step1), "--clips", "2", "--no-fvd", "--no-progress", "--device", "cpu",
-                 "--out", str(tmp_path / "s1.json")]) == 0
-    assert json.loads((tmp_path / "s1.json").read_text())["source"]["folder"] == str(step1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--checkpoint", str(step1), "--clips", "2", "--no-fvd", "--no-progress", "--device",
+                 "cpu"]) == 0
+    assert json.loads((tmp_path / "outputs" / "eval" / "tiny-step-00000001.json").read_text())["source"]["folder"] \
+        == str(step1)
 
 
 def test_system_eval_set_samples_in_batches_with_a_seed_each(run):
