@@ -477,18 +477,23 @@ def _cpu_model() -> SystemConfig:
 
 def _gpu_model() -> SystemConfig:
     """The gpu preset's model: every condition, the first frame's OpenCLIP tokens included (R4's e_s: a small random
-    ViT, 4 layers of width 256, 16 tokens at 64 px; a local open_clip checkpoint through ``model.image``)."""
+    ViT, 4 layers of width 256, 16 tokens at 64 px; a local open_clip checkpoint through ``model.image``), and the
+    zoo's ``t5`` frozen, as in the cpu presets (a T5 learnt alongside showed the caption's colour in 48% of the cpu
+    preset's samples, the frozen one 94%; bench/results/measurements.md). RoPE keeps CogVideoX's theta 1e4: at
+    head_dim 48 time has six rotation pairs, and frames 6 apart differ by 1.3 rad in the second."""
+    import dataclasses
+
     from ..conditioning.image import SemanticImageEncoderConfig
     from ..conditioning.motion import MotionGuidanceConfig
-    from ..conditioning.text import TextEncoderConfig
     from ..transformers import ExpertTransformerConfig
 
+    t5 = dataclasses.replace(SystemConfig().text, trainable=False)  # the zoo's t5: the text encoder's defaults
     return SystemConfig(
         image=SemanticImageEncoderConfig(image_size=64, patch_size=16, width=256, layers=4, heads=8, embed_dim=256),
-        text=TextEncoderConfig(max_length=72, pad_to_max_length=True, d_model=256, d_kv=32, d_ff=512, num_layers=4,
-                               num_heads=8),
+        text=t5,
         transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=2, patch_size_t=1, heads=8,
-                                            head_dim=48, depth=12, time_embed_dim=384, text_dim=256, max_text_len=72,
+                                            head_dim=48, depth=12, time_embed_dim=384, text_dim=t5.d_model,
+                                            max_text_len=72,
                                             positional="rope", rope_grid="slice", base_size=(16, 16)),
         motion=MotionGuidanceConfig(motion_channels=4, dim=384, depth=12, patch_size=2, motion_dim=128,
                                     fuser="adanorm"))
@@ -536,7 +541,7 @@ def presets() -> dict[str, SystemRunConfig]:
     last frame), ``cpu-reducio`` (the same widths on the zoo's Reducio VAE, R1-R2: 64 px x 8 frames -> 2 x 2 x 2
     latents decoded with the clip's content frame, frame 3, which is also the model's image; no trajectories; a long
     video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200,
-    bf16 autocast) and ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the
+    bf16 autocast, the zoo's ``t5`` frozen and 30% of clips without their path, as in ``cpu``) and ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the
     number of GPUs, set it with ``global_batch=``)."""
     cpu = SystemRunConfig(model=_cpu_model(), lr=2e-3, text_from="t5",
                           dropout=ConditionDropout(trajectory_dropout=0.3))
@@ -547,7 +552,8 @@ def presets() -> dict[str, SystemRunConfig]:
                               dropout=ConditionDropout(given_modes=(1.0, 0.0, 0.0), previous_frames=1,
                                                        image_dropout=0.1))
     gpu = SystemRunConfig(model=_gpu_model(), size=64, frames=8, num_clips=16384, steps=20000, global_batch=64,
-                          lr=5e-4, warmup=1000, checkpoint_every=2000, log_every=100, autocast="bf16")
+                          lr=5e-4, warmup=1000, checkpoint_every=2000, log_every=100, autocast="bf16", text_from="t5",
+                          dropout=ConditionDropout(trajectory_dropout=0.3))
     multi = SystemRunConfig.from_dict({**gpu.to_dict(), "global_batch": 256})
     return {"cpu": cpu, "cpu-causal": causal, "cpu-reducio": reducio, "gpu": gpu, "gpu-multi": multi}
 
