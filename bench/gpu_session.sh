@@ -5,7 +5,8 @@
 #      fp32, causal, key padding, long and temporal shapes, padded head dims, determinism; skipped without CUDA),
 #      with the first (heuristic) tile of each shape class: MINIVID_FLASH_AUTOTUNE=0 spares the compile time of
 #      every candidate;
-#   2. the expert transformer with the Triton kernel against SDPA (tests/transformers/test_cogvideox.py -k triton);
+#   2. the expert transformer with the Triton kernel against SDPA, and the gpu presets' attention_backend="auto"
+#      running that kernel bit for bit on CUDA (tests/transformers/test_cogvideox.py -k triton);
 #   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);

@@ -13,8 +13,8 @@
   the autoencoder that makes it, the U-Net that denoises it and the pipeline between them.
 """
 
-from .attention import (BACKENDS, Attention, attention, full_attention, set_attention_backend, spatial_attention,
-                        temporal_attention)
+from .attention import (BACKENDS, Attention, attention, full_attention, resolve_backend, set_attention_backend,
+                        spatial_attention, temporal_attention)
 from .blocks import BLOCK_KINDS, DiTBlock, attention_pattern, block_flops
 from .embeddings import (TimestepEmbedding, check_labels, sincos_1d, sincos_2d, sincos_3d, sincos_axes, sinusoid,
                          timestep_embedding)
@@ -31,8 +31,8 @@ __all__ = [
     # the model contract
     "Model", "ModelConfig", "save_model", "load_model", "read_model_config", "model_classes",
     # attention
-    "BACKENDS", "Attention", "attention", "set_attention_backend", "spatial_attention", "temporal_attention",
-    "full_attention",
+    "BACKENDS", "Attention", "attention", "resolve_backend", "set_attention_backend", "spatial_attention",
+    "temporal_attention", "full_attention",
     # sinusoids and RoPE
     "sinusoid", "timestep_embedding", "TimestepEmbedding", "sincos_1d", "sincos_2d", "sincos_3d", "sincos_axes",
     "check_labels", "RotaryEmbedding", "rope_1d", "rope_3d", "rope_axes_dims", "rope_frequencies", "apply_rope",

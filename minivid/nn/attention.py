@@ -8,7 +8,10 @@ shape (B, H, N, D) with one of three backends, all with the same semantics:
 - ``"math"``: the plain PyTorch reference (:func:`minivid.kernels.attention_reference`), explicit
   softmax, for teaching and tests;
 - ``"triton"``: minivid's own FlashAttention-2 kernel (:func:`minivid.kernels.flash_attention`, K2-K3),
-  on CUDA tensors (or on the CPU in Triton's interpreter, for tests); head dims 16 to 128.
+  on CUDA tensors (or on the CPU in Triton's interpreter, for tests); head dims 16 to 128;
+- ``"auto"``: ``"triton"`` for CUDA tensors the kernel takes (float16/bfloat16/float32, head dims 16 to 128,
+  Triton installed), ``"sdpa"`` for every other call (:func:`resolve_backend`): the Triton kernel on CUDA, SDPA
+  elsewhere. It never imports Triton for CPU tensors, so it leaves Triton's interpreter switch alone.
 
 Masks follow SDPA's boolean convention: ``key_padding_mask`` is (B, N_k) with **True = attend** (False =
 padding, e.g. the unused slots of a text prompt), bool or integer 0/1 (a float mask is refused: an additive
@@ -32,7 +35,7 @@ from torch import nn
 from .. import kernels
 from ..kernels.reference import attention_reference
 
-BACKENDS = ("sdpa", "math", "triton")
+BACKENDS = ("sdpa", "math", "triton", "auto")
 Rope = Callable[[torch.Tensor], torch.Tensor] | None  # a RoPE applied to (B, H, N, D) queries and keys
 
 
@@ -45,10 +48,26 @@ def _check_backend(backend: str, head_dim: int | None = None) -> str:
     return backend
 
 
+def resolve_backend(backend: str, q: torch.Tensor) -> str:
+    """The backend that ``attention(q, ..., backend=backend)`` runs: ``"auto"`` is ``"triton"`` when ``q`` is a CUDA
+    tensor of a dtype and head dim the kernel takes and Triton imports, else ``"sdpa"``; any other backend is
+    itself."""
+    _check_backend(backend)
+    if backend != "auto":
+        return backend
+    if not q.is_cuda:  # before any look-up that would import Triton
+        return "sdpa"
+    try:
+        takes = q.dtype in kernels.SUPPORTED_DTYPES and q.shape[-1] in kernels.SUPPORTED_HEAD_DIMS
+    except ImportError:  # a CUDA build of PyTorch without Triton
+        return "sdpa"
+    return "triton" if takes else "sdpa"
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
               causal: bool = False, backend: str = "sdpa", scale: float | None = None) -> torch.Tensor:
     """K1 on (B, H, N, D) tensors: q (B, H, N_q, D), k and v (B, H, N_k, D) -> (B, H, N_q, D)."""
-    _check_backend(backend)
+    backend = resolve_backend(backend, q)
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"q, k, v must be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
@@ -92,7 +111,7 @@ class Attention(nn.Module):
         dim: token width; ``heads`` heads of ``head_dim`` (default dim // heads) channels.
         context_dim: width of the ``context`` tokens for cross-attention (default: dim).
         qk_norm: LayerNorm over each head's channels of q and k before the product (CogVideoX).
-        backend: "sdpa" | "math" | "triton" (see the module docstring); can be changed at any time with
+        backend: "sdpa" | "math" | "triton" | "auto" (see the module docstring); can be changed at any time with
             :meth:`set_backend` or :func:`set_attention_backend` on a whole model.
         zero_init_out: zero the output projection so a residual block starts as the identity.
     """

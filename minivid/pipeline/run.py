@@ -480,7 +480,9 @@ def _gpu_model() -> SystemConfig:
     ViT, 4 layers of width 256, 16 tokens at 64 px; a local open_clip checkpoint through ``model.image``), and the
     zoo's ``t5`` frozen, as in the cpu presets (a T5 learnt alongside showed the caption's colour in 48% of the cpu
     preset's samples, the frozen one 94%; bench/results/measurements.md). RoPE keeps CogVideoX's theta 1e4: at
-    head_dim 48 time has six rotation pairs, and frames 6 apart differ by 1.3 rad in the second."""
+    head_dim 48 time has six rotation pairs, and frames 6 apart differ by 1.3 rad in the second. Attention runs
+    minivid's Triton kernel on CUDA and SDPA elsewhere (``attention_backend="auto"``; ``--set
+    model.transformer.attention_backend=sdpa`` opts out)."""
     import dataclasses
 
     from ..conditioning.image import SemanticImageEncoderConfig
@@ -493,8 +495,8 @@ def _gpu_model() -> SystemConfig:
         text=t5,
         transformer=ExpertTransformerConfig(in_channels=5, out_channels=4, patch_size=2, patch_size_t=1, heads=8,
                                             head_dim=48, depth=12, time_embed_dim=384, text_dim=t5.d_model,
-                                            max_text_len=72,
-                                            positional="rope", rope_grid="slice", base_size=(16, 16)),
+                                            max_text_len=72, positional="rope", rope_grid="slice",
+                                            base_size=(16, 16), attention_backend="auto"),
         motion=MotionGuidanceConfig(motion_channels=4, dim=384, depth=12, patch_size=2, motion_dim=128,
                                     fuser="adanorm"))
 

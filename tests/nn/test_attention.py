@@ -119,3 +119,50 @@ def test_zero_init_output_and_bad_input():
         set_attention_backend(model, "triton")
     assert [m.backend for m in model] == ["sdpa", "sdpa"]  # checked before any is switched
 
+
+
+def test_auto_resolves_to_the_triton_kernel_only_for_cuda_tensors_it_takes():
+    """``"auto"``: the Triton kernel for CUDA tensors of a dtype and head dim it takes, SDPA for anything else;
+    other backends are themselves (described by stand-ins: no GPU is needed to check the rule)."""
+    from types import SimpleNamespace
+
+    from minivid.nn import resolve_backend
+
+    def fake(is_cuda=True, dtype=torch.bfloat16, head_dim=48):
+        return SimpleNamespace(is_cuda=is_cuda, dtype=dtype, shape=(2, 4, 10, head_dim))
+
+    assert resolve_backend("auto", fake()) == "triton"
+    assert resolve_backend("auto", fake(dtype=torch.float16, head_dim=16)) == "triton"
+    assert resolve_backend("auto", fake(dtype=torch.float32, head_dim=128)) == "triton"
+    assert resolve_backend("auto", fake(is_cuda=False)) == "sdpa"
+    assert resolve_backend("auto", fake(head_dim=8)) == "sdpa"
+    assert resolve_backend("auto", fake(head_dim=256)) == "sdpa"
+    assert resolve_backend("auto", fake(dtype=torch.float64)) == "sdpa"
+    for b in ("sdpa", "math", "triton"):
+        assert resolve_backend(b, fake(is_cuda=False)) == b
+    with pytest.raises(ValueError, match="backend='flash' is not supported"):
+        resolve_backend("flash", fake())
+    Attention(8, heads=2, backend="auto")  # head_dim 4: allowed, it runs SDPA
+
+
+def test_auto_on_the_cpu_is_sdpa_and_leaves_triton_unimported():
+    """On CPU tensors "auto" gives SDPA's numbers and never imports Triton (whose first import fixes the interpreter
+    switch), checked in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from minivid.nn import attention\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "q, k, v = (torch.randn(2, 3, 9, 48, generator=g) for _ in range(3))\n"
+        "mask = torch.tensor([[True] * 9, [True] * 4 + [False] * 5])\n"
+        "a = attention(q, k, v, key_padding_mask=mask, backend='auto')\n"
+        "b = attention(q, k, v, key_padding_mask=mask, backend='sdpa')\n"
+        "assert torch.equal(a, b)\n"
+        "assert 'triton' not in sys.modules, 'auto imported triton for CPU tensors'\n"
+        "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

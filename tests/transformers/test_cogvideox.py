@@ -322,6 +322,26 @@ def test_triton_kernel_serves_the_expert_transformer_with_text_and_frame_masks()
     assert rel_err(unmasked, ref) > 1e-3  # the masks matter
 
 
+def test_auto_backend_is_the_triton_kernel_on_cuda_and_sdpa_on_the_cpu():
+    """``attention_backend="auto"`` (the gpu presets'): the same numbers as ``"triton"`` on CUDA tensors and as
+    ``"sdpa"`` on CPU tensors, bit for bit, masks included."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    m = diffusers_model("1.0-rope")
+    auto = from_diffusers(m, attention_backend="auto").to(device)
+    same = from_diffusers(m, attention_backend="triton" if device == "cuda" else "sdpa").to(device)
+    other = from_diffusers(m, attention_backend="math").to(device)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 3, 6, 8, generator=g).to(device)
+    text = torch.randn(2, TINY["max_text_seq_length"], 12, generator=g).to(device)
+    t = torch.tensor([3, 917], device=device)
+    text_mask = torch.tensor([[True, True, False, False, False], [True] * 5], device=device)
+    with torch.no_grad():
+        out = auto(x, t, text, text_mask)
+        assert torch.equal(out, same(x, t, text, text_mask))
+        ref = other(x, t, text, text_mask)
+    assert rel_err(out, ref) < 1e-4 and not torch.equal(out, ref)  # a different backend rounds differently
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
     """Recomputing each block in the backward pass changes memory, not the numbers."""
     import torch.utils.checkpoint as tuc
