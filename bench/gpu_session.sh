@@ -5,8 +5,9 @@
 #      fp32, causal, key padding, long and temporal shapes, padded head dims, determinism; skipped without CUDA),
 #      with the first (heuristic) tile of each shape class: MINIVID_FLASH_AUTOTUNE=0 spares the compile time of
 #      every candidate;
-#   2. the expert transformer with the Triton kernel against SDPA, and the gpu presets' attention_backend="auto"
-#      running that kernel bit for bit on CUDA (tests/transformers/test_cogvideox.py -k triton);
+#   2. the expert transformer with the Triton kernel against SDPA, the gpu presets' attention_backend="auto"
+#      running that kernel bit for bit on CUDA, and the attention module's triton tests, bf16 autocast included
+#      (tests/transformers/test_cogvideox.py tests/nn/test_attention.py -k "triton or auto", first tiles);
 #   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
@@ -19,7 +20,7 @@
 # keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
 # tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
 # preinstalled on the lent machines) with minivid from this checkout, no install:
-#     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 60 + 200 + 80 + 90 = 580 s, inside one 600 s call
+#     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 90 + 170 + 80 + 90 = 580 s, inside one 600 s call
 #     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call
 #     PART=3 bash bench/gpu_session.sh     # 7. the gpu preset (issue 18) trained for at most 420 s (a checkpoint every
 #                                          # 250 steps; the run is cut off there), then its latest checkpoint's samples
@@ -66,7 +67,8 @@ if [ "${PART:-1}" = 2 ]; then
     exit 0
 fi
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
-step 60 expert_triton.txt "$PY" -m pytest -q -p no:cacheprovider tests/transformers/test_cogvideox.py -k triton -rs
-step 200 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
+step 90 expert_triton.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
+    tests/transformers/test_cogvideox.py tests/nn/test_attention.py -k "triton or auto" -rs
+step 170 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
 step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"

@@ -88,6 +88,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
                              "Triton's interpreter, TRITON_INTERPRET=1 set before triton is imported); use 'sdpa' "
                              "or 'math' on the CPU")
 
+        if torch.is_autocast_enabled(q.device.type):  # cast as autocast casts SDPA's inputs: on CUDA, LayerNorm
+            low = torch.get_autocast_dtype(q.device.type)  # (QK-norm) gives float32 queries and keys, v is bf16
+            q, k, v = q.to(low), k.to(low), v.to(low)
         return kernels.flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     mask = None
     if key_padding_mask is not None:

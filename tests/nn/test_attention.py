@@ -166,3 +166,23 @@ def test_auto_on_the_cpu_is_sdpa_and_leaves_triton_unimported():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_triton_under_autocast_takes_mixed_dtypes_as_sdpa_does():
+    """Under CUDA autocast a QK-norm LayerNorm returns float32 queries and keys while v is bf16; SDPA is cast to the
+    autocast dtype, and the triton backend casts the same way instead of refusing mixed dtypes (checked with CPU
+    autocast to float16, which the CPU interpreter runs)."""
+    if torch.cuda.is_available():
+        device, low = "cuda", torch.bfloat16
+    else:
+        device, low = "cpu", torch.float16
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(2, 2, 12, 16, generator=g).to(device) for _ in range(2))  # float32, as after LayerNorm
+    v = torch.randn(2, 2, 12, 16, generator=g).to(device, low)
+    mask = torch.tensor([[True] * 12, [True] * 5 + [False] * 7], device=device)
+    with pytest.raises(ValueError, match="one dtype"):  # outside autocast mixed dtypes stay an error
+        attention(q, k, v, key_padding_mask=mask, backend="triton")
+    with torch.autocast(device, dtype=low):
+        out = attention(q, k, v, key_padding_mask=mask, backend="triton")
+    want = attention(q.to(low).float(), k.to(low).float(), v.float(), key_padding_mask=mask, backend="math")
+    assert out.dtype == low and torch.allclose(out.float(), want, atol=2e-2)
