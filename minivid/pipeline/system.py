@@ -312,14 +312,15 @@ def training_kwargs(model: System, coins: dict[str, torch.Tensor], ids: torch.Te
     one, trajectories dropped to the null one (always passed, so every parameter is used under DDP), the given frames
     both as the model's flag (``given_frames``) and left clean and out of the loss (``clean_frames``, T8), and, for a
     model that reads images (semantic tokens or the image on the latent grid), the clips' ``images`` (B, 3, H, W) (their first frames; on the Reducio VAE
-    their content frames), used where the coins give the image."""
-    keep = coins["keep_text"][:, None]
+    their content frames), used where the coins give the image. The coins (drawn on the CPU) follow each tensor they
+    select: the token ids sit on the text encoder's device (a GPU's in a CUDA run)."""
+    keep = coins["keep_text"][:, None].to(ids.device)
     kw = {"ids": torch.where(keep, ids, null_ids), "mask": torch.where(keep, mask, null_mask),
           "given_frames": coins["given_frames"], "clean_frames": coins["given_frames"]}
     if model.motion is not None:
         if motion is None or null_motion is None:
             raise ValueError("this System has a trajectory condition: pass motion and null_motion latents")
-        kw["motion"] = torch.where(coins["keep_trajectory"][:, None, None, None, None], motion,
+        kw["motion"] = torch.where(coins["keep_trajectory"][:, None, None, None, None].to(motion.device), motion,
                                    null_motion.expand_as(motion))
     if model.takes_image:
         if images is None:

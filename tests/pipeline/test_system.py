@@ -140,6 +140,23 @@ def test_training_kwargs_drop_to_the_nulls_and_train(model):
         training_kwargs(m, coins, ids, mask, null_ids, null_mask)
 
 
+def test_training_kwargs_take_cpu_coins_to_the_tokens_device():
+    """In a CUDA run the token ids sit on the text encoder's GPU while the coins come from a CPU generator; a (B, 1)
+    CPU mask beside GPU tensors is an error in torch.where, so the coins follow the tensors they select (the meta
+    device stands in for the GPU: it refuses the mix the same way)."""
+    from types import SimpleNamespace
+
+    coins = {"keep_text": torch.tensor([True, False]), "keep_trajectory": torch.tensor([False, True]),
+             "given_frames": torch.tensor([[True, False], [False, False]])}
+    ids, mask = torch.zeros(2, 5, dtype=torch.long, device="meta"), torch.ones(2, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(RuntimeError):  # what the coins met before they followed the ids
+        torch.where(coins["keep_text"][:, None], ids, ids)
+    motion = torch.zeros(2, 2, 2, 3, 3, device="meta")
+    model = SimpleNamespace(motion=object(), takes_image=False)
+    kw = training_kwargs(model, coins, ids, mask, ids, mask, motion, torch.zeros(1, 2, 2, 3, 3, device="meta"))
+    assert kw["ids"].device.type == kw["mask"].device.type == kw["motion"].device.type == "meta"
+
+
 def test_sampler_keeps_given_frames_is_seeded_and_runs_only_needed_branches(model):
     n = 2
     g = torch.Generator().manual_seed(3)
