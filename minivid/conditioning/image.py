@@ -208,6 +208,8 @@ class SemanticImageEncoder(Model):
                 raise ValueError(f"name_or_path={c.name_or_path!r}: its vision tower is a "
                                  f"{type(self.visual).__name__}, which has no patch tokens; use pooled_only=True")
             self.visual.output_tokens = True  # forward returns (pooled, tokens)
+            if getattr(self.visual, "proj", None) is not None:  # projects the pooled output only, which the
+                self.visual.proj.requires_grad_(False)  # tokens skip: no gradient ever (DDP refuses such a parameter)
         else:
             self.visual.output_tokens = False
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

@@ -321,3 +321,30 @@ def test_the_image_on_the_latent_grid_is_a_linear_map_of_each_cells_square():
         m.image_on_grid(torch.zeros(2, 3, 32, 32), None, T, HW, HW, x)
     with pytest.raises(ValueError, match="in_channels=5 must be out_channels \\+ 1 \\+ image_grid_channels = 8"):
         SystemConfig(text=tiny().text, transformer=tiny().transformer, image_grid_channels=3)
+
+
+def test_every_trainable_parameter_of_the_gpu_preset_gets_a_gradient():
+    """DistributedDataParallel (gpu-multi) fails at its second step when a trainable parameter gets no gradient; with
+    every condition given, each one of the gpu preset's model (shrunk to one block) must get one. OpenCLIP's pooled
+    projection, which the patch tokens never pass through, is frozen for that reason."""
+    from minivid.diffusion import explicit_uniform_timesteps, training_losses
+    from minivid.pipeline.run import preset_config, run_spaces, system_data
+
+    cfg = preset_config("gpu", {"model.transformer.depth": 1, "model.motion.depth": 1})
+    torch.manual_seed(0)
+    m = System(cfg.model).train()
+    data = system_data(*run_spaces(cfg), 2, cfg.size, cfg.frames)
+    frames = data.latents.shape[2]
+    coins = {"keep_text": torch.ones(2, dtype=torch.bool), "keep_trajectory": torch.ones(2, dtype=torch.bool),
+             "given_frames": torch.zeros(2, frames, dtype=torch.bool), "image_given": torch.ones(2, dtype=torch.bool)}
+    coins["given_frames"][:, 0] = True
+    ids, mask = m.tokenize(data.captions)
+    null_ids, null_mask = m.tokenize(["", ""])
+    kw = training_kwargs(m, coins, ids, mask, null_ids, null_mask, data.motion, data.null_motion,
+                         images=data.images.float())
+    t = explicit_uniform_timesteps(2, system_schedule().num_steps, generator=torch.Generator().manual_seed(0))
+    x0 = data.latents.float()
+    training_losses(m, system_schedule(), x0, t, torch.randn_like(x0), prediction="v", **kw)["loss"].mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert m.semantic.visual.proj is not None and not m.semantic.visual.proj.requires_grad
