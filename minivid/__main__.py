@@ -321,7 +321,7 @@ def _sample(parser: argparse.ArgumentParser, args) -> int:
     if not args.out.endswith(".mp4"):
         parser.error(f"--out {args.out!r}: must end with .mp4")
     try:
-        model, cfg, folder = load_run(args.checkpoint)
+        model, cfg, folder = load_run(args.checkpoint, device=device)
     except ValueError as e:
         parser.error(f"--checkpoint: {e}")
     image = None
@@ -335,12 +335,12 @@ def _sample(parser: argparse.ArgumentParser, args) -> int:
             trajectory = load_trajectories(args.trajectory)
         except (ValueError, FileNotFoundError) as e:
             parser.error(f"--trajectory {args.trajectory!r}: {e}")
-    space, motion_space = run_spaces(cfg)
+    space, motion_space = run_spaces(cfg, device)
     try:
         video = generate(model, cfg, space, motion_space, prompt=args.prompt, image=image, trajectory=trajectory,
                          frames=args.frames, seed=args.seed, steps=args.steps,
                          guidance={"text": args.guidance, "trajectory": args.guidance_trajectory,
-                                   "frames": args.guidance_frames})
+                                   "frames": args.guidance_frames}).cpu()
     except ValueError as e:
         parser.error(str(e))
     out = Path(args.out)

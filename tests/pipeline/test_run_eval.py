@@ -77,3 +77,25 @@ def test_eval_refuses_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--checkpoint", str(tmp_path), "--no-fvd", "--clips", "2"])
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_sample_cli_runs_on_the_device_asked_and_repeats_itself(run, tmp_path, monkeypatch, capsys):
+    """``python -m minivid sample --device D`` loads the model and the VAEs onto D (it once checked --device and then
+    sampled on the CPU regardless), writes the mp4 and its PNG grid, and the same seed gives the same frames."""
+    import minivid.pipeline.run as run_module
+
+    seen = []
+    for name in ("load_run", "run_spaces"):
+        real = getattr(run_module, name)
+        monkeypatch.setattr(run_module, name, lambda *a, _real=real, _name=name, **k: seen.append(
+            (_name, str(k.get("device", a[1] if len(a) > 1 else None)))) or _real(*a, **k))
+    pngs = []
+    for i in range(2):
+        out = tmp_path / f"v{i}.mp4"
+        assert main(["sample", "--checkpoint", str(run), "--device", "cpu", "--steps", "2", "--seed", "5",
+                     "--prompt", "a red square moves right", "--trajectory", "[[4, 4], [28, 28]]",
+                     "--out", str(out)]) == 0
+        assert out.stat().st_size > 0
+        pngs.append(out.with_suffix(".png").read_bytes())
+    assert ("load_run", "cpu") in seen and ("run_spaces", "cpu") in seen
+    assert pngs[0] == pngs[1]
