@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from minivid.nn import Attention, set_attention_backend  # noqa: E402
 from minivid.pipeline.run import (SystemRunConfig, content_frame, generate, preset_config, run_spaces,  # noqa: E402
                                   system_geometry, training_kwargs)
 from minivid.pipeline.system import System, condition_batch  # noqa: E402
@@ -89,9 +90,14 @@ def train_throughput(cfg: SystemRunConfig, device: str, updates: int, count_flop
     for _ in range(2):
         update()
     flops = None
-    if count_flops:
+    if count_flops:  # the model's FLOPs, the same for every backend: counted on the math path, whose matrix
+        # products FlopCounterMode sees (it has no formula for the CPU's SDPA op or for minivid's Triton kernel)
+        backends = {m: m.backend for m in model.modules() if isinstance(m, Attention)}
+        set_attention_backend(model, "math")
         with FlopCounterMode(display=False) as fc:
             update()
+        for m, b in backends.items():
+            m.set_backend(b)
         flops = fc.get_total_flops() * info.world_size
     _sync(device)
     barrier()
