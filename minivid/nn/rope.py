@@ -10,6 +10,8 @@ channels for t and 3D/8 each for h and w, θ = 10000. :class:`RotaryEmbedding` o
 
 from __future__ import annotations
 
+import copy
+
 from typing import Sequence
 
 import torch
@@ -80,6 +82,13 @@ class RotaryEmbedding:
             raise ValueError(f"RoPE built for N={self.num_tokens} tokens of head_dim={self.head_dim}, "
                              f"got (N, D) = {tuple(x.shape[-2:])}")
         return apply_rope(x, self.cos, self.sin)
+
+    def to(self, device: torch.device | str) -> "RotaryEmbedding":
+        """The same RoPE with its (float64) tables on ``device``: built there once, a GPU's attention calls do not copy
+        them from the CPU (a blocking copy) every time."""
+        out = copy.copy(self)
+        out.cos, out.sin = self.cos.to(device), self.sin.to(device)
+        return out
 
     def __repr__(self) -> str:
         return f"RotaryEmbedding(N={self.num_tokens}, axes_dims={self.axes_dims}, theta={self.theta:g})"

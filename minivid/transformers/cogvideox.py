@@ -322,7 +322,8 @@ class ExpertTransformer(Model):
         if key not in self._cache:
             if c.positional == "rope":
                 base = (c.base_size[0] // c.patch_size, c.base_size[1] // c.patch_size)
-                self._cache[key] = cogvideox_rope(n_t, n_h, n_w, c.head_dim, c.rope_grid, base, c.rope_theta)
+                self._cache[key] = cogvideox_rope(n_t, n_h, n_w, c.head_dim, c.rope_grid, base,
+                                                  c.rope_theta).to(like.device)
             else:
                 self._cache[key] = cogvideox_sincos(n_t, n_h, n_w, c.dim, c.spatial_interpolation_scale,
                                                     c.temporal_interpolation_scale).to(like)

@@ -395,3 +395,16 @@ def test_pooled_text_starts_as_the_plain_model_and_adds_the_masked_mean_to_the_m
         text2[:, 1] += 5.0  # the masked token
         torch.testing.assert_close(m(x, t, text2, mask), m(x, t, text, mask), rtol=0, atol=1e-6)
     assert ExpertTransformerConfig().pooled_text is False
+
+
+def test_rope_tables_are_cached_on_the_tokens_device():
+    """C3's tables are built once per grid and device and kept there: a GPU's attention calls read them in place
+    instead of copying them from the CPU (a blocking copy) four times per block (the meta device stands in)."""
+    cfg = ExpertTransformerConfig(in_channels=4, patch_size=2, heads=2, head_dim=16, depth=1, time_embed_dim=32,
+                                  text_dim=16, max_text_len=8, rope_grid="slice", base_size=(4, 4))
+    m = ExpertTransformer(cfg)
+    on_cpu = m.positions(2, 2, 2, torch.zeros(1))
+    on_meta = m.positions(2, 2, 2, torch.zeros(1, device="meta"))
+    assert on_cpu.cos.device.type == "cpu" and on_meta.cos.device.type == on_meta.sin.device.type == "meta"
+    assert on_meta.cos.dtype == on_cpu.cos.dtype == torch.float64 and on_meta.cos.shape == on_cpu.cos.shape
+    assert m.positions(2, 2, 2, torch.zeros(1, device="meta")) is on_meta  # cached
