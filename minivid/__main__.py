@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave frame 0 out of the trajectory error (image-conditioned models)")
     ev.add_argument("--clips", type=int, default=None,
                     help="clips to read / samples to make (default: 2048 with CUDA, as StyleGAN-V's fvd2048_16f; 64 on "
-                         "a CPU, where I3D takes 1.5-2 s per clip; the count is written next to every FVD)")
+                         "a CPU, where I3D takes 1.5-2 s per clip, and for zoo entries other than the full system, "
+                         "which sample on the CPU; the count is written next to every FVD)")
     ev.add_argument("--frames", type=int, default=None, help="keep the first N frames of every clip in the folder")
     ev.add_argument("--no-fvd", action="store_true", help="skip FVD and the per-frame distance (no I3D passes)")
     ev.add_argument("--resize", default="bilinear", help="FVD resize: bilinear (default) or center_crop")
@@ -367,6 +368,18 @@ def _read_image(parser: argparse.ArgumentParser, path: str):
     return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
 
 
+def _zoo_samples_on_cpu(checkpoint: str | None) -> bool:
+    """Whether ``eval --checkpoint`` makes its clips on the CPU: a zoo entry that is not a full system."""
+    from .pipeline.zoo import RECIPES, read_card
+
+    if checkpoint not in RECIPES:
+        return False
+    try:
+        return "run" not in read_card(checkpoint)
+    except FileNotFoundError:  # an entry not trained here: the error comes later, with its message
+        return True
+
+
 def _eval(parser: argparse.ArgumentParser, args) -> int:
     """``python -m minivid eval``: every check on the arguments comes before any work."""
     import torch
@@ -390,8 +403,8 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--resize {args.resize!r}: allowed values are {', '.join(RESIZES)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_device(parser, device, torch)
-    if args.clips is None:
-        args.clips = 2048 if device.startswith("cuda") else 64
+    if args.clips is None:  # the zoo's entries other than the full system (no run config) sample on the CPU: 64
+        args.clips = 2048 if device.startswith("cuda") and not _zoo_samples_on_cpu(args.checkpoint) else 64
     if not args.no_fvd:
         try:
             resolve_weights(args.i3d_weights)

@@ -99,3 +99,13 @@ def test_sample_cli_runs_on_the_device_asked_and_repeats_itself(run, tmp_path, m
         pngs.append(out.with_suffix(".png").read_bytes())
     assert ("load_run", "cpu") in seen and ("run_spaces", "cpu") in seen
     assert pngs[0] == pngs[1]
+
+
+def test_eval_default_clip_count_follows_where_the_clips_are_made():
+    """On CUDA eval defaults to 2048 clips (fvd2048_16f), but the zoo's entries other than the full system sample on
+    the CPU, where 2048 would take hours: those default to 64 on any device."""
+    from minivid.__main__ import _zoo_samples_on_cpu
+
+    assert _zoo_samples_on_cpu("latte") and _zoo_samples_on_cpu("tora")
+    assert not _zoo_samples_on_cpu("system") and not _zoo_samples_on_cpu("system-reducio")
+    assert not _zoo_samples_on_cpu("outputs/runs/cpu") and not _zoo_samples_on_cpu(None)
