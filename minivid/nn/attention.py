@@ -48,6 +48,18 @@ def _check_backend(backend: str, head_dim: int | None = None) -> str:
     return backend
 
 
+_FLASH_EAGER = []  # kernels.flash_attention wrapped by torch.compiler.disable, made on first use
+
+
+def _flash_attention_eager(q, k, v, causal, key_padding_mask, scale):
+    """minivid's Triton kernel outside torch.compile's tracing: its launcher picks tiles in Python (the autotuner
+    times them), which Dynamo cannot trace, so a compiled model breaks its graph here and runs the kernel as is.
+    Wrapped on first use: ``torch.compiler`` imports Triton, which a CPU-only import of minivid must not do."""
+    if not _FLASH_EAGER:
+        _FLASH_EAGER.append(torch.compiler.disable(kernels.flash_attention))
+    return _FLASH_EAGER[0](q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+
+
 def resolve_backend(backend: str, q: torch.Tensor) -> str:
     """The backend that ``attention(q, ..., backend=backend)`` runs: ``"auto"`` is ``"triton"`` when ``q`` is a CUDA
     tensor of a dtype and head dim the kernel takes and Triton imports, else ``"sdpa"``; any other backend is
@@ -91,7 +103,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
         if torch.is_autocast_enabled(q.device.type):  # cast as autocast casts SDPA's inputs: on CUDA, LayerNorm
             low = torch.get_autocast_dtype(q.device.type)  # (QK-norm) gives float32 queries and keys, v is bf16
             q, k, v = q.to(low), k.to(low), v.to(low)
-        return kernels.flash_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+        return _flash_attention_eager(q, k, v, causal, key_padding_mask, scale)
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, N_k), True = attend

@@ -186,3 +186,18 @@ def test_triton_under_autocast_takes_mixed_dtypes_as_sdpa_does():
         out = attention(q, k, v, key_padding_mask=mask, backend="triton")
     want = attention(q.to(low).float(), k.to(low).float(), v.float(), key_padding_mask=mask, backend="math")
     assert out.dtype == low and torch.allclose(out.float(), want, atol=2e-2)
+
+
+def test_a_compiled_module_runs_the_triton_kernel_outside_the_graph():
+    """torch.compile cannot trace the kernel's Python launcher (here Triton's interpreter; on CUDA its autotuner),
+    so the triton backend is excluded from tracing: a compiled Attention gives the eager numbers and gradients."""
+    device = DEVICE["triton"]
+    torch.manual_seed(0)
+    a = Attention(32, heads=2, backend="triton").to(device)
+    x = torch.randn(2, 10, 32, device=device, requires_grad=True)
+    ref = a(x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    torch._dynamo.reset()
+    out = torch.compile(a, backend="eager")(x)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(out, ref) and torch.equal(g, g_ref)
