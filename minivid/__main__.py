@@ -281,6 +281,8 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
     if info.is_main:
         print(f"preset {args.name}: {n_params / 1e6:.2f}M parameters, global batch {cfg.global_batch} on "
               f"{info.world_size} process(es), {cfg.steps} steps, {device}", file=sys.stderr)
+    if device != "cpu":  # the clips are encoded on the GPU (minutes on a CPU for the gpu preset), kept on the CPU
+        space, motion_space = run_spaces(cfg, device)
     data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
     if info.is_main:
         mem = training_memory(cfg, data, part.stop - part.start)

@@ -163,8 +163,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, st
         t0 = time.monotonic()
         log(f"demo: encoding {cfg.num_clips} clips and their paths with the zoo's VAEs (about a minute on 2 cores), "
             f"then {cfg.steps} training steps")
-        # the training data is made and kept on the CPU, as `python -m minivid train` does; each batch moves
-        data = system_data(*run_spaces(cfg), cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
+        # the clips are encoded by the VAEs on the device and kept on the CPU, as `python -m minivid train` does;
+        # each batch moves
+        data = system_data(space, motion_space, cfg.num_clips, cfg.size, cfg.frames, seed=cfg.seed)
         data_seconds = time.monotonic() - t0
         t0 = time.monotonic()
         trainer = train_system(cfg, out, data, resume=resume, progress=progress, log=log, device=device)

@@ -138,7 +138,10 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
     latents and paths, the same clips' captions). The flow videos are drawn at the size that puts the motion latents
     on the video latent's spatial grid and regrouped to its time grid (:func:`system_geometry`); ``motion_space=None``
     (a model without trajectory guidance): no motion latents. On the Reducio VAE the clips' ``images`` are their
-    content frames (:func:`content_frame`), else their first frames."""
+    content frames (:func:`content_frame`), else their first frames. The VAEs encode on their own device (a GPU's
+    when ``run_spaces(cfg, "cuda")`` made them: 128 of the `gpu` preset's clips took 6 s on 2 CPU cores, its 16384
+    would take about 13 minutes);
+    the data comes back on the CPU, from where each training batch moves."""
     from ..data import MiniSprites
     from .tora import tora_data
 
@@ -148,10 +151,11 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
                   dense=False, motion_size=msize, image_frame=0 if c is None else c)
     clips = MiniSprites(num_videos=n, size=size, num_frames=frames, split=split, seed=seed, num_sprites=1)
     captions = [clips.scene(i).caption for i in range(n)]  # the scene alone: no second rendering
+    first = None if d.first is None else d.first.cpu()
     if motion_space is None:  # a model without trajectory guidance: no motion latents
-        return SystemData(d.video, captions, None, None, d.paths, d.colors[:, 0], d.first)
-    return SystemData(d.video, captions, motion_on_latent_grid(d.sparse, f_t), motion_on_latent_grid(d.null, f_t),
-                      d.paths, d.colors[:, 0], d.first)
+        return SystemData(d.video.cpu(), captions, None, None, d.paths, d.colors[:, 0], first)
+    return SystemData(d.video.cpu(), captions, motion_on_latent_grid(d.sparse, f_t).cpu(),
+                      motion_on_latent_grid(d.null, f_t).cpu(), d.paths, d.colors[:, 0], first)
 
 
 def _motion_grid(space, motion_space, size: int) -> tuple[int, int]:

@@ -348,3 +348,21 @@ def test_every_trainable_parameter_of_the_gpu_preset_gets_a_gradient():
     missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
     assert m.semantic.visual.proj is not None and not m.semantic.visual.proj.requires_grad
+
+
+def test_system_data_encodes_on_cuda_and_keeps_the_data_on_the_cpu():
+    """``system_data`` with the VAEs on a GPU encodes there (the gpu preset's 16384 clips: seconds instead of minutes
+    on a CPU) and returns the same data, on the CPU, as the VAEs on the CPU do (to float32 rounding and TF32
+    convolutions). Without CUDA only the CPU half runs."""
+    from minivid.pipeline.run import preset_config, run_spaces, system_data
+
+    cfg = preset_config("cpu")
+    on_cpu = system_data(*run_spaces(cfg), 4, cfg.size, cfg.frames)
+    assert on_cpu.latents.device.type == on_cpu.motion.device.type == on_cpu.images.device.type == "cpu"
+    if not torch.cuda.is_available():
+        return
+    on_gpu = system_data(*run_spaces(cfg, "cuda"), 4, cfg.size, cfg.frames)
+    assert on_gpu.latents.device.type == on_gpu.motion.device.type == on_gpu.null_motion.device.type == "cpu"
+    assert on_gpu.captions == on_cpu.captions
+    assert torch.allclose(on_gpu.latents, on_cpu.latents, atol=2e-2) and torch.allclose(on_gpu.motion, on_cpu.motion,
+                                                                                       atol=2e-2)
