@@ -8,7 +8,8 @@
 #   2. the expert transformer with the Triton kernel against SDPA, the gpu presets' attention_backend="auto"
 #      running that kernel bit for bit on CUDA, and the attention module's triton tests, bf16 autocast included
 #      (tests/transformers/test_cogvideox.py tests/nn/test_attention.py -k "triton or auto", first tiles), and the
-#      system's training clips encoded on the GPU (tests/pipeline/test_system.py -k cuda);
+#      system's training clips encoded on the GPU (tests/pipeline/test_system.py -k cuda) and the library calls
+#      the notebooks make at their GPU scale (tests/pipeline/test_cuda_paths.py);
 #   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
@@ -70,7 +71,7 @@ fi
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
 step 90 expert_triton.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
     tests/transformers/test_cogvideox.py tests/nn/test_attention.py tests/pipeline/test_system.py \
-    -k "triton or auto or cuda" -rs
+    tests/pipeline/test_cuda_paths.py -k "triton or auto or cuda" -rs
 step 170 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
 step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"

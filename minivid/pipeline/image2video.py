@@ -135,9 +135,11 @@ def conditioning_frames(videos: torch.Tensor, frame: int | None = 0) -> torch.Te
 
 @torch.no_grad()
 def content_tokens(space: LatentSpace, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """e_c of frames (B, 3, H, W): the frozen VAE's posterior mean, (B, h·w, |z|)."""
+    """e_c of frames (B, 3, H, W): the frozen VAE's posterior mean, (B, h·w, |z|), encoded on the VAE's device and
+    returned on the frames' device."""
     enc = ContentImageEncoder(space.autoencoder)
-    return torch.cat([enc(images[i:i + batch])[0] for i in range(0, len(images), batch)])
+    dev = next(space.autoencoder.parameters()).device
+    return torch.cat([enc(images[i:i + batch].to(dev))[0].to(images.device) for i in range(0, len(images), batch)])
 
 
 def train_image_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
@@ -152,7 +154,7 @@ def train_image_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: fl
         raise ValueError(f"image_dropout={image_dropout!r} must lie in [0, 1)")
     videos, _ = caption_pool(num_clips)
     images = conditioning_frames(videos, frame)
-    latents = space.encode(videos)
+    latents = space.encode(videos).cpu()  # the model trains on the CPU, wherever the VAE runs
     content = content_tokens(space, images)
     del videos
     torch.manual_seed(SEED)

@@ -169,7 +169,7 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     pools = []
     for stage in plan:  # encoded before the model is seeded and built, as the zoo's t2v was
         videos, captions = caption_pool(num_clips, size=stage.size, frames=stage.frames)
-        pools.append((space.encode(videos), captions))
+        pools.append((space.encode(videos).cpu(), captions))  # the model trains on the CPU, wherever the VAE runs
         del videos
     torch.manual_seed(SEED)
     model = TextToVideo(config or TextToVideoConfig())

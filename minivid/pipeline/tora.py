@@ -515,7 +515,8 @@ def show_paths(videos: torch.Tensor, paths, titles=None, max_frames: int = 8):
     every frame (a line) and the frame's requested position marked (a ring). Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    paths = [torch.as_tensor(p).reshape(-1, videos.shape[2], 2) for p in paths]
+    videos = videos.detach().cpu()  # decoded on a GPU they arrive there
+    paths = [torch.as_tensor(p).reshape(-1, videos.shape[2], 2).cpu() for p in paths]
     n, t = len(videos), min(videos.shape[2], max_frames)
     fig, axes = plt.subplots(n, t, figsize=(1.3 * t, 1.4 * n), squeeze=False)
     for i in range(n):
