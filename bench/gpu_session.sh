@@ -22,8 +22,10 @@
 # keeps what it measured ("complete": false in its JSON). Everything lands in $OUT when it is set (the device
 # tool brings that folder back), else in bench/results/. Uses the machine's python3 (PyTorch and Triton are
 # preinstalled on the lent machines) with minivid from this checkout, no install:
-#     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 90 + 170 + 80 + 90 = 580 s, inside one 600 s call
-#     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call
+#     bash bench/gpu_session.sh            # steps 1-5: limits 150 + 90 + 120 + 80 + 120 = 560 s, inside one 600 s call
+#                                          # with the wheels' install and the preflight (about 20 s)
+#     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call: only with 5 minutes of device time
+#                                          # left (a machine start costs 1-3), else a later session's first
 #     PART=3 bash bench/gpu_session.sh     # 7. the gpu preset (issue 18) trained for at most 420 s (a checkpoint every
 #                                          # 250 steps; the run is cut off there), then its latest checkpoint's samples
 #                                          # for 64 held-out captions and paths scored by `minivid eval --checkpoint`
@@ -31,7 +33,8 @@
 #                                          # there), limits 450 + 120 s: a later session's call, after steps 1-6 landed
 # Afterwards copy the JSON files to bench/results/ under the names the scripts use (attention-<device>.json).
 # The machines lack open_clip (the gpu preset's image tokens) and diffusers (step 2's parity tests skip without it):
-# run `make gpu-wheels` here first and name .whl in the call's carry; they are installed to /tmp/site. A preflight
+# run `make gpu-wheels` here first and name .whl in every call's carry (PART 2 and 3 build the gpu preset, which
+# imports open_clip); they are installed to /tmp/site. A preflight
 # line in gpu_session.txt says which imports work. The demo runs with --no-video (no ffmpeg there).
 set -u
 cd "$(dirname "$0")/.."
@@ -72,6 +75,6 @@ step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cac
 step 90 expert_triton.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
     tests/transformers/test_cogvideox.py tests/nn/test_attention.py tests/pipeline/test_system.py \
     tests/pipeline/test_cuda_paths.py -k "triton or auto or cuda" -rs
-step 170 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
+step 120 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
-step 90 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"
+step 120 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"

@@ -475,7 +475,7 @@ def start_frame(points: torch.Tensor, colors: list[str], shapes: list[str] | Non
 
     from ..data import Sprite, random_background, render_scene
 
-    p = torch.as_tensor(points, dtype=torch.float64)
+    p = torch.as_tensor(points, dtype=torch.float64).cpu()
     if p.ndim != 3 or p.shape[-1] != 2 or len(colors) != len(p):
         raise ValueError(f"points must be (K, T, 2) with one colour per object; got {tuple(p.shape)} and "
                          f"{len(colors)} colours")
