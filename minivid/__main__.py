@@ -420,7 +420,7 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
                   progress=None if not args.no_progress else False)
     if args.checkpoint is not None:
         from .pipeline.run import load_run, run_spaces, system_eval_set
-        from .pipeline.zoo import RECIPES, read_card, zoo_eval_set
+        from .pipeline.zoo import RECIPES, zoo_eval_set
 
         if args.checkpoint not in RECIPES and not Path(args.checkpoint).is_dir():
             parser.error(f"--checkpoint {args.checkpoint!r}: not a zoo name ({', '.join(sorted(RECIPES))}) nor a run "
@@ -429,7 +429,7 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
             if getattr(args, flag) is not None:
                 parser.error(f"--checkpoint makes its own clips; {flag} does not apply")
         try:  # the full system (a run, or a zoo entry trained from a preset) samples on --device
-            if args.checkpoint not in RECIPES or "run" in read_card(args.checkpoint):
+            if not _zoo_samples_on_cpu(args.checkpoint):
                 model, cfg, folder = load_run(args.checkpoint, device=device)
                 s = system_eval_set(model, cfg, *run_spaces(cfg, device), args.clips)
             else:

@@ -140,8 +140,7 @@ def system_data(space, motion_space, n: int, size: int = 32, frames: int = 8, sp
     (a model without trajectory guidance): no motion latents. On the Reducio VAE the clips' ``images`` are their
     content frames (:func:`content_frame`), else their first frames. The VAEs encode on their own device (a GPU's
     when ``run_spaces(cfg, "cuda")`` made them: 128 of the `gpu` preset's clips took 6 s on 2 CPU cores, its 16384
-    would take about 13 minutes);
-    the data comes back on the CPU, from where each training batch moves."""
+    would take about 13 minutes); the data comes back on the CPU, from where each training batch moves."""
     from ..data import MiniSprites
     from .tora import tora_data
 
@@ -547,8 +546,9 @@ def presets() -> dict[str, SystemRunConfig]:
     last frame), ``cpu-reducio`` (the same widths on the zoo's Reducio VAE, R1-R2: 64 px x 8 frames -> 2 x 2 x 2
     latents decoded with the clip's content frame, frame 3, which is also the model's image; no trajectories; a long
     video continues through each clip's last frame), ``gpu`` (a 12-block model on 64 px clips for one H100/H200,
-    bf16 autocast, the zoo's ``t5`` frozen and 30% of clips without their path, as in ``cpu``) and ``gpu-multi`` (the ``gpu`` preset per GPU under torchrun: the global batch grows with the
-    number of GPUs, set it with ``global_batch=``)."""
+    bf16 autocast, the zoo's ``t5`` frozen and 30% of clips without their path, as in ``cpu``) and ``gpu-multi``
+    (the ``gpu`` preset per GPU under torchrun: the global batch grows with the number of GPUs, set it with
+    ``global_batch=``)."""
     cpu = SystemRunConfig(model=_cpu_model(), lr=2e-3, text_from="t5",
                           dropout=ConditionDropout(trajectory_dropout=0.3))
     causal = SystemRunConfig(model=_frozen_t5(_causal_model()), latent="causal-vae", size=64, frames=9, lr=2e-3,
