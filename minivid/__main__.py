@@ -9,18 +9,12 @@ from pathlib import Path
 
 
 def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        parser.error(f"--device {device!r}: allowed values are 'cpu', 'cuda' or 'cuda:N'")
-    if device == "cpu":
-        return
-    if not torch.cuda.is_available():
-        parser.error(f"--device {device!r}: CUDA is not available here (torch.cuda.is_available() is False); "
-                     "use --device cpu")
-    n = torch.cuda.device_count()
-    index = device[len("cuda:"):] if device.startswith("cuda:") else "0"
-    if not (index.isdigit() and int(index) < n):
-        parser.error(f"--device {device!r}: this machine has {n} CUDA device(s), allowed: 'cuda' or "
-                     f"cuda:0..cuda:{n - 1}")
+    from .utils.validation import check_device
+
+    try:
+        check_device("--device", device)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 class _Help(argparse.HelpFormatter):

@@ -39,7 +39,7 @@ from ..diffusion import DiffusionTrainer, classifier_free_guidance, dpm_solver_p
 from ..nn import Model, ModelConfig
 from ..nn.embeddings import sincos_2d
 from ..transformers import ReducioDiT, ReducioDiTConfig
-from ..utils.validation import check_int, is_number
+from ..utils.validation import check_device, check_int, is_number
 from .text2video import SEED, caption_pool, t2v_schedule
 
 
@@ -144,21 +144,23 @@ def content_tokens(space: LatentSpace, images: torch.Tensor, batch: int = 256) -
 
 def train_image_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                          image_dropout: float = 0.1, frame: int | None = 0, config: ImageToVideoConfig | None = None,
-                         progress: bool = True, log: Callable[[str], None] = print
-                         ) -> tuple[ImageToVideo, DiffusionTrainer]:
+                         progress: bool = True, log: Callable[[str], None] = print,
+                         device: torch.device | str = "cpu") -> tuple[ImageToVideo, DiffusionTrainer]:
     """Train :class:`ImageToVideo` on the scaled latents of ``num_clips`` one-sprite clips conditioned on their
     frame ``frame``: v-prediction on the zero-terminal-SNR schedule (D10), explicit uniform timesteps (D9), the
-    image replaced by the null condition with probability ``image_dropout``. Returns (EMA model, trainer)."""
+    image replaced by the null condition with probability ``image_dropout``. Returns (EMA model, trainer).
+    ``device``: where the model trains; the data stays on the CPU and the random draws are the CPU's."""
     steps = check_int("steps", steps, 1)
+    device = check_device("device", device)
     if not is_number(image_dropout) or not 0 <= image_dropout < 1:
         raise ValueError(f"image_dropout={image_dropout!r} must lie in [0, 1)")
     videos, _ = caption_pool(num_clips)
     images = conditioning_frames(videos, frame)
-    latents = space.encode(videos).cpu()  # the model trains on the CPU, wherever the VAE runs
+    latents = space.encode(videos).cpu()  # kept on the CPU, wherever the VAE runs
     content = content_tokens(space, images)
     del videos
     torch.manual_seed(SEED)
-    model = ImageToVideo(config or ImageToVideoConfig(content_grid=tuple(latents.shape[-2:])))
+    model = ImageToVideo(config or ImageToVideoConfig(content_grid=tuple(latents.shape[-2:]))).to(device)
     trainer = DiffusionTrainer(model, t2v_schedule(), prediction="v", lr=lr, warmup_steps=min(200, steps // 10),
                                ema_decay=0.999 if steps >= 2000 else 0.99, seed=SEED, total_steps=steps,
                                grad_clip=1.0)
@@ -167,7 +169,8 @@ def train_image_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: fl
     for step in range(steps):
         idx = torch.randint(len(latents), (batch,), generator=g)
         null = torch.rand(batch, generator=g) < image_dropout
-        trainer.step(latents[idx], image=images[idx], content=content[idx], null=null)
+        trainer.step(latents[idx].to(device), image=images[idx].to(device), content=content[idx].to(device),
+                     null=null.to(device))
         bar.update(1)
         if (step + 1) % max(1, steps // 10) == 0:
             recent = trainer.losses[-50:]
@@ -181,7 +184,9 @@ def sample_image_to_video(model: ImageToVideo, space: LatentSpace, images: torch
                           steps: int = 25, seed: int = SEED, batch: int = 32, frames: int = 8,
                           device: torch.device | str = "cpu") -> torch.Tensor:
     """Clips (N, 3, T, H, W) in [-1, 1] from frames ``images`` (N, 3, H, W) in [-1, 1]: DPM-Solver++ (D8) from
-    pure noise at SNR = 0 over ``steps`` trailing timesteps, classifier-free guidance against the null image."""
+    pure noise at SNR = 0 over ``steps`` trailing timesteps, classifier-free guidance against the null image.
+    ``device``: where the model is."""
+    device = check_device("device", device)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be frames (N, 3, H, W) in [-1, 1], got {got}")

@@ -35,7 +35,7 @@ from ..diffusion import DiffusionTrainer, NoiseSchedule, classifier_free_guidanc
 from ..metrics.captions import caption_accuracy, caption_scores, parse_caption
 from ..nn import Model, ModelConfig
 from ..transformers import ExpertTransformer, ExpertTransformerConfig
-from ..utils.validation import check_int, is_number
+from ..utils.validation import check_device, check_int, is_number
 
 SEED = 0
 SCHEDULES = ("cogvideox", "cosine")
@@ -139,8 +139,8 @@ def image_caption(caption: str) -> str:
 def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: float = 1e-3, num_clips: int = 4096,
                         caption_dropout: float = 0.1, config: TextToVideoConfig | None = None, progress: bool = True,
                         log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                        image_ratio: float = 0.0, text_encoder: TextEncoder | None = None
-                        ) -> tuple[TextToVideo, DiffusionTrainer]:
+                        image_ratio: float = 0.0, text_encoder: TextEncoder | None = None,
+                        device: torch.device | str = "cpu") -> tuple[TextToVideo, DiffusionTrainer]:
     """Train :class:`TextToVideo` on the scaled latents of ``num_clips`` one-sprite clips: v-prediction on
     :func:`t2v_schedule` (D10), explicit uniform timesteps (D9), the caption replaced by "" with probability
     ``caption_dropout`` (for classifier-free guidance). Returns (EMA model in eval mode, trainer).
@@ -153,8 +153,12 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
 
     ``text_encoder`` (a trained :class:`~minivid.conditioning.TextEncoder`, e.g. the zoo's ``t5``) starts
     the T5 from its weights, as CogVideoX starts from a pretrained T5 (frozen when ``config.text.trainable`` is
-    False); its shape must equal ``config.text``'s (:func:`~minivid.conditioning.text.copy_text_encoder`)."""
+    False); its shape must equal ``config.text``'s (:func:`~minivid.conditioning.text.copy_text_encoder`).
+
+    ``device``: where the model trains (its weights, EMA and optimiser state, and each batch). The latents are kept
+    on the CPU and the random draws are the CPU's, so a CUDA run sees the same batches, timesteps and noise."""
     steps = check_int("steps", steps, 1)
+    device = check_device("device", device)
     if text_encoder is not None and not isinstance(text_encoder, TextEncoder):
         raise ValueError(f"text_encoder must be a TextEncoder, got {type(text_encoder).__name__}")
     if not 0 <= caption_dropout < 1:
@@ -169,12 +173,13 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
     pools = []
     for stage in plan:  # encoded before the model is seeded and built, as the zoo's t2v was
         videos, captions = caption_pool(num_clips, size=stage.size, frames=stage.frames)
-        pools.append((space.encode(videos).cpu(), captions))  # the model trains on the CPU, wherever the VAE runs
+        pools.append((space.encode(videos).cpu(), captions))  # kept on the CPU, wherever the VAE runs
         del videos
     torch.manual_seed(SEED)
     model = TextToVideo(config or TextToVideoConfig())
     if text_encoder is not None:
         copy_text_encoder(model.text, text_encoder, "text_encoder")
+    model.to(device)
     null_ids, null_mask = model.tokenize([""])
     trainer = DiffusionTrainer(model, text_to_video_schedule(model.config)[0], prediction="v", lr=lr,
                                warmup_steps=min(200, steps // 10),
@@ -201,7 +206,8 @@ def train_text_to_video(space: LatentSpace, steps: int, batch: int = 32, lr: flo
                 b_mask = torch.cat([img_mask[idx[:n_img]], b_mask[n_img:]])
             b_ids = torch.where(drop[:, None], null_ids, b_ids)
             b_mask = torch.where(drop[:, None], null_mask, b_mask)
-            trainer.step(x0, ids=b_ids, mask=b_mask, **kwargs)
+            trainer.step(x0.to(device), ids=b_ids.to(device), mask=b_mask.to(device),
+                         **{k: v.to(device) for k, v in kwargs.items()})
             bar.update(1)
             step += 1
             if step % max(1, steps // 10) == 0:
@@ -217,7 +223,8 @@ def sample_text_to_video(model: TextToVideo, space: LatentSpace, captions: Seque
                          device: torch.device | str = "cpu") -> torch.Tensor:
     """Clips (N, 3, T, H, W) in [-1, 1] for ``captions``: DPM-Solver++ (D8) from pure noise at SNR = 0 over
     ``steps`` trailing timesteps (D10; log-SNR steps for a model with ``schedule="cosine"``), classifier-free
-    guidance against the empty caption, then the decoder."""
+    guidance against the empty caption, then the decoder. ``device``: where the model is."""
+    device = check_device("device", device)
     s, spacing = text_to_video_schedule(model.config)
     g = torch.Generator().manual_seed(seed)
     model.eval()

@@ -25,7 +25,7 @@ from ..conditioning.trajectory import maps_to_video, rescale_points, sample_spar
 from ..data import MiniSprites
 from ..metrics.sprites import sprite_check
 from ..metrics.trajectory import path_errors
-from ..utils.validation import check_choice, check_int, check_number
+from ..utils.validation import check_choice, check_device, check_int, check_number
 
 SEED = 0
 TORA_SIZE, TORA_FRAMES = 32, 8
@@ -236,7 +236,7 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
     side of the sparse flow videos (default ``size``; the paths are rescaled to it, ``paths`` stay in the clip's
     pixels), for a motion VAE whose latent grid should match a video VAE of another spatial factor; dense flow needs
     ``size``. ``image_frame``: the frame kept as ``first`` (default 0; the Reducio VAE's content frame for the full
-    system on it)."""
+    system on it). The fields are on the CPU, wherever the VAEs run."""
     n = check_int("n", n, 1)
     image_frame = check_int("image_frame", image_frame, 0)
     if image_frame >= frames:
@@ -254,12 +254,12 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
         idx = range(lo, min(n, lo + chunk))
         items = [data[i] for i in idx]
         clips = torch.stack([it["video"] for it in items])
-        video.append(space.encode(clips))
+        video.append(space.encode(clips).cpu())
         first.append(clips[:, :, image_frame].half())
         colors.append(torch.stack([it["labels"]["color"] for it in items]))
         if dense:
             d = torch.stack([sprite_flow(data.scene(i)) for i in idx])
-            dense_latents.append(motion_space.encode(maps_to_video(d, (1, 1.0))))
+            dense_latents.append(motion_space.encode(maps_to_video(d, (1, 1.0))).cpu())
         s_maps = []
         for it in items:
             p = sample_sparse(it["centers"], it["sprite_mask"], g)
@@ -267,10 +267,10 @@ def tora_data(space, motion_space, n: int, split: str = "train", seed: int = SEE
             if motion_space is not None:
                 s_maps.append(trajectory_maps(p if msize == size else rescale_points(p, msize / size), msize, msize))
         if motion_space is not None:
-            sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)))
+            sparse.append(motion_space.encode(maps_to_video(torch.stack(s_maps), blur)).cpu())
     if motion_space is None:
         return ToraData(torch.cat(video), None, None, None, paths, torch.cat(colors), torch.cat(first))
-    null = motion_space.encode(torch.ones(1, 3, frames, msize, msize))
+    null = motion_space.encode(torch.ones(1, 3, frames, msize, msize)).cpu()
     return ToraData(torch.cat(video), torch.cat(dense_latents) if dense else None, torch.cat(sparse), null, paths,
                     torch.cat(colors), torch.cat(first))
 
@@ -292,19 +292,24 @@ class ToraStage:
 
 
 def train_tora(model: Tora, data: ToraData, stages: list[ToraStage], batch: int = 32, lr: float = 1e-3,
-               motion_dropout: float = 0.1, progress: bool = True, log=print) -> Tora:
+               motion_dropout: float = 0.1, progress: bool = True, log=print, device: torch.device | str = "cpu"
+               ) -> Tora:
     """T8 on ``data``: each stage a fresh AdamW over its trainable parameters (warm-up, cosine decay, EMA), v-prediction
     on the zero-terminal-SNR schedule (D10) with explicit uniform timesteps (D9), frame 0 left un-noised (image
     conditioning, T8) and out of the loss, the motion latents replaced by the null (no-trajectory) ones with
-    probability ``motion_dropout`` (classifier-free guidance on the trajectory). Returns the EMA model."""
+    probability ``motion_dropout`` (classifier-free guidance on the trajectory). Returns the EMA model, on
+    ``device``: the model is moved there and each batch is sent there from the CPU-side data; the random draws are
+    the CPU's, so a CUDA run sees the same batches, timesteps and noise."""
     from tqdm import tqdm
 
     from ..diffusion import DiffusionTrainer
     from .text2video import t2v_schedule
 
+    device = check_device("device", device)
     n, _, frames = data.video.shape[:3]
-    clean = torch.zeros(batch, frames, dtype=torch.bool)
+    clean = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     clean[:, 0] = True
+    model.to(device)
     g = torch.Generator().manual_seed(SEED)
     for k, stage in enumerate(stages):
         model.trainable(stage.trainable)
@@ -319,8 +324,8 @@ def train_tora(model: Tora, data: ToraData, stages: list[ToraStage], batch: int 
             if stage.flow is not None:
                 m = getattr(data, stage.flow)[idx]
                 drop = torch.rand(batch, generator=g) < motion_dropout
-                kw["motion"] = torch.where(drop[:, None, None, None, None], data.null.expand_as(m), m)
-            trainer.step(data.video[idx], clean_frames=clean, **kw)
+                kw["motion"] = torch.where(drop[:, None, None, None, None], data.null.expand_as(m), m).to(device)
+            trainer.step(data.video[idx].to(device), clean_frames=clean, **kw)
             bar.update(1)
             if (step + 1) % max(1, stage.steps // 5) == 0:
                 recent = trainer.losses[-50:]
@@ -341,7 +346,8 @@ def sample_tora(model: Tora, space, first: torch.Tensor, motion: torch.Tensor | 
     """Clips (N, 3, T, H, W) in [-1, 1] from the scaled latents of their first frames ``first`` (N, C, h, w) (T8:
     frame 0 stays the given latent at every step) and motion latents ``motion`` (N, C_m, T, h, w) (None: the base
     model, no trajectory). DPM-Solver++ (D8) from pure noise at SNR 0 over ``steps`` trailing timesteps; with
-    ``guidance`` != 1 and ``null`` (the no-trajectory motion latent), classifier-free guidance on the trajectory."""
+    ``guidance`` != 1 and ``null`` (the no-trajectory motion latent), classifier-free guidance on the trajectory.
+    Runs where the model is (the inputs and the CPU-drawn noise are moved there); returns clips on the CPU."""
     from ..diffusion import dpm_solver_pp_sample, make_timesteps
     from .text2video import t2v_schedule
 
@@ -357,11 +363,13 @@ def sample_tora(model: Tora, space, first: torch.Tensor, motion: torch.Tensor | 
     s = t2v_schedule()
     g = torch.Generator().manual_seed(seed)
     model.eval()
+    device = next(model.parameters()).device
+    null = None if null is None else null.to(device)
     out = []
     for lo in range(0, len(first), batch):
-        f0 = first[lo:lo + batch]
+        f0 = first[lo:lo + batch].to(device)
         n = len(f0)
-        m = None if motion is None else motion[lo:lo + batch]
+        m = None if motion is None else motion[lo:lo + batch].to(device)
 
         def fn(x, t, f0=f0, m=m, n=n):
             x = torch.cat([f0[:, :, None], x[:, :, 1:]], dim=2)  # T8: the first frame stays clean
@@ -373,7 +381,7 @@ def sample_tora(model: Tora, space, first: torch.Tensor, motion: torch.Tensor | 
             cond, uncond = both[:n], both[n:]
             return uncond + guidance * (cond - uncond)
 
-        x_T = torch.randn((n, first.shape[1], frames, *first.shape[2:]), generator=g)
+        x_T = torch.randn((n, first.shape[1], frames, *first.shape[2:]), generator=g).to(device)
         z = dpm_solver_pp_sample(fn, x_T, s, make_timesteps(s, steps, "trailing"), prediction="v")
         z[:, :, 0] = f0
         out.append(space.decode(z).cpu())
@@ -416,7 +424,7 @@ def choose_fuser(scores: dict[str, dict], keep: float = 0.8) -> str:
 
 def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: int = 4096, progress: bool = True,
                 log=print, first_frame_channels: bool = False, depth: int = 4, lr: float = 1e-3,
-                fuser_trainable: str = "temporal") -> tuple[Tora, dict]:
+                fuser_trainable: str = "temporal", device: torch.device | str = "cpu") -> tuple[Tora, dict]:
     """The zoo's Tora: the base ST-DiT trained on first-frame-conditioned clips (``base_steps``, every parameter), then
     for each fuser a copy of it with motion guidance trained in T8's two stages (dense ``base_steps // 5`` steps, then
     sparse ``base_steps // 2``; by default the extractor, fuser and temporal blocks). Every model is scored on 64
@@ -424,7 +432,8 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
     ``first_frame_channels``: see :class:`ToraConfig`; ``depth``: the ST-DiT's blocks (and one fuser per block); ``lr``:
     the peak learning rate of every stage (:func:`train_tora`); ``fuser_trainable``: what the two fuser stages train (:meth:`Tora.trainable`):
     ``"temporal"`` is T8's (extractor, fusers and the ST-DiT's temporal blocks), ``"all"`` also fine-tunes the spatial
-    blocks (the zoo's choice: on this scale its sprites keep their colour while they move more often)."""
+    blocks (the zoo's choice: on this scale its sprites keep their colour while they move more often). ``device``:
+    where the models train and sample (the VAEs stay where they are)."""
     import copy
     from dataclasses import replace
 
@@ -432,6 +441,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
     depth = check_int("depth", depth, 1)
     lr = check_number("lr", lr, 0.0, 1.0, strict_minimum=True)
     check_choice("fuser_trainable", fuser_trainable, ("all", "temporal", "motion"))
+    device = check_device("device", device)
     fusers = tuple(fusers)
     for kind in fusers:
         check_choice("fusers", kind, FUSERS)
@@ -442,7 +452,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
     ff = {"first_frame_channels": first_frame_channels,
           "base": replace(_default_base(), depth=depth, cond_channels=4 if first_frame_channels else 0)}
     base = Tora(ToraConfig(motion=None, **ff))
-    train_tora(base, data, [ToraStage(base_steps, None, "all")], lr=lr, progress=progress, log=log)
+    train_tora(base, data, [ToraStage(base_steps, None, "all")], lr=lr, progress=progress, log=log, device=device)
     table = {"no trajectory": tora_scores(base, space, test, use_motion=False)}
     log(f"  no trajectory: {table['no trajectory']}")
     models = {}
@@ -452,7 +462,7 @@ def tora_recipe(space, motion_space, base_steps: int, fusers=FUSERS, num_clips: 
         model.base.load_state_dict(copy.deepcopy(base.base.state_dict()))
         stages = [ToraStage(max(1, base_steps // 5), "dense", fuser_trainable),
                   ToraStage(max(1, base_steps // 2), "sparse", fuser_trainable)]
-        train_tora(model, data, stages, lr=lr, progress=progress, log=log)
+        train_tora(model, data, stages, lr=lr, progress=progress, log=log, device=device)
         table[kind] = tora_scores(model, space, test)
         models[kind] = model
         log(f"  {kind}: {table[kind]}")

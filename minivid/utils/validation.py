@@ -72,3 +72,27 @@ def check_int_tuple(name: str, value, minimum: int = 1) -> tuple[int, ...]:
             or not all(is_int(v) and v >= minimum for v in value)):
         raise ValueError(f"{name}={value!r} is invalid: expected a non-empty tuple of integers >= {minimum}")
     return tuple(int(v) for v in value)
+
+
+def check_device(name: str, value):
+    """``value`` ("cpu", "cuda", "cuda:N" or a ``torch.device`` of those) as a ``torch.device``, or a ValueError
+    naming the argument: another device type, or a CUDA device this machine does not have."""
+    import torch
+
+    device = None
+    if isinstance(value, (str, torch.device)):
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            pass
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}={value!r} is invalid: expected 'cpu', 'cuda' or 'cuda:N'")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={value!r} is invalid: CUDA is not available here "
+                             "(torch.cuda.is_available() is False); use 'cpu'")
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"{name}={value!r} is invalid: this machine has {n} CUDA device(s), expected "
+                             f"'cuda' or cuda:0..cuda:{n - 1}")
+    return device

@@ -1,6 +1,8 @@
 """Image-to-video (OpenCLIP + Reducio-DiT, R4-R5): the start-frame scores against MiniSprites' own clips and
 shuffled frames, the null condition, the content positions, sampling and a one-batch overfit."""
 
+import math
+
 import pytest
 import torch
 
@@ -17,8 +19,8 @@ from minivid.transformers import ReducioDiTConfig
 def tiny(**kw) -> ImageToVideoConfig:
     return ImageToVideoConfig(
         semantic=SemanticImageEncoderConfig(image_size=16, patch_size=8, width=16, layers=1, heads=2, embed_dim=8),
-        dit=ReducioDiTConfig(in_channels=4, patch_size=2, dim=32, depth=2, heads=2, cond_dim=16), content_grid=(4, 4),
-        **kw)
+        dit=ReducioDiTConfig(in_channels=4, patch_size=2, dim=32, depth=2, heads=2, cond_dim=16),
+        **{"content_grid": (4, 4), **kw})
 
 
 def tiny_space() -> LatentSpace:
@@ -105,3 +107,33 @@ def test_overfit_one_batch():
     for _ in range(150):
         trainer.step(x0, image=images, content=con)
     assert sum(trainer.losses[-20:]) / 20 < 0.5 * sum(first) / 5
+
+
+class _NoWork:
+    """A latent space that fails the test if anything is encoded."""
+
+    def encode(self, videos):
+        raise AssertionError("work started before the arguments were checked")
+
+
+def test_train_image_to_video_runs_and_checks_its_arguments_first():
+    """The trainer end to end on 8 clips (3 steps, the EMA model returned in eval mode, finite losses, the log every
+    steps // 10); naming the CPU as a string or a torch.device trains bit for bit as the default; a bad ``device``,
+    ``steps`` or ``image_dropout`` is refused before any clip is encoded."""
+    from minivid.pipeline.image2video import train_image_to_video
+
+    for bad, match in ((dict(device="tpu"), "device='tpu'"), (dict(steps=0), "steps=0"),
+                       (dict(image_dropout=1.0), "image_dropout=1.0")):
+        with pytest.raises(ValueError, match=match):
+            train_image_to_video(_NoWork(), **{"steps": 3, **bad})
+    runs = []
+    for device in (None, "cpu", torch.device("cpu")):
+        lines = []
+        model, trainer = train_image_to_video(tiny_space(), 3, batch=4, num_clips=8, config=tiny(content_grid=(8, 8)),
+                                              progress=False, log=lines.append,
+                                              **({} if device is None else {"device": device}))
+        assert not model.training and len(trainer.losses) == 3 and all(map(math.isfinite, trainer.losses))
+        assert lines[-1].startswith("  step 3/3: loss")
+        runs.append((model.state_dict(), trainer.losses))
+    for state, losses in runs[1:]:
+        assert losses == runs[0][1] and all(torch.equal(v, runs[0][0][k]) for k, v in state.items())

@@ -198,3 +198,35 @@ def _with_schedule(schedule: str) -> TextToVideoConfig:
 def test_an_unknown_schedule_is_a_clear_error():
     with pytest.raises(ValueError, match=r"schedule='linear' is not supported; allowed: \('cogvideox', 'cosine'\)"):
         _with_schedule("linear")
+
+
+class _NoWork:
+    """A latent space that fails the test if anything is encoded or decoded."""
+
+    def encode(self, videos):
+        raise AssertionError("work started before the arguments were checked")
+
+    decode = encode
+
+
+@pytest.mark.filterwarnings("ignore:.*were truncated")
+def test_device_is_checked_before_any_work_and_cpu_is_the_default():
+    """Training and sampling refuse a bad ``device`` before a clip is encoded or decoded; naming the CPU (a string
+    or a torch.device) trains and samples bit for bit as the default does."""
+    from minivid.pipeline.text2video import train_text_to_video
+
+    with pytest.raises(ValueError, match="device='tpu' is invalid"):
+        train_text_to_video(_NoWork(), 2, config=tiny(), device="tpu")
+    with pytest.raises(ValueError, match="device='tpu' is invalid"):
+        sample_text_to_video(TextToVideo(tiny()), _NoWork(), ["a red circle moves up"], device="tpu")
+    vae = VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4, spatial_factor=4, latent_channels=4)).eval()
+    space = LatentSpace(vae, 1.0)
+    runs = []
+    for device in (None, "cpu", torch.device("cpu")):
+        kw = {} if device is None else {"device": device}
+        model, trainer = train_text_to_video(space, 2, batch=2, num_clips=4, config=tiny(), progress=False,
+                                             log=lambda _: None, **kw)
+        videos = sample_text_to_video(model, space, ["a red circle moves up"], steps=2, frames=2, latent_size=4, **kw)
+        runs.append((trainer.losses, videos))
+    for losses, videos in runs[1:]:
+        assert losses == runs[0][0] and torch.equal(videos, runs[0][1])

@@ -153,6 +153,29 @@ def test_temporal_stage_trains_only_guidance_and_temporal_blocks():
     assert all(p.requires_grad for p in m.parameters())  # unfrozen again for whoever uses the model next
 
 
+def test_train_tora_checks_its_device_first_and_cpu_is_the_default():
+    """``device`` is checked before the model moves or trains; naming the CPU (as a string or a torch.device) trains
+    bit for bit as the default does."""
+    stage = [ToraStage(2, "sparse", "all")]
+    quiet = dict(batch=4, progress=False, log=lambda s: None)
+    torch.manual_seed(0)
+    m = small_tora()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for bad in ("tpu", 0.5, None):
+        with pytest.raises(ValueError, match="device=.* is invalid"):
+            train_tora(m, fake_data(), stage, device=bad, **quiet)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    runs = []
+    for device in (None, "cpu", torch.device("cpu")):
+        torch.manual_seed(0)
+        m = small_tora()
+        train_tora(m, fake_data(), stage, **quiet, **({} if device is None else {"device": device}))
+        runs.append(m.state_dict())
+    assert any(not torch.equal(before[k], runs[0][k]) for k in before)  # it trained
+    for other in runs[1:]:
+        assert all(torch.equal(runs[0][k], other[k]) for k in runs[0])
+
+
 def test_tora_overfits_one_batch():
     """The overfit check for Tora: 2 clips, fixed timesteps and noise; 150 steps of every parameter with motion cut the
     v-loss to under 40% of its start."""
@@ -267,6 +290,8 @@ def test_tora_recipe_refuses_bad_arguments_before_any_work():
             tora_recipe(None, None, 10, lr=bad)
     with pytest.raises(ValueError, match="fuser_trainable.*spatial"):
         tora_recipe(None, None, 10, fuser_trainable="spatial")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        tora_recipe(None, None, 10, device="tpu")
 
 
 @pytest.mark.parametrize("which", ["all", "temporal"])
