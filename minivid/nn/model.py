@@ -27,6 +27,7 @@ from torch import nn
 
 from ..utils.checkpoint import load_weights, save_json, save_weights
 from ..utils.config import Config
+from ..utils.validation import check_device
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 FORMAT = "minivid-model"
@@ -146,6 +147,7 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu", dt
                ) -> Model:
     """The model saved in ``folder`` by :func:`save_model`: same class, config and weights (so the same outputs),
     on ``device`` (and ``dtype`` when given), in eval mode."""
+    device = check_device("device", device)
     cls, config, _ = read_model_config(folder)
     model = cls(config)
     try:

@@ -32,7 +32,7 @@ import torch
 
 from ..utils.checkpoint import save_json
 from ..utils.machine import device_name
-from ..utils.validation import check_int, check_number
+from ..utils.validation import check_device, check_int, check_number
 from .run import SystemRunConfig, load_run, preset_config, previous_run, run_spaces, system_data, train_system
 
 DEMO_STEPS = {"cpu": 700, "cuda": 6000}  # cuda: the budget of the zoo's system recipe (twice the cpu preset's 3000)
@@ -121,7 +121,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, st
     ``metrics.json`` (see the module docstring); return the metrics. Every check runs before any work.
     ``video=False`` writes no ``showcase.mp4`` (the PNGs and metrics are the same): for a machine without mediapy
     and ffmpeg, such as the lent GPU machines (bench/gpu_session.sh)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = check_device("device", device or ("cuda" if torch.cuda.is_available() else "cpu"))
     default = PRETRAINED_SAMPLES if pretrained_model else DEMO_SAMPLES
     n = default if num_samples is None else check_int("num_samples", num_samples, 1)
     check_number("guidance", guidance, 0.0)

@@ -29,7 +29,7 @@ from ..diffusion import DiffusionTrainer
 from ..utils.checkpoint import save_json
 from ..utils.config import Config
 from ..utils.distributed import DistInfo, GlobalBatches, current
-from ..utils.validation import check_choice, check_int, check_number
+from ..utils.validation import check_choice, check_device, check_int, check_number
 from .system import (ConditionDropout, System, SystemConfig, condition_batch, motion_on_latent_grid, sample_system,
                      system_schedule, training_kwargs)
 
@@ -730,6 +730,7 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", ema: bool =
     from ..diffusion.training import latest_checkpoint
     from ..nn import load_model
 
+    device = check_device("device", device)
     if isinstance(source, str) and source in pretrained.available() and not Path(source).exists():
         card = pretrained.card(source)
         if "run" not in card:

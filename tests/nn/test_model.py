@@ -213,6 +213,17 @@ def test_missing_foreign_and_inconsistent_folders_are_clear_errors(tmp_path):
         load_model(folder)
 
 
+def test_a_bad_device_is_refused_before_the_folder_is_read(tmp_path):
+    """The device is checked first: a missing folder with device="tpu" reports the device, not the folder."""
+    with pytest.raises(ValueError, match="device='tpu' is invalid: expected 'cpu', 'cuda' or 'cuda:N'"):
+        load_model(tmp_path / "nope", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' is invalid: CUDA is not available here"):
+            load_model(tmp_path / "nope", device="cuda")
+    folder = save_model(Tiny(), tmp_path / "tiny")
+    assert next(load_model(folder, device=torch.device("cpu")).parameters()).device.type == "cpu"
+
+
 def test_a_minivid_class_is_found_by_name_and_its_module_imported_on_demand(tmp_path):
     """config.json names the class and its module; load_model imports only modules inside minivid."""
     folder = save_model(VAE2D(VAE2DConfig(channels=8, num_res_blocks=1, norm_groups=4)), tmp_path / "vae")

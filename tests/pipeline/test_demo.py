@@ -121,6 +121,9 @@ def test_the_folder_is_checked_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutDirError, match="not a folder"):
         quick(tmp_path / "file")
+    with pytest.raises(ValueError, match="device='tpu' is invalid"):
+        quick(tmp_path / "new", device="tpu")
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_rejects_bad_options(capsys, monkeypatch, tmp_path):

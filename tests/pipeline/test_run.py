@@ -95,6 +95,8 @@ def test_load_run_and_generate(trained):
     from minivid.pipeline.run import generate, load_run
 
     out, c = trained
+    with pytest.raises(ValueError, match="device='tpu' is invalid"):
+        load_run(out, device="tpu")
     model, cfg_back, folder = load_run(out)
     assert cfg_back == c and folder.name == "step-00000003"
     space, motion_space = tiny_spaces()
