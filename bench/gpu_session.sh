@@ -9,7 +9,8 @@
 #      running that kernel bit for bit on CUDA, and the attention module's triton tests, bf16 autocast included
 #      (tests/transformers/test_cogvideox.py tests/nn/test_attention.py -k "triton or auto", first tiles), and the
 #      system's training clips encoded on the GPU (tests/pipeline/test_system.py -k cuda) and the library calls
-#      the notebooks make at their GPU scale (tests/pipeline/test_cuda_paths.py);
+#      the notebooks make at their GPU scale (tests/pipeline/test_cuda_paths.py: the text-to-video, image-to-video
+#      and Tora trainers on device="cuda" against their CPU runs; 6 s on 2 CPU cores with cuda read as cpu);
 #   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
