@@ -76,18 +76,27 @@ class RotaryEmbedding:
         self.head_dim = sum(self.axes_dims)
         self.cos, self.sin = rope_frequencies(positions, self.axes_dims, self.theta)  # (N, D) float64
         self.num_tokens = self.cos.shape[0]
+        self._cast: dict = {}  # (device, dtype) -> the tables as the queries and keys there take them
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.head_dim or x.shape[-2] != self.num_tokens:
             raise ValueError(f"RoPE built for N={self.num_tokens} tokens of head_dim={self.head_dim}, "
                              f"got (N, D) = {tuple(x.shape[-2:])}")
-        return apply_rope(x, self.cos, self.sin)
+        return apply_rope(x, *self.tables(x))
+
+    def tables(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin on ``like``'s device and dtype, converted once per (device, dtype) and kept: the attention
+        calls of every block (and every step) reuse them instead of copying the float64 tables again (from the
+        CPU, a blocking copy on a GPU)."""
+        key = (like.device, like.dtype)
+        if key not in self._cast:
+            self._cast[key] = (self.cos.to(like), self.sin.to(like))
+        return self._cast[key]
 
     def to(self, device: torch.device | str) -> "RotaryEmbedding":
-        """The same RoPE with its (float64) tables on ``device``: built there once, a GPU's attention calls do not copy
-        them from the CPU (a blocking copy) every time."""
+        """The same RoPE with its (float64) tables on ``device``."""
         out = copy.copy(self)
-        out.cos, out.sin = self.cos.to(device), self.sin.to(device)
+        out.cos, out.sin, out._cast = self.cos.to(device), self.sin.to(device), {}
         return out
 
     def __repr__(self) -> str:

@@ -294,7 +294,10 @@ class Latte(_DiTBackbone):
             p_t = sincos_1d(n_vid, cfg.dim).to(z)  # (n_vid, d)
             z = torch.cat([z[:, :n_vid] + p_t[None, :, None], z[:, n_vid:]], dim=1)
         else:  # L6: relative temporal position, a 1D RoPE inside temporal attention
-            rope_t = rope_1d(n_vid, cfg.head_dim, cfg.rope_theta)
+            key = ("rope_t", n_vid)  # one per clip length: its tables are cast once per device and dtype
+            if key not in self._pos_cache:
+                self._pos_cache[key] = rope_1d(n_vid, cfg.head_dim, cfg.rope_theta)
+            rope_t = self._pos_cache[key]
         cond, c, cond_tokens = self._condition(t, y, x.shape[0])
         if cond_tokens is not None:  # L5: timestep / class as tokens
             z = append_condition_tokens(z, cond_tokens)  # (B, n_f, t + k, d)

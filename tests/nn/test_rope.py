@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed
 
-from minivid.nn import Attention, rope_1d, rope_3d, rope_axes_dims
+from minivid.nn import Attention, apply_rope, rope_1d, rope_3d, rope_axes_dims
 
 F64 = torch.float64
 
@@ -67,3 +67,35 @@ def test_rope_plugs_into_the_attention_module():
     with pytest.raises(ValueError, match="cannot be split"):
         rope_axes_dims(8)  # 8/4 = 2, 3·8/8 = 3: odd slices
     assert math.isclose(sum(rope_axes_dims(48)), 48)
+
+
+def test_tables_are_cast_once_per_device_and_dtype_and_give_the_same_rotation():
+    """A RoPE keeps its float64 tables and, for each (device, dtype) of the queries it rotates, the cast tables: the
+    attention calls of every block reuse them (on a GPU, instead of a blocking copy from the CPU per call). The
+    rotation is bit for bit apply_rope's with freshly cast tables; ``to`` starts a fresh cache on the new device
+    (the meta device stands in for a GPU)."""
+    rope = rope_1d(6, 8)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = torch.randn(2, 3, 6, 8).to(dtype)
+        assert torch.equal(rope(x), apply_rope(x, rope.cos.to(x), rope.sin.to(x)))
+        cos, sin = rope.tables(x)
+        assert cos.dtype == sin.dtype == dtype and rope.tables(x.clone())[0] is cos  # kept, not cast again
+    assert rope.cos.dtype == torch.float64 and len(rope._cast) == 3
+    on_meta = rope.to("meta")
+    q = torch.zeros(1, 1, 6, 8, device="meta")
+    assert on_meta(q).device.type == "meta" and on_meta.tables(q)[0].device.type == "meta"
+    assert len(rope._cast) == 3 and len(on_meta._cast) == 1  # the copy's cache is its own
+    meta_on_cpu_rope = rope.tables(q)[0]  # the CPU-built RoPE also serves queries elsewhere, cast there once
+    assert meta_on_cpu_rope.device.type == "meta" and rope.tables(q)[0] is meta_on_cpu_rope
+
+
+def test_latte_builds_its_temporal_rope_once_per_clip_length():
+    from minivid.transformers import Latte, LatteConfig
+
+    m = Latte(LatteConfig(in_channels=3, patch_size=2, dim=32, depth=2, heads=2, temporal_pos="rope", size=8,
+                          num_frames=4))
+    x, t = torch.randn(1, 3, 4, 8, 8), torch.tensor([10])
+    first = m(x, t)
+    ropes = [v for k, v in m._pos_cache.items() if k[0] == "rope_t"]
+    assert len(ropes) == 1 and torch.equal(m(x, t), first)
+    assert [v for k, v in m._pos_cache.items() if k[0] == "rope_t"][0] is ropes[0]
