@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def _check_device(parser: argparse.ArgumentParser, device: str, torch) -> None:
+def _check_device(parser: argparse.ArgumentParser, device: str) -> None:
     from .utils.validation import check_device
 
     try:
@@ -207,7 +207,7 @@ def _demo(parser: argparse.ArgumentParser, args) -> int:
     from .pipeline.run import parse_overrides
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _check_device(parser, device, torch)
+    _check_device(parser, device)
     for flag, value in (("--steps", args.steps), ("--samples", args.samples), ("--threads", args.threads)):
         if value is not None and value < 1:
             parser.error(f"{flag} {value}: must be a positive integer")
@@ -252,7 +252,7 @@ def _train_system(parser: argparse.ArgumentParser, args) -> int:
             parser.error(f"--threads {args.threads}: must be a positive integer")
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _check_device(parser, device, torch)
+    _check_device(parser, device)
     try:
         overrides = load_overrides_file(args.config) if args.config else {}
         overrides.update(parse_overrides(args.set))
@@ -310,7 +310,7 @@ def _sample(parser: argparse.ArgumentParser, args) -> int:
     from .utils.video import save_frame_grid, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _check_device(parser, device, torch)
+    _check_device(parser, device)
     if args.frames is not None and args.frames < 1:
         parser.error(f"--frames {args.frames}: must be a positive integer")
     if args.steps < 1:
@@ -398,7 +398,7 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
     if args.resize not in RESIZES:
         parser.error(f"--resize {args.resize!r}: allowed values are {', '.join(RESIZES)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _check_device(parser, device, torch)
+    _check_device(parser, device)
     if args.clips is None:  # the zoo's entries other than the full system (no run config) sample on the CPU: 64
         args.clips = 2048 if device.startswith("cuda") and not _zoo_samples_on_cpu(args.checkpoint) else 64
     if not args.no_fvd:
