@@ -10,7 +10,9 @@
 #      (tests/transformers/test_cogvideox.py tests/nn/test_attention.py -k "triton or auto", first tiles), and the
 #      system's training clips encoded on the GPU (tests/pipeline/test_system.py -k cuda) and the library calls
 #      the notebooks make at their GPU scale (tests/pipeline/test_cuda_paths.py: the text-to-video, image-to-video
-#      and Tora trainers on device="cuda" against their CPU runs; 6 s on 2 CPU cores with cuda read as cpu);
+#      and Tora trainers on device="cuda" against their CPU runs; 6 s on 2 CPU cores with cuda read as cpu), and
+#      I3D's logits on the GPU against the CPU's with IEEE float32 convolutions (tests/metrics/test_fvd.py -k cuda,
+#      randomly initialised I3D: 4 clips, 4 s on one CPU core);
 #   3. bench/attention.py --quick: TFLOP/s of the kernel against PyTorch SDPA's backends (issue 6, K4), autotuned,
 #      each shape's chosen kernel also checked against SDPA's output and gradients;
 #   4. bench/latte.py --quick: step time and peak memory of Latte's four variants (issue 5);
@@ -75,7 +77,7 @@ fi
 step 150 gpu_tests.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_flash.py -k gpu -rs
 step 90 expert_triton.txt env MINIVID_FLASH_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
     tests/transformers/test_cogvideox.py tests/nn/test_attention.py tests/pipeline/test_system.py \
-    tests/pipeline/test_cuda_paths.py -k "triton or auto or cuda" -rs
+    tests/pipeline/test_cuda_paths.py tests/metrics/test_fvd.py -k "triton or auto or cuda" -rs
 step 120 attention.txt "$PY" bench/attention.py --quick --out "$DEST/attention.json"
 step 80 latte.txt "$PY" bench/latte.py --quick --out "$DEST/latte.json"
 step 120 demo.txt "$PY" -m minivid demo --device cuda --steps 1500 --no-progress --no-video --out "$DEST/demo-gpu"

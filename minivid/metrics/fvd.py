@@ -14,6 +14,9 @@ logits of two sets of clips,
   shows every frame twice), which I3D needs (at least 9 frames) and which keeps 8-frame models comparable with
   each other, not with published 16-frame numbers; ``num_frames=None`` passes clips of >= 9 frames unchanged;
 - features: the 400 Kinetics logits averaged over time (not the softmax, not the 1024-d pool);
+- arithmetic: float32 on every device. On a GPU cuDNN would run float32 convolutions in TF32 (PyTorch's default,
+  10-bit mantissas), so :func:`i3d_logits` switches it to IEEE float32 for its own calls and restores the
+  caller's setting: a GPU's FVD then equals a CPU's to float32 rounding;
 - statistics: sample mean and unbiased covariance (``np.cov``) in float64; the matrix square root through
   symmetric eigendecompositions, which stays real and exact for singular covariances (fewer clips than 400).
 
@@ -24,6 +27,7 @@ hundred; :class:`FVDResult` carries the counts so they are printed next to every
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +43,20 @@ I3D_SIZE = 224
 
 def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def ieee_fp32_convolutions():
+    """Run cuDNN's float32 convolutions in IEEE float32, not TF32, inside the block; the previous setting is
+    restored on exit, errors included. (PyTorch runs them in TF32 by default on Ampere and later GPUs; CPUs
+    and older GPUs compute float32 either way.)"""
+    conv = torch.backends.cudnn.conv
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous
 
 
 def _as_clips(videos) -> torch.Tensor:
@@ -114,12 +132,13 @@ def i3d_logits(videos, *, resize: str = "bilinear", num_frames: int | None = 16,
     batches = range(0, len(v), batch_size)
     show = len(batches) > 4 if progress is None else progress
     out = []
-    for i in tqdm(batches, desc="I3D", disable=not show, unit="batch"):
-        clip = _to_unit_range(v[i:i + batch_size].to(dev))
-        x = prepare_clips(clip, resize, num_frames)
-        if dev.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        out.append(model(x).float().cpu())
+    with ieee_fp32_convolutions():  # the protocol's float32, not TF32, on a GPU
+        for i in tqdm(batches, desc="I3D", disable=not show, unit="batch"):
+            clip = _to_unit_range(v[i:i + batch_size].to(dev))
+            x = prepare_clips(clip, resize, num_frames)
+            if dev.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            out.append(model(x).float().cpu())
     return torch.cat(out)
 
 

@@ -1,6 +1,9 @@
 """FVD: the Fréchet distance against closed forms and scipy in float64, and the I3D features' behaviour under
 corruption (noise, blur, shuffled frames) on MiniSprites clips."""
 
+import copy
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +143,55 @@ def test_fvd_result_reports_the_clip_counts(logits):
     v = torch.rand(2, 3, 9, 16, 16, generator=torch.Generator().manual_seed(5))
     out = fvd(v, v.flip(0), num_frames=None)
     assert out.clips_a == out.clips_b == 2 and out.num_frames is None and out.fvd == pytest.approx(0.0, abs=1e-6)
+
+
+class _PrecisionProbe(torch.nn.Module):
+    """Stands in for I3D: records cuDNN's float32 convolution precision at each call."""
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.seen, self.fail = [], fail
+
+    def forward(self, x):
+        self.seen.append(torch.backends.cudnn.conv.fp32_precision)
+        if self.fail:
+            raise RuntimeError("probe failure")
+        return torch.zeros(len(x), 400)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_i3d_runs_its_convolutions_in_ieee_fp32_and_restores_the_callers_setting(monkeypatch, fail):
+    """The protocol's float32 on a GPU: cuDNN's TF32 default is switched off for I3D's calls only, and the
+    caller's setting comes back afterwards, also when the model raises."""
+    fvd_module = importlib.import_module("minivid.metrics.fvd")  # the package exports a function of that name
+
+    probe = _PrecisionProbe(fail)
+    monkeypatch.setattr(fvd_module, "load_i3d", lambda weights, dev: probe)
+    before = torch.backends.cudnn.conv.fp32_precision
+    assert before != "ieee"  # PyTorch's default ("tf32"), so the switch is visible
+    clips = torch.rand(3, 3, 16, 8, 8)
+    if fail:
+        with pytest.raises(RuntimeError, match="probe failure"):
+            i3d_logits(clips, device="cpu", batch_size=2)
+    else:
+        assert i3d_logits(clips, device="cpu", batch_size=2).shape == (3, 400)
+    assert probe.seen == (["ieee"] if fail else ["ieee", "ieee"])
+    assert torch.backends.cudnn.conv.fp32_precision == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_i3d_logits_equal_the_cpus_to_float32_rounding(monkeypatch):
+    """With IEEE float32 convolutions a GPU's I3D logits equal the CPU's to float32 rounding (randomly
+    initialised I3D, the same weights on both devices: the machines with a GPU lack the Kinetics weights)."""
+    fvd_module = importlib.import_module("minivid.metrics.fvd")  # the package exports a function of that name
+    from minivid.metrics.i3d import I3D
+
+    torch.manual_seed(0)
+    cpu_model = I3D().eval().requires_grad_(False)
+    models = {"cpu": cpu_model, "cuda": copy.deepcopy(cpu_model).cuda()}
+    monkeypatch.setattr(fvd_module, "load_i3d", lambda weights, dev: models[dev.type])
+    clips = torch.rand(4, 3, 16, 32, 32, generator=torch.Generator().manual_seed(1))
+    on_cpu = i3d_logits(clips, device="cpu")
+    on_gpu = i3d_logits(clips, device="cuda")
+    scale = on_cpu.abs().max()
+    assert (on_gpu - on_cpu).abs().max() <= 1e-4 * scale
