@@ -1,6 +1,6 @@
 """Benchmark: how much each FVD protocol choice moves the number, and FVD of the zoo's models (E1).
 
-    python bench/fvd.py --part protocol     # clip counts, resize, value range, features, frames (about 25 min, 2 cores)
+    python bench/fvd.py --part protocol     # clip counts, resize, value range, features, frames (about 35 min, 2 cores)
     python bench/fvd.py --part zoo          # FVD and per-frame FD of every zoo model vs MiniSprites' test split
     python bench/fvd.py --part speed        # I3D clips per second on this machine
 

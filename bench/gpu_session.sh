@@ -29,7 +29,7 @@
 #                                          # with the wheels' install and the preflight (about 20 s)
 #     PART=2 bash bench/gpu_session.sh     # step 6 (limit 240 s), a second call: only with 5 minutes of device time
 #                                          # left (a machine start costs 1-3), else a later session's first
-#     PART=3 bash bench/gpu_session.sh     # 7. the gpu preset (issue 18) trained for at most 420 s (a checkpoint every
+#     PART=3 bash bench/gpu_session.sh     # 7. the gpu preset (issue 18) trained for at most 450 s (a checkpoint every
 #                                          # 250 steps; the run is cut off there), then its latest checkpoint's samples
 #                                          # for 64 held-out captions and paths scored by `minivid eval --checkpoint`
 #                                          # (sprite check, caption accuracy, trajectory error; no FVD: no I3D weights

@@ -290,7 +290,7 @@ def load_i3d(path=None, device=None) -> I3D:
         state, _ = state_dict_from_flax(load_numpy_pickle(p), model)
         model.load_state_dict(state)
         model = model.eval().requires_grad_(False).to(dev)
-        if dev.type == "cpu":  # 17% faster on CPU (bench/i3d.py); the logits move by ~1e-5
+        if dev.type == "cpu":  # 17% faster on CPU (measurements.md, "FVD's network"); logits move ~1e-5
             model = model.to(memory_format=torch.channels_last_3d)
         _CACHE[key] = model
     return _CACHE[key]

@@ -775,7 +775,8 @@ def i2v_metrics(model, space: LatentSpace, n: int = 64, guidance: float = 2.0) -
 
 def i2v_zoo_config():
     """The zoo's image-to-video model: :class:`~minivid.pipeline.image2video.ImageToVideoConfig`'s defaults with a
-    Reducio-DiT of depth 8 (at depth 4 its samples passed the sprite check 75%, measurements.md)."""
+    Reducio-DiT of depth 8 (at depth 4 its samples passed the sprite check 75%: measurements.md, the section
+    "`t2v` stays at depth 4")."""
     from dataclasses import replace
 
     from .image2video import ImageToVideoConfig, _default_dit
