@@ -1,4 +1,4 @@
-"""The library layout (CONVENTIONS.md, docs/architecture.md): no import cycle, every import goes down a floor, the
+"""The library layout (CONTRIBUTING.md, docs/architecture.md): no import cycle, every import goes down a floor, the
 bottom floors load no model; the architecture page's tables match the code; and the graph tool itself, on a tiny
 fake package, so that these checks cannot pass by seeing no edges."""
 
