@@ -13,7 +13,7 @@ Families (one sub-package each), in floors: a package imports only from the floo
 - ``metrics`` (floor 4): every video metric: PSNR, SSIM, FVD with the Kinetics-400 I3D (E1), the sprite check,
   trajectory error (T9), caption accuracy, clip joins (P9); ``python -m minivid eval``.
 - ``autoencoders``, ``unets``, ``transformers`` (floor 5, the models; they never import each other): PVDM's triplane
-  autoencoder (P1-P6), a per-frame 2D VAE, CogVideoX's causal 3D VAE (C1), Reducio's VAE (R1-R3); the demo's video
+  autoencoder (P1-P6), a per-frame 2D VAE, CogVideoX's causal 3D VAE (C1), Reducio's VAE (R1-R3); the factorised video
   U-Net and PVDM's plane U-Net (P7); Latte (L1-L8), CogVideoX's expert transformer (C2-C5), ST-DiT and Reducio-DiT.
 - ``conditioning``, ``pretrained`` (floor 6): the condition encoders (T5 text, OpenCLIP image, Tora's trajectory
   extractor and fusers); the model zoo's loader.

@@ -1,13 +1,15 @@
 """``python -m minivid eval``: every applicable metric for a set of generated clips, written as JSON.
 
-Two sources of clips:
+Two kinds of source:
 
 - a **folder** of videos (``.mp4 .avi .webm .mov .mkv .gif``, decoded with PyAV) and/or NumPy files (``.npy``:
   one clip (3, T, H, W) or a stack (N, 3, T, H, W), float in [-1, 1] or uint8), read in sorted file order; the
   reference is another folder (``--reference DIR``) or MiniSprites' test split at the clips' size and frame count
   (``--reference minisprites``, the default);
-- a **zoo checkpoint** (``--checkpoint NAME``): its samples (denoisers) or reconstructions of test clips
-  (autoencoders), against MiniSprites' test split, made by :func:`minivid.pipeline.zoo.zoo_eval_set`.
+- a **checkpoint** (``--checkpoint``): a zoo entry's samples (denoisers) or reconstructions of test clips
+  (autoencoders), against MiniSprites' test split, made by :func:`minivid.pipeline.zoo.zoo_eval_set`; or a full
+  system's samples from held-out captions and paths (a ``train`` run folder, one of its checkpoints, or a zoo
+  ``system`` entry), made by :func:`minivid.pipeline.run.system_eval_set`.
 
 Metrics (:func:`evaluate_videos`): the sprite check of the clips and of the reference (its ceiling); FVD with its
 clip counts and protocol, and beside it ``frame_fd``, the same Fréchet distance on still clips (each clip's middle

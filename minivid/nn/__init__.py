@@ -2,8 +2,9 @@
 
 - :mod:`~minivid.nn.model`: ``Model`` / ``ModelConfig`` (built from one config dataclass) and
   ``save_model`` / ``load_model`` (``config.json`` + ``model.safetensors``).
-- :mod:`~minivid.nn.attention`: multi-head attention with a backend switch ("sdpa" | "math" | "triton"),
-  key-padding masks and QK-norm (K1), and the video attention patterns (spatial, temporal, full; L2).
+- :mod:`~minivid.nn.attention`: multi-head attention with a backend switch ("sdpa" | "math" | "triton" |
+  "auto": the Triton kernel on CUDA where it applies, SDPA elsewhere), key-padding masks and QK-norm (K1), and
+  the video attention patterns (spatial, temporal, full; L2).
 - :mod:`~minivid.nn.embeddings`: the sinusoid (timestep embeddings; sin-cos position tables in 1D/2D/3D),
   class-label checks. :mod:`~minivid.nn.rope`: rotary embeddings in 1D (L6) and 3D (C3).
 - :mod:`~minivid.nn.modulation`: AdaLN, S-AdaLN, adaLN-Zero, adaLN-single, condition tokens (L5).

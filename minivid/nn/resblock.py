@@ -8,7 +8,8 @@ identity, through the skip); a 1x1 convolution on the skip when the width change
 ``video=False``: images or planes (B, C, H, W) with 2D convolutions (PVDM's plane U-Net, P7).
 ``video=True``: clips (B, C, T, H, W); the 3x3 convolutions act on each frame (kernel (1, 3, 3)) and a
 temporal convolution over 3 frames (kernel (3, 1, 1)) follows the AdaGN: the factorised (2+1)D block of the
-demo's video U-Net, about as costly as a 2D block on the frames while mixing information across time.
+video U-Net (``minivid.unets.VideoUNet``), about as costly as a 2D block on the frames while mixing
+information across time.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ r"""Tora at MiniSprites scale (T1-T9): trajectory-controlled video generation, t
   videos g_vis only (reconstruction, :func:`motion_pool`), frozen afterwards. Its latent grid must be the video
   latent's: Tora's video VAE is the 4 x 8 x 8 CogVideoX VAE and so is its motion VAE; minivid's video latents are the
   zoo's per-frame ``vae2d`` (1 x 4 x 4, the latent space on which the zoo's denoisers make sprites; the zoo's
-  4 x 8 x 8 ``causal-vae`` is still below its trivial baselines, issue 14), so the motion VAE is the same causal
-  3D VAE class configured 1 x 4 x 4 (``temporal_factor=1``; its convolutions still see the past frames).
+  4 x 8 x 8 ``causal-vae`` came later: the full system's ``cpu-causal`` preset uses it), so the motion VAE is the
+  same causal 3D VAE class configured 1 x 4 x 4 (``temporal_factor=1``; its convolutions still see the past frames).
 - **Flow videos** (T4-T5, T8): dense ones from MiniSprites' exact per-pixel motion (stage 1's "optical flow") and
   sparse ones from the centre paths of 1..N sprites (stage 2), blurred by a Gaussian and coloured by the Middlebury
   wheel (:mod:`minivid.conditioning.trajectory`). The release's blur (sigma 10 at 480p) scaled to 32 px is sigma

@@ -8,23 +8,31 @@ shipped zoo (2 cores, under about an hour each); ``--steps`` shortens one for a 
 
 Recipes (``RECIPES``), in dependency order:
 
-- ``vae2d``: the per-frame 2D VAE (R2's SD-VAE baseline), f_s = 4, |z| = 4 on 32 px frames; the demo's and
-  Latte's latent space.
+- ``vae2d``: the per-frame 2D VAE (R2's SD-VAE baseline), f_s = 4, |z| = 4 on 32 px frames; the latent space
+  of Latte, the U-Net, t2v, i2v, Tora, the full system's ``cpu`` preset and so the demo.
 - ``causal-vae``: CogVideoX's causal 3D VAE (C1), 4 x 8 x 8, |z| = 16, on 64 px clips of 9 frames.
 - ``reducio-vae``: Reducio's VAE (R1-R2) with the content frame, 4 x 32 x 32, |z| = 16, on 64 px clips of 8 frames.
 - ``pvdm-ae``: PVDM's triplane autoencoder (P1-P4, P6), 32 px clips of 8 frames.
 - ``pvdm-unet``: PVDM's plane U-Net (P7-P8) on ``pvdm-ae``'s planes.
 - ``latte``: Latte (variant 1, L1-L8) with v-prediction on ``vae2d``'s latents, class-conditional with the null
-  label for classifier-free guidance; ``python -m minivid demo`` trains the same model from scratch and
-  ``--pretrained`` samples this one.
+  label for classifier-free guidance.
 - ``latent-unet``: the latent video U-Net (:class:`~minivid.unets.VideoUNet`, a 3-frame temporal convolution at
   every level) on ``vae2d``'s latents of one-sprite clips, class-conditional on colour x motion (32 classes).
+- ``motion-vae``: Tora's motion VAE (T5), the causal 3D VAE's blocks configured 1 x 4 x 4, trained on flow
+  videos of MiniSprites' dense and sparse trajectories.
+- ``t5``: the T5 text encoder, learnt from scratch inside the full system's ``cpu`` preset, then held frozen by
+  ``t2v`` and every full system (as CogVideoX holds its pretrained T5).
 - ``t2v``: text-to-video (:mod:`minivid.pipeline.text2video`): a T5 and CogVideoX's expert transformer on
   ``vae2d``'s latents of one-sprite clips, v-prediction at zero terminal SNR (D10); scored by the sprite check and
   the caption accuracy (colour, direction) of its samples.
 - ``i2v``: image-to-video (:mod:`minivid.pipeline.image2video`): an OpenCLIP tower and Reducio-DiT (R4-R5)
   cross-attending to a clip's first frame, on ``vae2d``'s latents; scored by the sprite check and whether its
   samples keep the frame's sprite colour and start where the frame has it.
+- ``tora``: Tora (T1-T8), ST-DiT on ``vae2d``'s latents with the first frame given, trajectories through
+  ``motion-vae``, the extractor and the best of three fusers; scored by trajectory error in pixels.
+- ``system``, ``system-causal``, ``system-reducio``: the full system (:mod:`minivid.pipeline.system`) as the
+  ``cpu``, ``cpu-causal`` and ``cpu-reducio`` presets train it, on ``vae2d``'s, ``causal-vae``'s and
+  ``reducio-vae``'s latents; ``python -m minivid demo --pretrained`` samples ``system``.
 
 An autoencoder's card reports held-out PSNR/SSIM beside the latent-free baselines (clip mean colour, average
 frame, block means); a denoiser's the sprite-check pass rate (:func:`minivid.metrics.sprite_check`) of its samples
@@ -444,7 +452,7 @@ def latte_config(latent_channels: int = 4, latent_size: int = 8, frames: int = L
 
 
 def latte_schedule(num_steps: int = 1000) -> NoiseSchedule:
-    """The zoo's and the demo's Latte: the cosine schedule (D1), v-prediction."""
+    """The zoo's Latte (and latent U-Net): the cosine schedule (D1), v-prediction."""
     return NoiseSchedule.cosine(num_steps)
 
 
@@ -1024,7 +1032,7 @@ def train_zoo_model(name: str, out: str | Path | None = None, steps: int | None 
 
 
 def _to_half_storage(model, card: dict, recipe: Recipe, log: Callable[[str], None]):
-    """Round the weights to float16 for storage (the zoo stays under 40 MB), keep the float32 metrics in the card as
+    """Round the weights to float16 for storage (the zoo stays near 40 MB), keep the float32 metrics in the card as
     ``metrics_float32`` and re-measure ``metrics`` on the rounded weights (what ``load`` gives back)."""
     card["metrics_float32"] = card.get("metrics")
     model = model.half().float().eval()

@@ -8,9 +8,9 @@ Each entry is a folder in :func:`minivid.save_model`'s format (``config.json`` +
     >>> import minivid.pretrained as zoo
     >>> zoo.available()                    # ['causal-vae', 'latte', ...]
     >>> vae = zoo.load("vae2d")            # the model, in eval mode
-    >>> zoo.card("vae2d")["metrics"]       # {'psnr': ..., 'baselines': {...}, ...}
+    >>> zoo.card("vae2d")["metrics"]       # {'psnr': ..., 'baselines_psnr': {...}, ...}
 
-Nothing is downloaded: the files are in the repository (``data/pretrained/``, about 20 MB in all). ``root``
+Nothing is downloaded: the files are in the repository (``data/pretrained/``, about 42 MB in all). ``root``
 arguments (or the ``MINIVID_PRETRAINED`` environment variable) point at another zoo folder, e.g. one a
 developer regenerated.
 """

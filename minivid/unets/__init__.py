@@ -1,8 +1,8 @@
 """Convolutional diffusion denoisers, each built from the shared layers of :mod:`minivid.nn` (the AdaGN residual
 block, attention with its backend switch, timestep embeddings):
 
-- :mod:`~minivid.unets.video_unet`: the demo's factorised (2+1)D video U-Net, the pixel-space baseline the
-  papers improve on;
+- :mod:`~minivid.unets.video_unet`: the factorised (2+1)D video U-Net (notebook 01; the zoo's ``latent-unet``), the
+  baseline the papers improve on;
 - :mod:`~minivid.unets.plane_unet`: PVDM's plane U-Net on the triplane latent, with cross-plane attention and
   the previous clip as a condition (P7, P8).
 """
