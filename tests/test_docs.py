@@ -1,8 +1,11 @@
-"""docs/equations.md names, for each equation ID, the code that implements it and the tests that check it: every
-named test must exist and every named file must be there (paths move; the table must move with them)."""
+"""The docs stay true to the code: docs/equations.md names, for each equation ID, the code that implements it and
+the tests that check it (every named test and file must exist: paths move, the table must move with them); the
+python examples of the README and docs import names that exist; the CLI flags they show are the CLI's."""
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "equations.md"
@@ -89,3 +92,42 @@ def test_the_docs_python_examples_parse_and_import_names_that_exist():
                             problems.append(f"{doc}:{line + node.lineno}: no module {a.name}")
     assert blocks >= 5, f"found only {blocks} python examples: did the fences change?"
     assert not problems, "\n".join(problems)
+
+
+def _documented_commands():
+    """(where, subcommand, flags) of every ``python -m minivid SUB ...`` in the docs, notebooks' markdown and the
+    scripts (shell line continuations joined)."""
+    import json
+
+    sources = [(d, (ROOT / d).read_text()) for d in DOCS]
+    sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in [ROOT / "bench" / "gpu_session.sh", ROOT / "Makefile"]]
+    for p in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(p.read_text())["cells"]
+        sources += [(f"{p.name} cell {i}", "".join(c["source"])) for i, c in enumerate(cells)
+                    if c["cell_type"] == "markdown"]
+    for where, text in sources:
+        text = re.sub(r"\\\n\s*", " ", text)
+        for m in re.finditer(r"(?:python|PY\)?\"?) -m minivid ([a-z]+)([^`\n|]*)", text):
+            flags = {f.rstrip(".,;:)") for f in re.findall(r"(?<![\w-])--[a-z][\w-]*", m.group(2))}
+            yield where, m.group(1), flags
+
+
+def test_every_documented_cli_flag_exists():
+    """Each ``--flag`` a document shows after ``python -m minivid SUB`` is one that SUB's ``--help`` lists, so a
+    renamed option cannot leave the README, the notebooks or the GPU script behind."""
+    import contextlib
+    import io
+
+    from minivid.__main__ import main
+
+    helps, missing, seen = {}, [], 0
+    for where, sub, flags in _documented_commands():
+        if sub not in helps:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+                main([sub, "--help"])
+            helps[sub] = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", out.getvalue()))
+        seen += len(flags)
+        missing += [f"{where}: python -m minivid {sub} {f}" for f in sorted(flags - helps[sub])]
+    assert seen >= 20, f"found only {seen} documented flags: did the command pattern change?"
+    assert not missing, "documented flags the CLI does not have:\n" + "\n".join(missing)
