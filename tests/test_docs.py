@@ -100,7 +100,8 @@ def _documented_commands():
     import json
 
     sources = [(d, (ROOT / d).read_text()) for d in DOCS]
-    sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in [ROOT / "bench" / "gpu_session.sh", ROOT / "Makefile"]]
+    scripts = [ROOT / "bench" / "gpu_session.sh", ROOT / "Makefile"]
+    sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in scripts]
     for p in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(p.read_text())["cells"]
         sources += [(f"{p.name} cell {i}", "".join(c["source"])) for i, c in enumerate(cells)
