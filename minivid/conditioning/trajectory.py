@@ -307,18 +307,22 @@ def blur_maps(g: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     *lead, h, w = g.shape
     r = kernel.shape[0] // 2
     x = g.reshape(-1, 1, h, w)
-    if r >= min(h, w):  # reflect-101 of a small frame repeats itself: pad in steps of (side - 1)
-        while r > 0:
-            step = min(r, h - 1, w - 1)
-            if step == 0:
-                raise ValueError(f"a {h} x {w} frame is too small to filter with a reflected border")
-            x = F.pad(x, (step, step, step, step), mode="reflect")
-            r -= step
-            h, w = x.shape[-2:]
-    else:
+    if r < min(h, w):
         x = F.pad(x, (r, r, r, r), mode="reflect")
+    else:  # a kernel wider than the frame: the border reflects again and again, period 2 (n - 1) on each axis
+        x = x[:, :, _reflect_101(h, r, x.device)][:, :, :, _reflect_101(w, r, x.device)]
     out = F.conv2d(x, kernel.to(g)[None, None])
     return out.reshape(*lead, *out.shape[-2:])
+
+
+def _reflect_101(n: int, r: int, device) -> torch.Tensor:
+    """The source index of positions -r .. n - 1 + r under cv2's BORDER_REFLECT_101 (``gfedcb|abcdefgh|gfedcba``),
+    repeated for borders wider than the side: periodic with period 2 (n - 1); a side of one pixel repeats it."""
+    i = torch.arange(-r, n + r, device=device)
+    if n == 1:
+        return torch.zeros_like(i)
+    m = i.remainder(2 * (n - 1))
+    return torch.where(m < n, m, 2 * (n - 1) - m)
 
 
 # ---------------------------------------------------------------------------------------------- T5: colours

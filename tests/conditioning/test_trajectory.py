@@ -87,6 +87,37 @@ def test_blur_border_is_reflect_101_like_cv2_filter2d():
     assert out[0, 0, 4, 0] == 1.0 and out[0, 0, 4, 2] == 1.0 and out.sum() == 2.0
 
 
+def _cv2_reflect_101(p: int, n: int) -> int:
+    """cv2's borderInterpolate for BORDER_REFLECT_101, as OpenCV writes it (a loop, not a closed form)."""
+    if n == 1:
+        return 0
+    while not 0 <= p < n:
+        p = -p if p < 0 else 2 * (n - 1) - p
+    return p
+
+
+@pytest.mark.parametrize("shape, k", [((3, 6), 9), ((6, 3), 9), ((4, 4), 9), ((1, 5), 5), ((2, 7), 11), ((5, 8), 3),
+                                      ((4, 9), 9)])
+def test_blur_matches_cv2_filter2d_written_out_for_any_kernel_and_frame(shape, k):
+    """blur_maps against cv2.filter2D's definition computed pixel by pixel in float64: the correlation of the kernel
+    with the frame extended by reflect-101 (OpenCV's borderInterpolate loop), including kernels wider than a side
+    of a rectangular frame, where the border reflects more than once (a 3 x 6 frame with a 9 x 9 kernel was off by
+    3.3 when the border was padded in steps of the shorter side)."""
+    h, w = shape
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    g = torch.randn(2, 2, h, w, generator=gen, dtype=torch.float64)
+    kernel = torch.rand(k, k, generator=gen, dtype=torch.float64)
+    r = k // 2
+    want = torch.zeros_like(g)
+    for y in range(h):
+        for x in range(w):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    want[..., y, x] += kernel[dy + r, dx + r] * g[..., _cv2_reflect_101(y + dy, h),
+                                                                  _cv2_reflect_101(x + dx, w)]
+    assert torch.allclose(blur_maps(g, kernel), want, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------- T5: colours
 def test_colour_wheel_matches_torchvision_flow_to_image():
     g = torch.Generator().manual_seed(1)
