@@ -41,6 +41,10 @@ change R1's shapes or what the decoder is given, so the compression results comp
 - *Where the fusion sits.* The release fuses after 2 of a level's 4 residual blocks; minivid fuses before the
   level's first residual block (it uses 1-2 blocks per level at CPU scale, where "after half of them" would be
   after the last one at 1 block).
+- *The temporal position table.* The release adds a sin-cos table whose channels interleave sin and cos;
+  minivid adds the shared :func:`~minivid.nn.timestep_embedding` table (the same frequencies, all cosines then
+  all sines). Trained from scratch the order is a layout choice; weights ported from the release would need the
+  interleaved table.
 - *Options the release does not have* (off by default): ``fusion_spatial_pe`` (a 2D sin-cos position code on
   the fusion's queries and content tokens) and ``fusion_skip`` (a zero-initialised 1x1 convolution adding the
   content features in place, :class:`ContentFusion`). At CPU scale the official fusion has to learn attention

@@ -6,8 +6,10 @@ logits of two sets of clips,
 **The protocol** (what :func:`i3d_logits` does to every clip; the choices that make FVDs comparable or not):
 
 - values: clips in [0, 1] (uint8 clips are divided by 255) are mapped to [-1, 1], as the TF-Hub module expects;
-- size, ``resize="bilinear"`` (default, the TF-Hub / original FVD / StyleGAN-V convention): every frame is resized
-  to 224 x 224 bilinearly (half-pixel centres, no antialiasing), ignoring the aspect ratio;
+- size, ``resize="bilinear"`` (default: a direct bilinear resize, as the TF-Hub / original FVD / StyleGAN-V code
+  does): every frame is resized to 224 x 224 bilinearly (half-pixel centres, no antialiasing), ignoring the aspect
+  ratio. The original FVD code's TF1 ``resize_bilinear`` maps without half-pixel centres (about 0.4 input pixels
+  apart at 32 -> 224 px); docs/evaluation.md measures that choice at -0.8% of FVD;
   ``resize="center_crop"``: the shorter side is resized to 224, then the centre 224 x 224 is cut out;
 - time: ``num_frames=16`` frames per clip. Longer clips keep their first 16 frames (choose the clips yourself
   to sample elsewhere); shorter ones are stretched to 16 by repeating frames (nearest index, so an 8-frame clip

@@ -79,6 +79,38 @@ def test_p5_triplane_is_smaller_exactly_when_the_inverse_sides_sum_below_one():
     assert (c["triplane_elements"], c["grid_elements"]) == (8192, 65536)
 
 
+def test_p3_projection_written_out_for_one_line_of_each_axis():
+    """P3 in float64 for one line per plane: the class token (learnt token + the line's mean) in front of the line,
+    1D sin-cos positions over the 1 + L tokens, the projector's layers, LayerNorm of the class token's output, the
+    linear map to C channels and tanh; and which line lands where: z^s_hw from u_{:,h,w} over time, z^h_sw over
+    height, z^w_sh over width. Reading another token, pooling, or a sigmoid for the tanh fails."""
+    import torch.nn.functional as F
+
+    from minivid.nn import sincos_1d
+
+    m = tiny(patch_size=4).double()
+    u = torch.randn(2, m.config.dim, 5, 3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    z_s, z_h, z_w = m.project(u)
+
+    def by_hand(projector, linear, line):  # line (L, D)
+        cls = projector.cls[0, 0] + line.mean(0)
+        x = torch.cat([cls[None], line]) + sincos_1d(len(line) + 1, line.shape[1]).to(line)
+        x = x[None, None]  # (1, 1, 1 + L, D): one "frame", as the projector runs it
+        for block in projector.blocks:
+            x = block(x)
+        out = F.layer_norm(x[0, 0, 0], (line.shape[1],), projector.norm.weight, projector.norm.bias, projector.norm.eps)
+        return torch.tanh(out @ linear.weight.T + linear.bias)
+
+    b, s_, h, w = 1, 3, 2, 1
+    want = {"s": by_hand(m.project_s, m.to_latent[0], u[b, :, :, h, w].T),
+            "h": by_hand(m.project_h, m.to_latent[1], u[b, :, s_, :, w].T),
+            "w": by_hand(m.project_w, m.to_latent[2], u[b, :, s_, h, :].T)}
+    torch.testing.assert_close(z_s[b, :, h, w], want["s"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(z_h[b, :, s_, w], want["h"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(z_w[b, :, s_, h], want["w"], rtol=1e-10, atol=1e-12)
+    assert min(p.min() for p in (z_s, z_h, z_w)) < 0 < max(p.max() for p in (z_s, z_h, z_w))  # tanh's range
+
+
 def test_projection_is_exactly_local():
     """P3: z^s_hw reads only the line u_{.hw}, z^h_sw only u_{s.w}, z^w_sh only u_{sh.}. Perturb u at one
     position (s0, h0, w0): exactly one value of each plane may change."""

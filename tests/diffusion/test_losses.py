@@ -90,6 +90,53 @@ def test_vlb_is_zero_for_the_true_reverse_step_and_positive_otherwise():
     assert (vlb_terms(s, x0, xt, t, noise, torch.ones_like(x0)) > 0).all()
 
 
+def test_vlb_terms_equal_a_float64_reference_written_from_the_papers():
+    """D6 against a reference built here from the betas alone (numpy): for t > 0, KL(q(x_{t-1}|x_t,x_0) || p) from
+    torch.distributions in bits per dimension; at t = 0, -log of p's Gaussian mass on x0's 1/127.5-wide bin (scipy's
+    normal CDF, edge bins open) in bits. p's mean is the posterior mean at the predicted x0 (eps prediction) and its
+    log-variance v log beta_t + (1 - v) log beta_tilde_t, v = (raw + 1) / 2, beta_tilde_0's log clipped to
+    beta_tilde_1's. A KL in the other direction, nats for bits, or the variance for the scale at t = 0 fails."""
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.cumprod(1 - betas)
+    ab_prev = np.concatenate([[1.0], ab[:-1]])
+    beta_tilde = betas * (1 - ab_prev) / (1 - ab)
+    log_beta_tilde = np.log(np.concatenate([[beta_tilde[1]], beta_tilde[1:]]))
+
+    s = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(11)
+    t = torch.tensor([0, 0, 1, 37, 500, 999])
+    x0 = torch.randint(0, 256, (6, 5), generator=g).double() / 127.5 - 1  # data on the 256-level grid
+    x0[0, 0], x0[1, 1] = -1.0, 1.0  # the two open edge bins
+    noise, pred = torch.randn(6, 5, generator=g, dtype=F64), torch.randn(6, 5, generator=g, dtype=F64)
+    raw = torch.rand(6, 5, generator=g, dtype=F64) * 2 - 1
+    xt = s.q_sample(x0, t, noise)
+    got = vlb_terms(s, x0, xt, t, pred, raw)
+
+    def posterior_mean(x_start, x_t, i):
+        c1 = betas[i] * np.sqrt(ab_prev[i]) / (1 - ab[i])
+        c2 = (1 - ab_prev[i]) * np.sqrt(1 - betas[i]) / (1 - ab[i])
+        return c1 * x_start + c2 * x_t
+
+    for row, i in enumerate(t.tolist()):
+        x_t = xt[row].numpy()
+        x0_hat = (x_t - np.sqrt(1 - ab[i]) * pred[row].numpy()) / np.sqrt(ab[i])
+        model_mean = posterior_mean(x0_hat, x_t, i)
+        v = (raw[row].numpy() + 1) / 2
+        model_logvar = v * np.log(betas[i]) + (1 - v) * log_beta_tilde[i]
+        if i > 0:
+            q = torch.distributions.Normal(torch.from_numpy(posterior_mean(x0[row].numpy(), x_t, i)),
+                                           math.sqrt(beta_tilde[i]))
+            p = torch.distributions.Normal(torch.from_numpy(model_mean), torch.from_numpy(np.exp(0.5 * model_logvar)))
+            want = float(torch.distributions.kl_divergence(q, p).mean()) / math.log(2)
+        else:
+            x, scale = x0[row].numpy(), np.exp(0.5 * model_logvar)
+            mass = norm.cdf(x + 1 / 255, model_mean, scale) - norm.cdf(x - 1 / 255, model_mean, scale)
+            mass = np.where(x < -0.999, norm.cdf(x + 1 / 255, model_mean, scale), mass)
+            mass = np.where(x > 0.999, norm.sf(x - 1 / 255, model_mean, scale), mass)
+            want = -np.log(mass).mean() / math.log(2)
+        assert float(got[row]) == pytest.approx(want, rel=1e-9), (i, float(got[row]), want)
+
+
 def test_hybrid_loss_trains_the_mean_with_l_simple_only():
     """D6: L_vlb sees the mean detached, so the eps channels' gradient comes from L_simple alone, and the
     variance channels' only from L_vlb; the weight is lambda * T."""

@@ -144,6 +144,24 @@ def test_ddim_with_eta_one_has_the_posterior_variance():
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_stochastic_ddim_on_strided_timesteps_matches_diffusers(setup, eta):
+    """D7's sigma on 25 of 1000 steps (40 apart, where 1 - alpha_bar_t / alpha_bar_prev is far from beta_t): the same
+    noise gives diffusers' DDIMScheduler.step(eta, variance_noise=z) trajectory."""
+    s, oracle, x_T = setup
+    ref = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    ref.set_timesteps(25)
+    g = torch.Generator().manual_seed(21)
+    x = x_T.clone()
+    for i, t in enumerate(ref.timesteps):
+        last = i == len(ref.timesteps) - 1  # the step to alpha_bar = 1 has sigma 0 and draws no noise
+        z = torch.zeros_like(x) if last else torch.randn(x.shape, generator=g, dtype=x.dtype)
+        x = ref.step(oracle(x, torch.full((x.shape[0],), int(t))), t, x, eta=eta, variance_noise=z).prev_sample
+    ours = ddim_sample(oracle, x_T, s, make_timesteps(s, 25, "leading"), eta=eta,
+                       generator=torch.Generator().manual_seed(21))
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-4)  # diffusers keeps its schedule in float32
+
+
 def test_ddpm_learned_variance_limits_and_respacing():
     """D6: raw variance +1 is sigma^2 = beta, -1 is beta_tilde; a respaced 250-step run still samples the data."""
     s = NoiseSchedule.linear()

@@ -55,6 +55,21 @@ def test_snr_shift_divides_every_snr_and_cogvideox_matches_diffusers():
     torch.testing.assert_close(NoiseSchedule.cogvideox().alphas_cumprod, ref.alphas_cumprod.double(), rtol=1e-4, atol=1e-6)
 
 
+def test_q_step_is_d1_exactly_at_its_own_timestep():
+    """D1 written out with the linear schedule's betas built here (np.linspace in float64), for given noise: one
+    step at t uses beta_t, per batch element (an off-by-one to beta_{t+1} moves x_t by 1e-3 here and fails)."""
+    s = NoiseSchedule.linear(200, 1e-4, 0.05)
+    betas = torch.as_tensor(np.linspace(1e-4, 0.05, 200), dtype=F64)
+    g = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(5, 3, generator=g, dtype=F64), torch.randn(5, 3, generator=g, dtype=F64)
+    t = torch.tensor([0, 1, 57, 198, 199])
+    want = (1 - betas[t]).sqrt()[:, None] * x + betas[t].sqrt()[:, None] * eps
+    torch.testing.assert_close(s.q_step(x, t, eps), want, rtol=1e-12, atol=1e-14)
+    for ti in (0, 120, 199):  # a scalar timestep too
+        torch.testing.assert_close(s.q_step(x, ti, eps), (1 - betas[ti]).sqrt() * x + betas[ti].sqrt() * eps,
+                                   rtol=1e-12, atol=1e-14)
+
+
 def test_marginal_matches_iterating_d1_exactly_and_by_monte_carlo():
     """D2 against D1: propagate mean and variance of x_t | x_0 through T single steps exactly, and by sampling."""
     s = NoiseSchedule.linear(200, 1e-4, 0.05)
