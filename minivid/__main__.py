@@ -419,9 +419,11 @@ def _eval(parser: argparse.ArgumentParser, args) -> int:
         if args.checkpoint not in RECIPES and not Path(args.checkpoint).is_dir():
             parser.error(f"--checkpoint {args.checkpoint!r}: not a zoo name ({', '.join(sorted(RECIPES))}) nor a run "
                          "folder of the full system (run.json + checkpoints/step-*) or one of its checkpoints")
-        for flag in ("folder", "captions", "trajectories", "frames"):
-            if getattr(args, flag) is not None:
-                parser.error(f"--checkpoint makes its own clips; {flag} does not apply")
+        for flag, given in (("--captions", args.captions is not None),
+                            ("--trajectories", args.trajectories is not None), ("--frames", args.frames is not None),
+                            ("--reference", args.reference != "minisprites"), ("--paired", args.paired)):
+            if given:  # each would be ignored: the checkpoint's eval set brings its clips, reference and conditions
+                parser.error(f"--checkpoint makes its own clips and their reference; {flag} does not apply")
         try:  # the full system (a run, or a zoo entry trained from a preset) samples on --device
             if not _zoo_samples_on_cpu(args.checkpoint):
                 model, cfg, folder = load_run(args.checkpoint, device=device)

@@ -214,3 +214,48 @@ def test_clip_x0_keeps_the_prediction_in_range():
     oracle = GaussianOracle(s, 3.0, 0.1)  # data far outside [-1, 1]
     x = ddim_sample(oracle, torch.randn(50, 1), s, make_timesteps(s, 10), clip_x0=1.0)
     assert x.abs().max() <= 1.0 + 1e-6
+
+
+class _WithVarianceChannels(torch.nn.Module):
+    """A learned-variance network (Latte, improved DDPM): the oracle's eps and C more channels of raw variance."""
+
+    def __init__(self, oracle):
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, x, t):
+        raw = torch.sin(3 * x + t[:, None].to(x) / 100)  # any values in [-1, 1]
+        return torch.cat([self.oracle(x, t), raw], dim=1)
+
+
+def test_samplers_read_the_mean_channels_of_a_learned_variance_output(setup):
+    """D6 at sampling time: DDIM and DPM-Solver++ use the first C channels of a 2C-channel output (the variance
+    channels do not move the sample), and DDPM with a fixed variance ignores them while variance='learned' uses
+    them."""
+    s, oracle, x_T = setup
+    model = _WithVarianceChannels(oracle)
+    ts = make_timesteps(s, 10, "logsnr")
+    torch.testing.assert_close(ddim_sample(model, x_T, s, ts), ddim_sample(oracle, x_T, s, ts), rtol=0, atol=0)
+    torch.testing.assert_close(dpm_solver_pp_sample(model, x_T, s, ts), dpm_solver_pp_sample(oracle, x_T, s, ts),
+                               rtol=0, atol=0)
+    small = x_T[:50]
+    fixed = ddpm_sample(model, small, s, generator=torch.Generator().manual_seed(2), timesteps=ts)
+    torch.testing.assert_close(fixed, ddpm_sample(oracle, small, s, generator=torch.Generator().manual_seed(2),
+                                                  timesteps=ts), rtol=0, atol=0)
+    learned = ddpm_sample(model, small, s, generator=torch.Generator().manual_seed(2), timesteps=ts,
+                          variance="learned")
+    assert (learned - fixed).abs().max() > 1e-3
+
+
+def test_clip_x0_clamps_the_predicted_data_before_the_posterior_mean(setup):
+    """D5 with clip_x0 (DDPM's x0 clipping): p's x0 is the prediction clamped to [-c, c] and its mean is q's
+    posterior mean at that clamped x0."""
+    s, _, _ = setup
+    g = torch.Generator().manual_seed(6)
+    xt, out = torch.randn(6, 3, generator=g, dtype=F64) * 3, torch.randn(6, 3, generator=g, dtype=F64)
+    t = torch.tensor([1, 10, 100, 400, 700, 999])
+    p = s.p_mean_variance(xt, t, out, clip_x0=0.5)
+    x0 = s.predict_x0(xt, t, out, "eps")
+    assert (x0.abs() > 0.5).any()  # the clamp has work to do
+    torch.testing.assert_close(p["x0"], x0.clamp(-0.5, 0.5))
+    torch.testing.assert_close(p["mean"], s.q_posterior(x0.clamp(-0.5, 0.5), xt, t)[0])

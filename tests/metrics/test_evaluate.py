@@ -99,11 +99,32 @@ def test_video_files_are_read_and_shapes_checked(tmp_path):
     (["eval", "--checkpoint", "motion-vae", "--no-fvd"], "flow videos"),
     (["eval", "/nonexistent-folder", "--no-fvd"], "no such folder"),
     (["eval", "--checkpoint", "latte", "--captions", "/nonexistent.json"], "--captions"),
+    (["eval", "--checkpoint", "latte", "--frames", "0"], "--frames 0"),
+    (["eval", "--checkpoint", "latte", "--batch-size", "0"], "--batch-size 0"),
+    (["eval", "--checkpoint", "latte", "--no-fvd", "--frames", "8"], "--frames does not apply"),
+    (["eval", "--checkpoint", "latte", "--no-fvd", "--reference", "/tmp"], "--reference does not apply"),
+    (["eval", "--checkpoint", "latte", "--no-fvd", "--paired"], "--paired does not apply"),
 ])
 def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_folder_of_clips_with_a_reference_it_cannot_use_is_refused(tmp_path, capsys):
+    """eval FOLDER: a --reference that is neither 'minisprites' nor a folder, --paired without a reference folder,
+    and non-square clips against the square MiniSprites reference are usage errors naming the option."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((2, 3, 8, 16, 24), np.float32))
+    for argv, message in [
+        (["eval", str(folder), "--no-fvd", "--reference", str(tmp_path / "none")], "not 'minisprites' and no such"),
+        (["eval", str(folder), "--no-fvd", "--paired"], "--paired needs --reference DIR"),
+        (["eval", str(folder), "--no-fvd"], "clips are 16x24: the MiniSprites reference is square"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_zoo_checkpoints_autoencoder_pairs_and_tora_paths():

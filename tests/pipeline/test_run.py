@@ -147,6 +147,8 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
         (["train", "cpu", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "cpu", "--device", "tpu"],
          "--device"),
         (["train", "latte", "--resume"], "apply to the presets"),
+        (["train", "cpu", "--rescore"], "--rescore applies to zoo recipes"),
+        (["train", "cpu", "--threads", "0"], "--threads 0"),
         (["train", "cpu", "--out", str(out), "--set", "size=16"], "pass --resume to continue"),
         (["train", "cpu", "--out", str(tmp_path / "r1"), "--set", "latent=causal-vae"],
          "frames=8 is not reachable by the frame rule of latent='causal-vae'"),
@@ -162,6 +164,8 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys, trained):
         (["sample", "--checkpoint", str(out), "--image", str(traj)], "not a readable image"),
         (["sample", "--checkpoint", str(out), "--trajectory", str(traj)], "line 1 column"),
         (["sample", "--checkpoint", str(out), "--out", "x.gif"], "must end with .mp4"),
+        (["sample", "--checkpoint", str(out), "--frames", "0"], "--frames 0"),
+        (["sample", "--checkpoint", str(out), "--steps", "0"], "--steps 0"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit):

@@ -201,6 +201,35 @@ def test_sampler_bad_input(model):
         sample_system(model, "a red square", shape, null_motion=null)
 
 
+def test_sampler_refuses_conditions_of_the_wrong_shape_before_sampling(model):
+    """Each condition of sample_system checked against the latent shape and the model, with a message naming it."""
+    shape = (C, T, HW, HW)
+    null = torch.zeros(1, 2, T, HW, HW)
+    first = torch.zeros(1, T, dtype=torch.bool)
+    first[:, 0] = True
+    cases = [
+        (dict(given=torch.zeros(1, *shape)), "given latents and given_frames together"),
+        (dict(given=torch.zeros(1, C, T, HW, HW + 1), given_frames=first), r"given must be latents \(N=1"),
+        (dict(given=torch.zeros(1, *shape), given_frames=first.float()), "given_frames must be a bool"),
+        (dict(motion=torch.zeros(1, 2, T, HW, HW + 2)), r"motion must be motion latents \(N=1, C_m"),
+        (dict(image=torch.zeros(1, 3, 16, 16)), "this System reads no image"),
+    ]
+    assert not model.takes_image
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            sample_system(model, ["a"], shape, null_motion=null, steps=2, **kwargs)
+
+
+def test_sampler_treats_a_mask_giving_no_frame_as_no_given_frames(model):
+    """given_frames all False gives nothing: the same latents as a call without given frames (same seed)."""
+    shape = (C, T, HW, HW)
+    null = torch.zeros(1, 2, T, HW, HW)
+    plain = sample_system(model, ["a red circle"], shape, null_motion=null, steps=3, seed=4)
+    none_given = sample_system(model, ["a red circle"], shape, null_motion=null, steps=3, seed=4,
+                               given=torch.randn(1, *shape), given_frames=torch.zeros(1, T, dtype=torch.bool))
+    torch.testing.assert_close(none_given, plain, rtol=0, atol=0)
+
+
 def _with_image(zero_init: bool = False) -> SystemConfig:
     import dataclasses
 
