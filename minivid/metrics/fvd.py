@@ -51,14 +51,29 @@ def _default_device():
 def ieee_fp32_convolutions():
     """Run cuDNN's float32 convolutions in IEEE float32, not TF32, inside the block; the previous setting is
     restored on exit, errors included. (PyTorch runs them in TF32 by default on Ampere and later GPUs; CPUs
-    and older GPUs compute float32 either way.)"""
-    conv = torch.backends.cudnn.conv
+    and older GPUs compute float32 either way.) PyTorch before 2.9 has no ``fp32_precision`` flags: there the
+    legacy ``torch.backends.cudnn.allow_tf32`` is switched instead."""
+    conv = _cudnn_conv_flags()
+    if conv is None:  # PyTorch < 2.9
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
+        return
     previous = conv.fp32_precision
     conv.fp32_precision = "ieee"
     try:
         yield
     finally:
         conv.fp32_precision = previous
+
+
+def _cudnn_conv_flags():
+    """cuDNN's convolution flags with ``fp32_precision`` (PyTorch >= 2.9), or None."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    return conv if conv is not None and hasattr(conv, "fp32_precision") else None
 
 
 def _as_clips(videos) -> torch.Tensor:

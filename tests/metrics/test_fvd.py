@@ -148,12 +148,15 @@ def test_fvd_result_reports_the_clip_counts(logits):
 class _PrecisionProbe(torch.nn.Module):
     """Stands in for I3D: records cuDNN's float32 convolution precision at each call."""
 
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, legacy=False):
         super().__init__()
-        self.seen, self.fail = [], fail
+        self.seen, self.fail, self.legacy = [], fail, legacy
 
     def forward(self, x):
-        self.seen.append(torch.backends.cudnn.conv.fp32_precision)
+        if self.legacy:
+            self.seen.append("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+        else:
+            self.seen.append(torch.backends.cudnn.conv.fp32_precision)
         if self.fail:
             raise RuntimeError("probe failure")
         return torch.zeros(len(x), 400)
@@ -177,6 +180,19 @@ def test_i3d_runs_its_convolutions_in_ieee_fp32_and_restores_the_callers_setting
         assert i3d_logits(clips, device="cpu", batch_size=2).shape == (3, 400)
     assert probe.seen == (["ieee"] if fail else ["ieee", "ieee"])
     assert torch.backends.cudnn.conv.fp32_precision == before
+
+
+def test_i3d_switches_the_legacy_tf32_flag_on_pytorch_without_fp32_precision(monkeypatch):
+    """PyTorch before 2.9 (the lent GPU machines bring their own) has only torch.backends.cudnn.allow_tf32: it is
+    switched off for I3D's calls and restored after."""
+    fvd_module = importlib.import_module("minivid.metrics.fvd")
+    probe = _PrecisionProbe(legacy=True)
+    monkeypatch.setattr(fvd_module, "load_i3d", lambda weights, dev: probe)
+    monkeypatch.setattr(fvd_module, "_cudnn_conv_flags", lambda: None)
+    before = torch.backends.cudnn.allow_tf32
+    assert before  # PyTorch's default
+    i3d_logits(torch.rand(2, 3, 16, 8, 8), device="cpu")
+    assert probe.seen == ["ieee"] and torch.backends.cudnn.allow_tf32 == before
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
