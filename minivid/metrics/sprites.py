@@ -26,9 +26,9 @@ def sprite_check(video, *, max_sprites: int = 3, max_step: float = 0.15, max_acc
 
     Real MiniSprites clips fail only when one sprite hides another (then a colour vanishes for some frames, or
     its centroid jumps): 90% of 32 x 32 x 8 test clips and 92% of 64 x 64 x 16 pass, the ceiling a model is
-    compared with; uniform noise passes 0%, real clips with shuffled frames 5% at 32 x 32 x 8 and 0% at 64 x 64 x 16
-    (256 clips each; bench/results/measurements.md, "the sprite check's ceiling"). Returns ``{"passed", "colors", "reason"}`` (reason ``""`` when
-    it passes, else the first rule broken)."""
+    compared with; uniform noise passes 0%, real clips with shuffled frames 5% at 32 x 32 x 8 and 0% at
+    64 x 64 x 16 (256 clips each; bench/results/measurements.md, "the sprite check's ceiling"). Returns
+    ``{"passed", "colors", "reason"}`` (reason ``""`` when it passes, else the first rule broken)."""
     v = torch.as_tensor(video).detach().to("cpu", torch.float32)
     if v.ndim != 4 or v.shape[0] != 3:
         raise ValueError(f"video must have shape (3, T, H, W), got {tuple(v.shape)}")

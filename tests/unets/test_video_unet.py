@@ -1,4 +1,5 @@
-"""The factorised video U-Net (notebook 01, the zoo's latent-unet): shapes, conditioning, what mixes across time, clear errors."""
+"""The factorised video U-Net (notebook 01, the zoo's latent-unet): shapes, conditioning, what mixes across time,
+clear errors."""
 
 import pytest
 import torch
