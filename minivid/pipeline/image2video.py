@@ -12,7 +12,8 @@ r"""Image-to-video with Reducio-DiT (R4-R5) at MiniSprites scale: a clip generat
   the frame looks like; here the latent space is the zoo's per-frame ``vae2d`` (the full system's
   ``cpu-reducio`` preset is the one on the zoo's ``reducio-vae``), whose decoder sees nothing but the latent,
   so the DiT must also learn *where* the sprite is. Attention over condition tokens ignores their order, so a
-  fixed 2D sin-cos table of the content grid is added to e_img (``content_positions=True``); without it the model sees a bag of tokens.
+  fixed 2D sin-cos table of the content grid is added to e_img (``content_positions=True``); without it the model
+  sees a bag of tokens.
 - The conditioning frame is the clip's first frame (``frame=0``, image-to-video) by default; R4's content frame
   is the middle one, V_{T/2} (``frame=None``).
 - Training is v-prediction on CogVideoX's zero-terminal-SNR schedule (D10) with explicit uniform timesteps (D9),

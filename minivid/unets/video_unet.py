@@ -3,7 +3,8 @@ r"""A small pixel-space video denoiser: a factorised (2+1)-D U-Net.
 This is the model of notebook 01's training cell and, on the zoo's ``vae2d`` latents, of the zoo's
 ``latent-unet``: the simplest video diffusion model that learns MiniSprites on a CPU in minutes. It is not from
 one of the five papers; it is the baseline they improve on (PVDM, Reducio and CogVideoX move diffusion into a
-compressed latent space; Latte and CogVideoX replace the U-Net by a transformer). The full system (notebook 08) replaces it.
+compressed latent space; Latte and CogVideoX replace the U-Net by a transformer). The full system (notebook 08)
+replaces it.
 
 Structure, for a video x of shape (B, C, T, H, W):
 
