@@ -21,3 +21,21 @@ if not torch.cuda.is_available():
         raise RuntimeError("triton was imported before tests/conftest.py could set TRITON_INTERPRET=1; "
                            "run pytest from the repository root so that this file loads first")
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--recipes", action="store_true", default=False,
+                     help="also run the tests marked `recipes`: every zoo recipe for 2 steps with its held-out scoring "
+                          "(about 25 min of one core; `make recipes`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--recipes"):
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="a zoo recipe's 2-step run with its scoring (minutes); run with --recipes "
+                                   "(`make recipes`)")
+    for item in items:
+        if "recipes" in item.keywords:
+            item.add_marker(skip)
