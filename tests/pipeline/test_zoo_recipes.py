@@ -16,8 +16,8 @@ IN_MAKE_TEST = ["causal-vae", "reducio-vae", "pvdm-ae", "motion-vae"]
 SLOW = [n for n in RECIPES if n not in IN_MAKE_TEST and n != "vae2d"]
 
 # Fields a card may hold or not regardless of the code that wrote it: a rescore's record, a hand-written note, where
-# an entry's weights were taken from (t5's were kept from a system run, its card carries that run's metrics' float16
-# re-measure as system_metrics_float32), the float32 metrics of a float16 entry (checked apart below).
+# an entry's weights were taken from (t5's card, split out of a system run, keeps that run's float32 metrics as
+# system_metrics_float32), the float32 metrics of a float16 entry (checked apart below).
 OPTIONAL = {"metrics_recomputed", "note", "weights_from", "metrics_float32", "system_metrics_float32"}
 # Fields a recipe writes today that its shipped card, made before they existed, lacks: t5's card was split out of a
 # system run of 2026-12-05 (its weights_from), before the system's cards said which prediction and schedule it used.
